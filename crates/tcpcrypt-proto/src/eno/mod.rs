@@ -1,0 +1,1 @@
+//! TCP-ENO (RFC 8547): option codec, negotiation and transcript.
