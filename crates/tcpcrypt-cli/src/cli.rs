@@ -1,0 +1,108 @@
+//! The command line, as clap types; the help texts are the documentation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success (for lookup and fetch: the connection is encrypted with tcpcrypt)
+  1  usage error
+  2  tcpcryptd unreachable: not running, permission denied, or no answer in time
+  3  the connection is not encrypted (plain, handshake pending, or unknown to tcpcryptd)
+  4  other failure: malformed daemon answer, HTTP or network error, output error
+
+Control socket: --control, else $TCPCRYPT_CONTROL, else /run/tcpcrypt/control.sock.";
+
+/// Inspect tcpcrypt connections through tcpcryptd's control socket.
+#[derive(Debug, Parser)]
+#[command(name = "tcpcrypt", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Control socket of tcpcryptd [default: $TCPCRYPT_CONTROL or
+    /// /run/tcpcrypt/control.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Time limit for each question to tcpcryptd, in milliseconds
+    #[arg(long, global = true, value_name = "MS", default_value_t = 2000)]
+    pub timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the connections tcpcryptd tracks, one row each (no truncation)
+    ///
+    /// Columns: local and remote address, state, phase, this host's role,
+    /// key exchange (TEP), AEAD, whether the session was resumed, the first
+    /// 8 bytes of the session ID, and application bytes sent and received.
+    /// Plain connections are hidden unless --all is given.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+
+    /// Show one connection in full, named by its two addresses
+    ///
+    /// Addresses are as seen on this host: LOCAL is the address of this
+    /// host's socket, REMOTE the peer's. Write them as ADDR:PORT or
+    /// [IPV6]:PORT.
+    #[command(after_help = EXIT_CODES)]
+    Lookup(LookupArgs),
+
+    /// GET an http:// URL: body on stdout, this connection's session on stderr
+    ///
+    /// Makes one HTTP/1.1 GET over a plain TCP connection, prints the
+    /// response body on stdout and, on stderr, the tcpcrypt session ID of
+    /// that connection as tcpcryptd reports it (or that it was plain).
+    /// Compare the ID printed here with what the server's application sees
+    /// (e.g. the TCP_CRYPT_SESSID variable a web server sets): equal IDs on
+    /// both ends mean no one in between holds the keys. Only http:// URLs.
+    #[command(after_help = EXIT_CODES)]
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON ({"connections":[...]}) instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// Include plain (unencrypted) connections
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// This host's end of the connection, e.g. 10.0.0.2:80 or [fd00::2]:443
+    pub local: SocketAddr,
+
+    /// The peer's end of the connection
+    pub remote: SocketAddr,
+
+    /// If the handshake is still running, wait this many milliseconds for
+    /// its outcome (at most 10000)
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub wait: u64,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The URL to GET (http:// only)
+    pub url: String,
+
+    /// How long to wait for this connection's handshake outcome, in
+    /// milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub wait: u64,
+
+    /// Network time limit for connecting and for each read, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 30000)]
+    pub net_timeout: u64,
+}

@@ -1,0 +1,79 @@
+//! `tcpcrypt`: the command-line view of tcpcryptd for people checking
+//! connections by hand and for scripts.
+//!
+//! Owns: argument parsing, the `status` table and JSON, the one-connection
+//! `lookup` view, and `fetch`, a minimal HTTP/1.1 client that reports the
+//! session of its own connection. All daemon access goes through the
+//! tcpcrypt-client library, so the command sees exactly what applications see.
+//!
+//! Must not: contain protocol logic or speak the control protocol itself.
+
+mod cli;
+mod exit;
+mod fetch;
+mod http;
+mod render;
+mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tcpcrypt::{Client, Lookup};
+
+use crate::cli::{Cli, Command, LookupArgs};
+use crate::exit::{Failure, Outcome};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version are not errors; everything else is a usage error.
+            let _ = e.print();
+            return if e.use_stderr() {
+                Outcome::Usage.into()
+            } else {
+                Outcome::Ok.into()
+            };
+        }
+    };
+    let client = Client::with_control_path(tcpcrypt::control_path(cli.control.as_deref()))
+        .timeout(Duration::from_millis(cli.timeout));
+    let outcome = match cli.command {
+        Command::Status(args) => status::run(&client, &args),
+        Command::Lookup(args) => lookup(&client, &args),
+        Command::Fetch(args) => fetch::run(&client, &args),
+    };
+    match outcome {
+        Ok(outcome) => outcome.into(),
+        Err(failure) => {
+            // `tcpcrypt status | head` closing the pipe early is not news.
+            let quiet = matches!(&failure, Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+            if !quiet {
+                eprintln!("tcpcrypt: {failure}");
+            }
+            failure.outcome().into()
+        }
+    }
+}
+
+fn lookup(client: &Client, args: &LookupArgs) -> Result<Outcome, Failure> {
+    let wait = Duration::from_millis(args.wait);
+    let answer = client
+        .lookup_addrs_wait(args.local, args.remote, wait)
+        .map_err(Failure::Daemon)?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        render::write_json_line(
+            &mut out,
+            &render::lookup_json(args.local, args.remote, &answer),
+        )
+    } else {
+        render::write_lookup(&mut out, args.local, args.remote, &answer)
+    };
+    written.map_err(Failure::Output)?;
+    Ok(match answer {
+        Lookup::Tcpcrypt(_) => Outcome::Ok,
+        _ => Outcome::NotEncrypted,
+    })
+}

@@ -1,0 +1,181 @@
+/*
+ * tcpcrypt.h: ask tcpcryptd about a TCP connection (libtcpcrypt).
+ *
+ * Link with -ltcpcrypt (pkg-config --cflags --libs tcpcrypt).
+ *
+ * Every call asks tcpcryptd over its control socket and returns within its
+ * time limit, also when the daemon is not running or does not answer. No
+ * call exits, aborts, raises SIGPIPE or keeps global state except
+ * tcpcrypt_setparam's path. All calls are thread-safe.
+ *
+ * Control socket: the path argument if not NULL, else the environment
+ * variable TCPCRYPT_CONTROL, else /run/tcpcrypt/control.sock.
+ *
+ * Session IDs (RFC 8548 section 3.4) are 33 bytes long: the TEP byte host B
+ * sent, then 32 bytes. That is longer than the 32-byte MAX_SS of the
+ * original libtcpcrypt, so a buffer sized MAX_SS is too small for
+ * TCP_CRYPT_SESSID: use TCPCRYPT_SESSID_MAXLEN.
+ */
+#ifndef TCPCRYPT_TCPCRYPT_H
+#define TCPCRYPT_TCPCRYPT_H
+
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- The original libtcpcrypt interface (source-compatible) ---------- */
+
+/* Option names for tcpcrypt_getsockopt, values as in the original header.
+ * Only TCP_CRYPT_ENABLE and TCP_CRYPT_SESSID are supported; the others
+ * fail with errno ENOPROTOOPT. */
+enum {
+	TCP_CRYPT_ENABLE      = 0,
+	TCP_CRYPT_CMODE       = 1,
+	TCP_CRYPT_SESSID      = 2,
+	TCP_CRYPT_RSA_KEY     = 3,
+	TCP_CRYPT_NOCACHE     = 4,
+	TCP_CRYPT_APP_SUPPORT = 15,
+	TCP_CRYPT_RESUME      = 16
+};
+
+enum {
+	TCP_CRYPT_CMODE_DEFAULT   = 0,
+	TCP_CRYPT_CMODE_ALWAYS    = 1,
+	TCP_CRYPT_CMODE_ALWAYS_NK = 2
+};
+
+/* The original maximum session ID length. RFC 8548 IDs are 33 bytes. */
+#ifndef MAX_SS
+#define MAX_SS 32
+#endif
+
+/* tcpcrypt_setparam parameters. */
+enum {
+	TCPCRYPT_PARAM_CTLPATH = 0
+};
+
+/*
+ * Asks about connected TCP socket s (IPv4 or IPv6). level must be
+ * IPPROTO_TCP. Waits up to 500 ms for a handshake still in progress and
+ * returns within 1 s in all cases.
+ *
+ * TCP_CRYPT_SESSID: copies the raw session ID (33 bytes) to optval and
+ *   stores its length in *optlen.
+ * TCP_CRYPT_ENABLE: stores an int in optval, 1 if the connection is
+ *   encrypted with tcpcrypt, 0 if not (plain, unknown to the daemon, or
+ *   handshake not finished), and sizeof(int) in *optlen.
+ *
+ * Returns 0, or -1 with errno set:
+ *   ERANGE        *optlen too small; the needed length is stored in *optlen
+ *   ENODATA       (TCP_CRYPT_SESSID) connection is plain or unknown to tcpcryptd
+ *   EBUSY         (TCP_CRYPT_SESSID) handshake still in progress
+ *   ENOPROTOOPT   level is not IPPROTO_TCP, or option not supported
+ *   EFAULT        optval or optlen is NULL
+ *   and any code listed for tcpcrypt_lookup_fd below.
+ */
+int tcpcrypt_getsockopt(int s, int level, int optname, void *optval,
+			unsigned int *optlen);
+
+/*
+ * Sets the control socket path used by tcpcrypt_getsockopt (param
+ * TCPCRYPT_PARAM_CTLPATH, val a NUL-terminated path; NULL restores the
+ * default). Other params are ignored.
+ */
+void tcpcrypt_setparam(int param, void *val);
+
+/* ---- The full interface ----------------------------------------------- */
+
+/* Room for a session ID in struct tcpcrypt_info. */
+#define TCPCRYPT_SESSID_MAXLEN 64
+
+/* Length of an RFC 8548 session ID. */
+#define TCPCRYPT_SESSID_LEN 33
+
+/* Time limit used when a timeout_ms argument is 0 or negative. */
+#define TCPCRYPT_DEFAULT_TIMEOUT_MS 500
+
+/* The daemon holds an answer for at most this long (wait_ms is capped). */
+#define TCPCRYPT_MAX_WAIT_MS 10000
+
+enum tcpcrypt_state {
+	TCPCRYPT_STATE_UNKNOWN   = 0, /* tcpcryptd does not track the connection */
+	TCPCRYPT_STATE_PLAIN     = 1, /* plain TCP; see reason */
+	TCPCRYPT_STATE_PENDING   = 2, /* handshake not finished when wait_ms ran out */
+	TCPCRYPT_STATE_ENCRYPTED = 3  /* tcpcrypt; all session fields are set */
+};
+
+enum tcpcrypt_role {
+	TCPCRYPT_ROLE_NONE = 0,
+	TCPCRYPT_ROLE_A    = 1,
+	TCPCRYPT_ROLE_B    = 2
+};
+
+struct tcpcrypt_info {
+	int state;                 /* enum tcpcrypt_state */
+	int role;                  /* enum tcpcrypt_role: this host's role */
+	unsigned int sessid_len;   /* 33 when encrypted, else 0 */
+	unsigned char sessid[TCPCRYPT_SESSID_MAXLEN];
+	char sessid_hex[2 * TCPCRYPT_SESSID_MAXLEN + 1]; /* lower-case, NUL-terminated */
+	unsigned int tep;          /* TEP identifier byte, e.g. 0x23 */
+	char tep_name[32];         /* e.g. "TCPCRYPT_ECDHE_Curve25519" */
+	unsigned int aead;         /* AEAD identifier, e.g. 0x0001 */
+	char aead_name[32];        /* e.g. "AEAD_AES_128_GCM" */
+	int resumed;               /* 1 if keys came from a resumed session */
+	int peer_app_aware;        /* the peer's ENO "a" bit */
+	char reason[128];          /* plain only: why, for people (truncated) */
+};
+
+/*
+ * Looks up the connection of connected TCP socket fd (IPv4, IPv6 or
+ * IPv4-mapped IPv6); the library reads its addresses itself.
+ *
+ * control_path: NULL for $TCPCRYPT_CONTROL or the default.
+ * wait_ms:      if the handshake is still in progress, how long tcpcryptd
+ *               may hold the answer (0: answer at once; at most 10000).
+ * timeout_ms:   limit for talking to tcpcryptd (<= 0: 500 ms). The call
+ *               returns within wait_ms + timeout_ms.
+ *
+ * On success returns 0 and fills *info (info->state says which fields are
+ * set; the rest are zero). On failure returns a negative errno value and
+ * leaves *info untouched:
+ *   -ENOENT        control socket missing: tcpcryptd not running
+ *   -ECONNREFUSED  nothing listening on the control socket
+ *   -EACCES        no permission on the control socket
+ *   -ETIMEDOUT     tcpcryptd did not answer in time
+ *   -EPROTO        malformed answer, or tcpcryptd rejected the request
+ *   -EPROTONOSUPPORT tcpcryptd does not speak control protocol version 1
+ *   -ECONNRESET, -EPIPE  tcpcryptd closed the control connection early
+ *   -EIO           tcpcryptd (or this library) failed internally
+ *   -ENOTSOCK      fd is not a socket
+ *   -EPROTOTYPE    fd is not an IPv4/IPv6 TCP socket
+ *   -ENOTCONN      the socket is not connected
+ *   -EBADF         fd is not an open descriptor
+ *   -EINVAL        info is NULL
+ *   -ENAMETOOLONG  control path empty or longer than a Unix socket allows
+ */
+int tcpcrypt_lookup_fd(const char *control_path, int fd, int wait_ms,
+		       int timeout_ms, struct tcpcrypt_info *info);
+
+/*
+ * Like tcpcrypt_lookup_fd, for a connection named by its addresses as seen
+ * on this host (local = getsockname, remote = getpeername), each a
+ * struct sockaddr_in or sockaddr_in6. -EINVAL if either is NULL, too short
+ * or not AF_INET/AF_INET6.
+ */
+int tcpcrypt_lookup_addr(const char *control_path,
+			 const struct sockaddr *local, socklen_t local_len,
+			 const struct sockaddr *remote, socklen_t remote_len,
+			 int wait_ms, int timeout_ms,
+			 struct tcpcrypt_info *info);
+
+/* A static description of an error code from this library (negative or
+ * positive errno value). Never NULL. */
+const char *tcpcrypt_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCPCRYPT_TCPCRYPT_H */

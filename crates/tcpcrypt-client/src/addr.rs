@@ -1,0 +1,241 @@
+//! Socket addresses as the control protocol writes them, and the addresses
+//! of a connected TCP socket read from its file descriptor.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+use crate::error::Error;
+
+/// The address the daemon knows a connection by: an IPv4-mapped IPv6
+/// address becomes the IPv4 address it maps, and IPv6 scope and flow
+/// information are dropped (the daemon keys on addresses and ports only).
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => addr,
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
+            None => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0)),
+        },
+    }
+}
+
+/// `IPV4:PORT` or `[IPV6]:PORT`, without a scope id, after [`normalize`].
+pub fn to_wire(addr: SocketAddr) -> String {
+    match normalize(addr) {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// The local (`getsockname`) and remote (`getpeername`) addresses of a
+/// connected IPv4 or IPv6 TCP socket, normalised.
+pub fn socket_pair(fd: RawFd) -> Result<(SocketAddr, SocketAddr), Error> {
+    check_tcp(fd)?;
+    let local = read_addr(fd, Side::Local)?;
+    let remote = read_addr(fd, Side::Remote)?;
+    Ok((normalize(local), normalize(remote)))
+}
+
+fn check_tcp(fd: RawFd) -> Result<(), Error> {
+    let sock_type = int_option(fd, libc::SO_TYPE)?;
+    if sock_type != libc::SOCK_STREAM {
+        return Err(Error::NotTcp {
+            fd,
+            what: "not a stream socket",
+        });
+    }
+    let domain = int_option(fd, libc::SO_DOMAIN)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(Error::NotTcp {
+            fd,
+            what: "not an IPv4 or IPv6 socket",
+        });
+    }
+    let protocol = int_option(fd, libc::SO_PROTOCOL)?;
+    if protocol != libc::IPPROTO_TCP {
+        return Err(Error::NotTcp {
+            fd,
+            what: "stream socket of another protocol",
+        });
+    }
+    Ok(())
+}
+
+fn int_option(fd: RawFd, option: libc::c_int) -> Result<libc::c_int, Error> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len point to live locals of the sizes getsockopt is told.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(fd_error(fd, io::Error::last_os_error()))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Local,
+    Remote,
+}
+
+fn read_addr(fd: RawFd, side: Side) -> Result<SocketAddr, Error> {
+    // SAFETY: sockaddr_storage is plain old data; all zero bytes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let ptr = (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: ptr and len describe the whole of `storage`, which outlives the call.
+    let rc = unsafe {
+        match side {
+            Side::Local => libc::getsockname(fd, ptr, &mut len),
+            Side::Remote => libc::getpeername(fd, ptr, &mut len),
+        }
+    };
+    if rc != 0 {
+        return Err(fd_error(fd, io::Error::last_os_error()));
+    }
+    from_storage(&storage, len as usize).ok_or(Error::NotTcp {
+        fd,
+        what: "address family is not IPv4 or IPv6",
+    })
+}
+
+fn fd_error(fd: RawFd, err: io::Error) -> Error {
+    match err.raw_os_error() {
+        Some(libc::ENOTSOCK) => Error::NotASocket { fd },
+        Some(libc::ENOTCONN) => Error::NotConnected { fd },
+        _ => Error::Socket { fd, source: err },
+    }
+}
+
+/// Converts a kernel socket address to a `SocketAddr`, if it is IPv4/IPv6.
+pub fn from_storage(storage: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which
+            // is smaller than sockaddr_storage and less strictly aligned.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn ipv4_mapped_ipv6_becomes_ipv4() {
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().expect("literal");
+        assert_eq!(to_wire(mapped), "10.0.0.1:80");
+    }
+
+    #[test]
+    fn ipv6_is_bracketed_without_scope() {
+        let scoped = SocketAddr::V6(SocketAddrV6::new(
+            "fe80::1".parse().expect("literal"),
+            443,
+            7,
+            3,
+        ));
+        assert_eq!(to_wire(scoped), "[fe80::1]:443");
+    }
+
+    #[test]
+    fn ipv4_is_written_plainly() {
+        let v4: SocketAddr = "10.0.0.2:8080".parse().expect("literal");
+        assert_eq!(to_wire(v4), "10.0.0.2:8080");
+    }
+
+    #[test]
+    fn tcp_socket_pair_matches_std() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (local, remote) = socket_pair(stream.as_raw_fd()).expect("pair");
+        assert_eq!(local, stream.local_addr().expect("local"));
+        assert_eq!(remote, listener.local_addr().expect("addr"));
+    }
+
+    #[test]
+    fn dual_stack_socket_reports_ipv4() {
+        let Ok(listener) = TcpListener::bind("[::]:0") else {
+            // No IPv6 in this environment: nothing to check.
+            return;
+        };
+        let port = listener.local_addr().expect("addr").port();
+        let stream = TcpStream::connect(("::ffff:127.0.0.1", port)).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        let (local, remote) = socket_pair(accepted.as_raw_fd()).expect("pair");
+        assert_eq!(local, SocketAddr::from(([127, 0, 0, 1], port)));
+        assert_eq!(remote, normalize(stream.local_addr().expect("local")));
+        assert!(remote.is_ipv4());
+    }
+
+    #[test]
+    fn udp_socket_is_not_tcp() {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        assert!(matches!(
+            socket_pair(udp.as_raw_fd()),
+            Err(Error::NotTcp { .. })
+        ));
+    }
+
+    #[test]
+    fn unix_socket_is_not_tcp() {
+        let (a, _b) = UnixStream::pair().expect("pair");
+        assert!(matches!(
+            socket_pair(a.as_raw_fd()),
+            Err(Error::NotTcp { .. })
+        ));
+    }
+
+    #[test]
+    fn regular_file_is_not_a_socket() {
+        let file = std::fs::File::open("/proc/self/status").expect("open");
+        assert!(matches!(
+            socket_pair(file.as_raw_fd()),
+            Err(Error::NotASocket { .. })
+        ));
+    }
+
+    #[test]
+    fn unconnected_tcp_socket_is_not_connected() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert!(matches!(
+            socket_pair(listener.as_raw_fd()),
+            Err(Error::NotConnected { .. })
+        ));
+    }
+}

@@ -1,0 +1,166 @@
+//! The Rust API: a [`Client`] names the control socket and the time limit;
+//! each call opens one connection to the daemon, asks one question and
+//! closes it, so a client holds no state that could go stale across a
+//! daemon restart or a `fork`.
+
+use std::env;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::addr;
+use crate::error::Error;
+use crate::message::{self, MAX_WAIT, Request};
+use crate::session::{Connection, DaemonVersion, Lookup};
+use crate::transport;
+
+/// Where tcpcryptd listens unless told otherwise.
+pub const DEFAULT_CONTROL_PATH: &str = "/run/tcpcrypt/control.sock";
+
+/// Environment variable that overrides [`DEFAULT_CONTROL_PATH`].
+pub const CONTROL_PATH_ENV: &str = "TCPCRYPT_CONTROL";
+
+/// How long a call may take, unless the caller sets another limit: short,
+/// because an unreachable daemon must not stall a web server worker.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+const MAX_LOOKUP_ANSWER: usize = 64 * 1024;
+/// Room for a few hundred thousand connections in one `list` answer.
+const MAX_LIST_ANSWER: usize = 256 * 1024 * 1024;
+
+/// The control socket path: `explicit` if given, else `$TCPCRYPT_CONTROL` if
+/// set and non-empty, else [`DEFAULT_CONTROL_PATH`].
+pub fn control_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    match env::var_os(CONTROL_PATH_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(DEFAULT_CONTROL_PATH),
+    }
+}
+
+/// A handle on tcpcryptd's control socket.
+///
+/// Every call returns within the client's timeout (plus, for the `*_wait`
+/// lookups, the requested wait); none panics on anything the daemon sends.
+#[derive(Debug, Clone)]
+pub struct Client {
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client of the socket named by `$TCPCRYPT_CONTROL` or the default path.
+    pub fn new() -> Self {
+        Self {
+            path: control_path(None),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A client of the socket at `path`.
+    pub fn with_control_path(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the time limit for each call (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn control_path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn time_limit(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Looks up a connection by its addresses as seen on this host
+    /// (`local` = `getsockname`, `remote` = `getpeername`).
+    pub fn lookup_addrs(&self, local: SocketAddr, remote: SocketAddr) -> Result<Lookup, Error> {
+        self.lookup_addrs_wait(local, remote, Duration::ZERO)
+    }
+
+    /// Like [`Client::lookup_addrs`], but if the handshake is still running
+    /// the daemon holds its answer for up to `wait` (at most 10 s). Returns
+    /// within `wait` plus the client's timeout.
+    pub fn lookup_addrs_wait(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        wait: Duration,
+    ) -> Result<Lookup, Error> {
+        let wait = wait.min(MAX_WAIT);
+        let request = Request::Lookup {
+            local: addr::normalize(local),
+            remote: addr::normalize(remote),
+            wait,
+        };
+        let line = self.exchange(&request, wait, MAX_LOOKUP_ANSWER)?;
+        message::decode_lookup(&line)
+    }
+
+    /// Looks up the connection of a connected TCP socket (a `TcpStream` or
+    /// any other file descriptor); the library reads its addresses itself.
+    pub fn lookup_fd(&self, socket: impl AsFd) -> Result<Lookup, Error> {
+        self.lookup_raw_fd(socket.as_fd().as_raw_fd(), Duration::ZERO)
+    }
+
+    /// [`Client::lookup_fd`] with a wait for a pending handshake, as in
+    /// [`Client::lookup_addrs_wait`].
+    pub fn lookup_fd_wait(&self, socket: impl AsFd, wait: Duration) -> Result<Lookup, Error> {
+        self.lookup_raw_fd(socket.as_fd().as_raw_fd(), wait)
+    }
+
+    /// For the C ABI, where the descriptor may be anything, even invalid.
+    pub(crate) fn lookup_raw_fd(&self, fd: RawFd, wait: Duration) -> Result<Lookup, Error> {
+        if fd < 0 {
+            return Err(Error::Socket {
+                fd,
+                source: std::io::Error::from_raw_os_error(libc::EBADF),
+            });
+        }
+        let (local, remote) = addr::socket_pair(fd)?;
+        self.lookup_addrs_wait(local, remote, wait)
+    }
+
+    /// Every connection the daemon tracks.
+    pub fn list(&self) -> Result<Vec<Connection>, Error> {
+        let line = self.exchange(&Request::List, Duration::ZERO, MAX_LIST_ANSWER)?;
+        message::decode_list(&line)
+    }
+
+    /// The daemon's version: a cheap health check.
+    pub fn version(&self) -> Result<DaemonVersion, Error> {
+        let line = self.exchange(&Request::Version, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
+        message::decode_version(&line)
+    }
+
+    fn exchange(&self, request: &Request, wait: Duration, max: usize) -> Result<Vec<u8>, Error> {
+        let limit = self.timeout.saturating_add(wait);
+        let start = Instant::now();
+        // An absurd limit (Duration::MAX) would overflow Instant; cap it at a
+        // day, which is "no practical limit" for a local socket.
+        let deadline = start + limit.min(Duration::from_secs(86_400));
+        transport::exchange(
+            &self.path,
+            request.encode().as_bytes(),
+            deadline,
+            limit,
+            max,
+        )
+    }
+}
