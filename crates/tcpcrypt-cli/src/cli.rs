@@ -105,4 +105,23 @@ pub struct FetchArgs {
     /// Network time limit for connecting and for each read, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 30000)]
     pub net_timeout: u64,
+
+    /// Ask tcpcryptd before sending the request and send this connection's
+    /// session ID (upper-case hex) to the server in the request header NAME,
+    /// so a page can compare it with its own TCP_CRYPT_SESSID. Nothing is
+    /// sent when the connection is not encrypted.
+    #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
+    pub sessid_header: Option<String>,
+}
+
+/// An HTTP header name: a non-empty token (RFC 9110 tchar characters).
+fn parse_header_name(name: &str) -> Result<String, String> {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !name.is_empty() && name.chars().all(tchar) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+        ))
+    }
 }

@@ -20,13 +20,25 @@ pub fn run(client: &Client, args: &FetchArgs) -> Result<Outcome, Failure> {
         .set_read_timeout(Some(net_timeout))
         .and_then(|()| stream.set_write_timeout(Some(net_timeout)))
         .map_err(|e| http_err("socket options", e))?;
-    (&stream)
-        .write_all(url.request().as_bytes())
-        .map_err(|e| http_err("sending the request", e))?;
-
     // Ask while the connection is surely open; the wait covers a handshake
-    // that is still running right after connect.
-    let lookup = client.lookup_fd_wait(&stream, Duration::from_millis(args.wait));
+    // that is still running right after connect. With --sessid-header the
+    // answer must be known before the request goes out.
+    let wait = Duration::from_millis(args.wait);
+    let (lookup, extra) = match &args.sessid_header {
+        Some(name) => {
+            let lookup = client.lookup_fd_wait(&stream, wait);
+            let extra = match &lookup {
+                Ok(Lookup::Tcpcrypt(s)) => vec![(name.clone(), s.session_id.to_upper_hex())],
+                _ => Vec::new(),
+            };
+            (Some(lookup), extra)
+        }
+        None => (None, Vec::new()),
+    };
+    (&stream)
+        .write_all(url.request(&extra).as_bytes())
+        .map_err(|e| http_err("sending the request", e))?;
+    let lookup = lookup.unwrap_or_else(|| client.lookup_fd_wait(&stream, wait));
     let daemon_outcome = report(&lookup);
 
     let mut input = BufReader::with_capacity(1 << 16, &stream);

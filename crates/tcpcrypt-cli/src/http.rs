@@ -91,9 +91,14 @@ impl Url {
         }
     }
 
-    pub fn request(&self) -> String {
+    /// The GET request, with any extra `(name, value)` header lines.
+    pub fn request(&self, extra: &[(String, String)]) -> String {
+        let extra: String = extra
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tcpcrypt-fetch/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tcpcrypt-fetch/{}\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n",
             self.target,
             self.host_header(),
             env!("CARGO_PKG_VERSION")
@@ -340,10 +345,18 @@ mod tests {
 
     #[test]
     fn request_is_a_minimal_http11_get() {
-        let req = url("http://h:8080/p").request();
+        let req = url("http://h:8080/p").request(&[]);
         assert!(req.starts_with("GET /p HTTP/1.1\r\nHost: h:8080\r\n"));
         assert!(req.contains("Connection: close\r\n"));
         assert!(req.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn request_carries_extra_headers_inside_the_head() {
+        let extra = [("X-Sid".to_string(), "23ab".to_string())];
+        let req = url("http://h/").request(&extra);
+        let head = req.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(head.contains("\r\nX-Sid: 23ab"), "{req:?}");
     }
 
     fn body_of(response: &[u8]) -> io::Result<(Head, Vec<u8>)> {

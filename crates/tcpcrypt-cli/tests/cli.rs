@@ -276,6 +276,8 @@ fn permission_denied_is_reported_as_such() {
 enum Body {
     Length(Vec<u8>),
     Chunked(Vec<&'static [u8]>),
+    /// Answers with the request's head (request line and headers) as body.
+    EchoRequestHead,
 }
 
 /// A one-shot HTTP server on loopback that reports the client address it saw.
@@ -296,9 +298,15 @@ impl HttpServer {
             let _ = tx.send(client);
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
             let mut line = String::new();
+            let mut request_head = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                request_head.push_str(&line);
                 line.clear();
             }
+            let body = match body {
+                Body::EchoRequestHead => Body::Length(request_head.into_bytes()),
+                other => other,
+            };
             let _ = match body {
                 Body::Length(bytes) => {
                     let head = format!(
@@ -319,6 +327,7 @@ impl HttpServer {
                     out.extend(b"0\r\n\r\n");
                     stream.write_all(&out)
                 }
+                Body::EchoRequestHead => Ok(()),
             };
         });
         Self { addr, peer }
@@ -358,6 +367,51 @@ fn fetch_prints_the_body_and_its_own_connections_session_id() {
     );
     let client = server.peer.recv().expect("server saw the client");
     assert_eq!(fake.requests()[0]["local"], client.to_string());
+}
+
+#[test]
+fn fetch_with_sessid_header_sends_its_session_id_in_the_request() {
+    let server = HttpServer::start(Body::EchoRequestHead);
+    let fake = fake_for_server(server.addr);
+    let (code, stdout, stderr) = run(tcpcrypt(fake.path()).args([
+        "fetch",
+        "--sessid-header",
+        "X-Client-Sessid",
+        &server.url(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let expected = format!("X-Client-Sessid: {}\r\n", EXAMPLE_ID.to_uppercase());
+    assert!(stdout.contains(&expected), "{stdout}");
+}
+
+#[test]
+fn fetch_sends_no_sessid_header_on_a_plain_connection() {
+    let server = HttpServer::start(Body::EchoRequestHead);
+    let fake = FakeDaemon::always(
+        r#"{"v":1,"ok":true,"state":"plain","reason":"peer sent no ENO option"}"#,
+    );
+    let (code, stdout, _) = run(tcpcrypt(fake.path()).args([
+        "fetch",
+        "--sessid-header",
+        "X-Client-Sessid",
+        &server.url(),
+    ]));
+    assert_eq!(code, 3);
+    assert!(stdout.starts_with("GET /index.html"), "{stdout}");
+    assert!(!stdout.contains("X-Client-Sessid"), "{stdout}");
+}
+
+#[test]
+fn fetch_rejects_a_sessid_header_that_is_not_a_header_name() {
+    let fake = FakeDaemon::always(state_answer("unknown"));
+    let (code, _, stderr) = run(tcpcrypt(fake.path()).args([
+        "fetch",
+        "--sessid-header",
+        "Bad Name:",
+        "http://127.0.0.1:1/",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not an HTTP header name"), "{stderr}");
 }
 
 #[test]
