@@ -1,0 +1,228 @@
+//! The types the daemon exchanges with the engine.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
+
+/// Secrets for the key log: `TCPCRYPT_SS <session-id> <ss>` and, for a
+/// fresh key exchange, `TCPCRYPT_ES <session-id> <es>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeylogSecrets {
+    /// The session secret the keys derive from (ss\[0\] fresh, ss\[i\] resumed).
+    pub ss: Vec<u8>,
+    /// The ECDH shared secret (fresh key exchange only).
+    pub es: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KeylogSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets by accident.
+        f.write_str("KeylogSecrets(..)")
+    }
+}
+
+/// Which way a packet travels through the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Local stack → network (OUTPUT/POSTROUTING).
+    Outbound,
+    /// Network → local stack (PREROUTING/INPUT).
+    Inbound,
+}
+
+/// What to do with a queued packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it pass unchanged.
+    Accept,
+    /// The buffer was rewritten in place (its length may differ, checksums
+    /// are correct): let the new bytes pass.
+    AcceptModified,
+    /// Drop it. The engine may have kept a copy and will emit what it
+    /// needs later through [`Engine::poll_transmit`](crate::Engine::poll_transmit).
+    Drop,
+}
+
+/// A packet the engine wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// `Outbound`: send to the network; `Inbound`: deliver to the local stack.
+    pub direction: Direction,
+    /// A whole IPv4/IPv6 packet with correct checksums.
+    pub packet: Vec<u8>,
+}
+
+/// Engine settings. Every field has a documented default (`Default`).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Key-exchange TEPs we offer, most preferred first.
+    /// Default: X25519, then P-256.
+    pub teps: Vec<Tep>,
+    /// AEADs we offer (as A) and accept (as B), most preferred first.
+    /// Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305.
+    pub aeads: Vec<Aead>,
+    /// Set the ENO application-aware bit `a` in our SYNs. Default: off.
+    pub app_aware: bool,
+    /// Fall back to plain TCP unless the peer set `a`. Default: off.
+    pub app_aware_mandatory: bool,
+    /// Offer and accept session resumption (RFC 8548 section 3.5), with
+    /// secrets cached per peer address in memory only. Default: on.
+    pub resumption: bool,
+    /// First retransmission timeout of our Init message; doubles on each
+    /// retry. Default: 1 s.
+    pub init_rto: Duration,
+    /// Init retransmissions before the connection is aborted. Default: 8.
+    pub init_max_retries: u32,
+    /// How long a closed connection stays in the table (late retransmits
+    /// still get mapped). Default: 30 s.
+    pub cleanup_delay: Duration,
+    /// A handshake not finished after this long is forgotten. Default: 75 s.
+    pub handshake_timeout: Duration,
+    /// A connection with no packet in either direction for this long is
+    /// forgotten. Default: 2 h 10 min (longer than the default TCP
+    /// keepalive interval, so live idle connections survive).
+    pub idle_timeout: Duration,
+    /// Authentication failures after which the connection is aborted with
+    /// RST both ways. Default: 16.
+    pub max_auth_failures: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            teps: vec![Tep::X25519, Tep::P256],
+            aeads: vec![Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305],
+            app_aware: false,
+            app_aware_mandatory: false,
+            resumption: true,
+            init_rto: Duration::from_secs(1),
+            init_max_retries: 8,
+            cleanup_delay: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(75),
+            idle_timeout: Duration::from_secs(130 * 60),
+            max_auth_failures: 16,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The same configuration with repeated TEPs and AEADs dropped (the
+    /// first occurrence kept) and an empty list replaced by the default.
+    pub fn sanitized(mut self) -> EngineConfig {
+        fn dedup<T: PartialEq + Copy>(list: &[T], default: Vec<T>) -> Vec<T> {
+            let mut out: Vec<T> = Vec::with_capacity(list.len());
+            for x in list {
+                if !out.contains(x) {
+                    out.push(*x);
+                }
+            }
+            if out.is_empty() { default } else { out }
+        }
+        let d = EngineConfig::default();
+        self.teps = dedup(&self.teps, d.teps);
+        self.aeads = dedup(&self.aeads, d.aeads);
+        self
+    }
+}
+
+/// An established tcpcrypt session, as applications see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub session_id: SessionId,
+    /// This host's role.
+    pub role: Role,
+    pub tep: Tep,
+    pub aead: Aead,
+    pub resumed: bool,
+    /// The peer's ENO application-aware bit.
+    pub peer_app_aware: bool,
+}
+
+/// Why a connection is plain TCP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlainReason {
+    /// The peer answered without a usable ENO option, or negotiation
+    /// failed; the text says why.
+    Negotiation(String),
+    /// Our SYN had no room for the ENO option.
+    NoOptionSpace,
+    /// Our SYN carried data or a TCP Fast Open option.
+    SynData,
+    /// The handshake was not seen from its SYN (e.g. it predates the daemon).
+    NotSeenFromSyn,
+}
+
+impl std::fmt::Display for PlainReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlainReason::Negotiation(why) => write!(f, "ENO negotiation failed: {why}"),
+            PlainReason::NoOptionSpace => f.write_str("no TCP option space for ENO in the SYN"),
+            PlainReason::SynData => f.write_str("the SYN carried data or a Fast Open option"),
+            PlainReason::NotSeenFromSyn => f.write_str("connection not seen from its SYN"),
+        }
+    }
+}
+
+/// What the engine knows about a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Tcpcrypt(SessionInfo),
+    Plain(PlainReason),
+    /// Handshake or key exchange still in progress.
+    Pending,
+    /// Not tracked.
+    Unknown,
+}
+
+/// Where a tracked connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnPhase {
+    Handshake,
+    Established,
+    Closing,
+    Closed,
+}
+
+/// One row of [`Engine::connections`](crate::Engine::connections).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: Lookup,
+    pub phase: ConnPhase,
+    /// Application bytes sent (plaintext, as the kernel sent them).
+    pub bytes_sent: u64,
+    /// Application bytes delivered to the local stack.
+    pub bytes_received: u64,
+    pub first_seen: Instant,
+}
+
+/// Something the daemon should know (log, notify waiters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Established {
+        local: SocketAddr,
+        remote: SocketAddr,
+        info: SessionInfo,
+        keylog: KeylogSecrets,
+    },
+    Plain {
+        local: SocketAddr,
+        remote: SocketAddr,
+        reason: PlainReason,
+    },
+    /// The session ended abnormally (RST, authentication failures, key
+    /// exchange failure).
+    Aborted {
+        local: SocketAddr,
+        remote: SocketAddr,
+        reason: String,
+    },
+    /// The connection closed (both FINs, or RST) and will be forgotten
+    /// after the cleanup delay.
+    Closed {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+}

@@ -1,0 +1,217 @@
+//! The connection table, timers and the `handle_*`/`poll_*` surface.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use tcpcrypt_proto::Rng;
+use tcpcrypt_proto::handshake::{ConfigError, Host, HostConfig};
+
+use crate::api::{ConnectionInfo, Direction, EngineConfig, Event, Lookup, Transmit, Verdict};
+use crate::conn::{Connection, Ctx};
+use crate::wire::{Packet, TcpFlags, canonical};
+
+type Key = (SocketAddr, SocketAddr);
+
+/// The sans-IO packet engine. See the crate documentation for the calling
+/// order.
+pub struct Engine {
+    config: EngineConfig,
+    host: Host<IpAddr>,
+    rng: Box<dyn Rng + Send>,
+    table: HashMap<Key, Tracked>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+struct Tracked {
+    conn: Connection,
+    /// The earliest timer entry queued for this connection.
+    scheduled: Option<Instant>,
+}
+
+impl Engine {
+    /// An engine with `config`, drawing nonces and keys from `rng`.
+    ///
+    /// Never fails: repeated TEPs or AEADs are dropped and an empty list is
+    /// replaced by the default one ([`EngineConfig::sanitized`]). Use
+    /// [`Engine::try_new`] to reject such a configuration instead.
+    pub fn new(config: EngineConfig, rng: Box<dyn Rng + Send>) -> Engine {
+        match Engine::try_new(config.sanitized(), rng) {
+            Ok(engine) => engine,
+            // sanitized() yields non-empty lists without repeats, which is
+            // all Host::new checks with the default nonce length.
+            Err(_) => unreachable!("a sanitized engine configuration is valid"),
+        }
+    }
+
+    /// An engine with `config`; fails if the TEP or AEAD list is empty or
+    /// repeats an entry.
+    pub fn try_new(config: EngineConfig, rng: Box<dyn Rng + Send>) -> Result<Engine, ConfigError> {
+        let host = Host::new(HostConfig {
+            teps: config.teps.clone(),
+            aeads: config.aeads.clone(),
+            app_aware: config.app_aware,
+            app_aware_mandatory: config.app_aware_mandatory,
+            resumption: config.resumption,
+            ..HostConfig::default()
+        })?;
+        Ok(Engine {
+            config,
+            host,
+            rng,
+            table: HashMap::new(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Takes one queued packet travelling `dir`. Packets that are not TCP
+    /// over IP, or belong to no connection seen from its SYN, are accepted
+    /// untouched.
+    pub fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict {
+        let Ok(pkt) = Packet::parse(packet) else {
+            return Verdict::Accept;
+        };
+        let (local, remote) = match dir {
+            Direction::Outbound => (canonical(pkt.src()), canonical(pkt.dst())),
+            Direction::Inbound => (canonical(pkt.dst()), canonical(pkt.src())),
+        };
+        let key = (local, remote);
+        let flags = pkt.tcp.flags;
+        if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
+            // A SYN with a new ISN starts a new connection (port reuse); a
+            // repeated one is a retransmission; a SYN from the other side of
+            // a connection we opened is a simultaneous open.
+            let fresh = match self.table.get(&key) {
+                Some(t) => t.conn.is_closed() || t.conn.isn(dir).is_some_and(|i| i != pkt.tcp.seq),
+                None => true,
+            };
+            if fresh {
+                self.table.insert(
+                    key,
+                    Tracked {
+                        conn: Connection::new(local, remote, now),
+                        scheduled: None,
+                    },
+                );
+            }
+        }
+        let Some(tracked) = self.table.get_mut(&key) else {
+            return Verdict::Accept;
+        };
+        let mut ctx = Ctx {
+            config: &self.config,
+            host: &mut self.host,
+            rng: &mut *self.rng,
+            now,
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        let verdict = tracked.conn.handle(&mut ctx, dir, pkt, packet);
+        let d = tracked.conn.deadline(&self.config);
+        if tracked.scheduled.is_none_or(|s| d < s) {
+            tracked.scheduled = Some(d);
+            self.timers.push(Reverse((d, key)));
+        }
+        verdict
+    }
+
+    /// Runs every timer due at `now`: Init retransmissions, handshake and
+    /// idle timeouts, removal of closed connections.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(tracked) = self.table.get_mut(&key) else {
+                continue;
+            };
+            if tracked.scheduled != Some(t) {
+                continue;
+            }
+            tracked.scheduled = None;
+            let mut ctx = Ctx {
+                config: &self.config,
+                host: &mut self.host,
+                rng: &mut *self.rng,
+                now,
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+            };
+            if !tracked.conn.on_timeout(&mut ctx) {
+                self.table.remove(&key);
+                continue;
+            }
+            let d = tracked.conn.deadline(&self.config);
+            tracked.scheduled = Some(d);
+            self.timers.push(Reverse((d, key)));
+        }
+    }
+
+    /// The next packet to send or deliver; call until `None` after every
+    /// `handle_*`.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] should run next. It may be earlier
+    /// than strictly needed (a deadline that moved later), never later.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// The next event for the daemon (logs, key log, waiting lookups).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// What is known about the connection between `local` and `remote`
+    /// (this host's view; IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> Lookup {
+        self.table
+            .get(&(canonical(local), canonical(remote)))
+            .map_or(Lookup::Unknown, |t| t.conn.lookup())
+    }
+
+    /// Every tracked connection.
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionInfo> + '_ {
+        self.table.values().map(|t| {
+            let (bytes_sent, bytes_received) = t.conn.byte_counts();
+            ConnectionInfo {
+                local: t.conn.local,
+                remote: t.conn.remote,
+                state: t.conn.lookup(),
+                phase: t.conn.phase(),
+                bytes_sent,
+                bytes_received,
+                first_seen: t.conn.first_seen,
+            }
+        })
+    }
+
+    /// Number of tracked connections.
+    pub fn connection_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Forgets every cached resumption secret; returns how many there were.
+    pub fn flush_resumption(&mut self) -> usize {
+        let n = self.host.cache().len();
+        self.host.cache_mut().clear();
+        n
+    }
+
+    /// Resumption secrets currently cached.
+    pub fn resumption_cache_len(&self) -> usize {
+        self.host.cache().len()
+    }
+}

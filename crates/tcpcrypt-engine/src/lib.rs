@@ -1,0 +1,124 @@
+//! # tcpcrypt-engine: the packet path of tcpcryptd
+//!
+//! This crate turns the local kernel's plain TCP into tcpcrypt (RFC 8547
+//! TCP-ENO + RFC 8548) on the wire, one queued packet at a time. It owns:
+//! IPv4/IPv6/TCP parsing, emitting and checksums ([`wire`]); the connection
+//! table keyed by the 4-tuple, with no size limit and timed cleanup; per
+//! connection the ENO handshake, the Init1/Init2 exchange, the
+//! sequence/ACK/SACK/window mapping between the two byte spaces, the
+//! retransmission store, MSS clamping, FIN ↔ FINp and URG ↔ URGp; verdicts,
+//! packets to inject, events and deadlines.
+//!
+//! It must not touch sockets, netlink, threads or clocks, nor hold on to a
+//! queued packet: it is sans-IO like `quinn-proto`. Where data must wait
+//! (kernel data before the keys exist, frames not yet complete), the engine
+//! keeps a copy, drops the packet or passes what remains of it (its ACK),
+//! and later emits what is needed through [`Engine::poll_transmit`]. No input packet
+//! can make it panic.
+//!
+//! ## Using it
+//!
+//! ```text
+//! let mut engine = Engine::new(EngineConfig::default(), Box::new(OsRng));
+//! loop {
+//!     // a queued packet arrives:
+//!     let verdict = engine.handle_packet(now, Direction::Outbound, &mut bytes);
+//!     // send `verdict` (with `bytes` if AcceptModified), then:
+//!     while let Some(t) = engine.poll_transmit() { /* inject t.packet */ }
+//!     while let Some(e) = engine.poll_event() { /* log, key log, wake lookups */ }
+//!     // sleep until engine.poll_timeout(), then engine.handle_timeout(now)
+//!     // and drain poll_transmit/poll_event again.
+//! }
+//! ```
+//! [`Engine::lookup`] answers the control socket (`Tcpcrypt` with the
+//! session ID and role, `Plain` with a reason, `Pending`, `Unknown`);
+//! [`Engine::connections`] lists every tracked connection with byte counters.
+//! Addresses are from this host's view: `local` is our address and port.
+//! `Outbound` transmits go to the network through a marked raw socket (so
+//! they are not queued again), `Inbound` ones to the local stack.
+//!
+//! ## The two byte spaces
+//!
+//! Each direction of a tcpcrypt connection has a **local** space (the
+//! plaintext the kernel sends or receives) and a **wire** space (what the
+//! peer's TCP sees: an Init message, then frames of `data + 20` bytes). Both
+//! start at the same ISN, which the engine never changes; all arithmetic is
+//! done on 64-bit offsets from ISN+1 ([`seq`]), so nothing wraps.
+//!
+//! *Sending* ([`outbound::OutStream`]). Our Init message (Init1 for host A,
+//! Init2 for host B) occupies wire offsets `0..len`; it exists only on the
+//! wire, is sent by the engine itself and retransmitted on a timer until
+//! the peer ACKs it. Every kernel segment is resolved against a store of
+//! unacknowledged frames, each recording its local range, its wire range
+//! and its sealed bytes: the part of the segment below `local_next` was
+//! framed before and is resent as the stored wire bytes of every frame it
+//! touches (whole frames, byte-identical, whatever the kernel's new segment
+//! boundaries); the part from `local_next` on is sealed into new frames.
+//! The FIN becomes FINp on the last frame (or an empty FINp frame), with
+//! the wire FIN right after it. Data the kernel sends before the keys exist
+//! is kept and framed when they do. A wire packet never carries more than
+//! the kernel's own largest segment plus one frame overhead, nor more than
+//! the peer's MSS allows; larger frames are split over several packets, the
+//! first rewriting the queued one, the rest injected.
+//!
+//! *ACKs for what we send.* A wire ACK maps to the local end of the last
+//! frame it covers completely (past the FIN once that is covered), so the
+//! kernel never believes the peer has bytes it cannot yet authenticate.
+//! SACK blocks shrink to the whole frames inside them. The peer's window is
+//! turned into the local bytes that still fit on the wire after what is in
+//! flight, less frame overhead. Acknowledged frames leave the store, so it
+//! holds at most a window's worth of wire bytes.
+//!
+//! *Receiving* ([`inbound::InStream`]). Wire bytes are consumed strictly in
+//! order: first the peer's Init message, then frames through the protocol
+//! crate's frame reader; segments beyond a gap wait in a bounded store. A
+//! frame's plaintext reaches the kernel only after it authenticates, in the
+//! packet that completed it (rewritten in place), at the next local
+//! offset. The kernel never sees data out of order, so it cannot signal a
+//! gap: the engine itself answers data kept beyond a gap with a duplicate
+//! wire ACK carrying a SACK block, and answers a retransmission of data the
+//! kernel already has with a wire ACK. A frame that fails authentication is dropped without being
+//! acknowledged, and everything after it is forgotten until the genuine
+//! retransmission arrives; too many failures abort with RST both ways. A
+//! wire FIN reaches the kernel only right after an authenticated FINp. Each
+//! delivered frame is remembered until the kernel ACKs its plaintext, so a
+//! kernel ACK maps back to the wire end of the last frame it covers and a
+//! peer retransmission can be answered from memory. Our advertised window
+//! is the kernel's, widened by the frame overhead.
+//!
+//! *Handshake and keys* come from the protocol crate's `handshake` glue:
+//! our SYN's option, the passive reply, then Init1/Init2 or, when both
+//! hosts still cache a secret for each other, resumption with no Init
+//! messages (frames start at offset 0 in both directions).
+//!
+//! *Fallback.* A peer that does not answer with ENO, a SYN without option
+//! room, with data or a Fast Open option, or a failed negotiation, leaves
+//! the connection plain: its packets pass untouched (only our own SYN
+//! carries the ENO option).
+//!
+//! ## Not (yet) handled
+//!
+//! Rekeying initiated by us (we answer the peer's); simultaneous open
+//! (falls back to plain TCP); GSO super-segments (they work, but are split
+//! into MSS-sized wire packets); a path MTU below the peer's MSS that the
+//! kernel learns by itself (the engine sizes packets from the MSS and the
+//! kernel's own segments, not the route); a passive opener whose peer drops
+//! ENO on its first ACK keeps the MSS it clamped in the SYN (20 bytes less,
+//! otherwise plain TCP).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+mod conn;
+mod engine;
+pub mod error;
+pub mod inbound;
+pub mod outbound;
+pub mod seq;
+pub mod wire;
+
+pub use api::{
+    ConnPhase, ConnectionInfo, Direction, EngineConfig, Event, KeylogSecrets, Lookup, PlainReason,
+    SessionInfo, Transmit, Verdict,
+};
+pub use engine::Engine;

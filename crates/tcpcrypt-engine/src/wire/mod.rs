@@ -1,0 +1,262 @@
+//! Wire formats: IPv4, IPv6 and TCP headers, options and checksums.
+//!
+//! Views (`Ipv4Packet`, `Ipv6Packet`, `TcpPacket`) check bounds once and then
+//! read fields by name; `TcpRepr` and [`Packet`] are the owned meaning that
+//! the engine edits and emits again. Nothing here panics on any input.
+
+pub mod checksum;
+pub mod ip;
+pub mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use ip::IpLayer;
+pub use tcp::{TcpFlags, TcpOption, TcpRepr};
+
+/// Why bytes could not be read or written as an IP/TCP packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{what} truncated: need {need} bytes, have {have}")]
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+    #[error("{field} invalid: expected {expected}")]
+    Invalid {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("{0} is not handled")]
+    Unsupported(&'static str),
+    #[error("{what} too long: {len} bytes")]
+    TooLong { what: &'static str, len: usize },
+}
+
+/// A whole IP packet carrying one TCP segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub ip: IpLayer,
+    pub tcp: TcpRepr,
+}
+
+impl Packet {
+    pub fn parse(bytes: &[u8]) -> Result<Packet, WireError> {
+        let (ip, seg) = IpLayer::parse(bytes)?;
+        let tcp = TcpRepr::parse(seg)?;
+        Ok(Packet { ip, tcp })
+    }
+
+    /// Writes the packet into `out` (replacing its contents) with every
+    /// length and checksum recomputed.
+    pub fn emit(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        let mut seg = Vec::new();
+        self.tcp.emit(self.ip.src, self.ip.dst, &mut seg)?;
+        self.ip.emit(&seg, out)
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>, WireError> {
+        let mut v = Vec::new();
+        self.emit(&mut v)?;
+        Ok(v)
+    }
+
+    pub fn src(&self) -> SocketAddr {
+        SocketAddr::new(self.ip.src, self.tcp.src_port)
+    }
+
+    pub fn dst(&self) -> SocketAddr {
+        SocketAddr::new(self.ip.dst, self.tcp.dst_port)
+    }
+
+    /// Bytes of IP and TCP header in front of the payload, as emitted.
+    pub fn header_len(&self) -> usize {
+        self.ip.header.len() + self.tcp.header_len()
+    }
+}
+
+/// Canonical form of an address for table keys: an IPv4-mapped IPv6 address
+/// is the IPv4 address it maps.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn seg(payload: &[u8]) -> TcpRepr {
+        TcpRepr {
+            src_port: 1234,
+            dst_port: 443,
+            seq: 1,
+            ack: 2,
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            window: 1000,
+            urgent: 0,
+            options: vec![
+                TcpOption::Nop,
+                TcpOption::Nop,
+                TcpOption::Timestamps { tsval: 5, tsecr: 6 },
+            ],
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn ipv4_packet_round_trips_with_valid_checksums() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(
+                Ipv4Addr::new(192, 0, 2, 1).into(),
+                Ipv4Addr::new(192, 0, 2, 2).into(),
+            ),
+            tcp: seg(b"hello"),
+        };
+        let bytes = p.to_bytes().unwrap();
+        assert_eq!(checksum::of(&bytes[..20]), 0, "IPv4 header checksum");
+        assert_eq!(checksum::tcp(p.ip.src, p.ip.dst, &bytes[20..]), 0);
+        let parsed = Packet::parse(&bytes).unwrap();
+        assert_eq!(parsed.tcp, p.tcp);
+        assert_eq!(parsed.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn ipv6_packet_round_trips_with_valid_checksum() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(
+                "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+                "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
+            ),
+            tcp: seg(b"hello6"),
+        };
+        let bytes = p.to_bytes().unwrap();
+        assert_eq!(checksum::tcp(p.ip.src, p.ip.dst, &bytes[40..]), 0);
+        let parsed = Packet::parse(&bytes).unwrap();
+        assert_eq!((parsed.src(), parsed.dst()), (p.src(), p.dst()));
+        assert_eq!(parsed.tcp, p.tcp);
+        assert_eq!(parsed.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn ipv6_hop_by_hop_header_is_skipped_and_kept() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(
+                "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+                "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
+            ),
+            tcp: seg(b"x"),
+        };
+        let mut bytes = p.to_bytes().unwrap();
+        // Insert an 8-byte hop-by-hop header (next header TCP, PadN).
+        bytes[6] = 0;
+        let hbh = [6u8, 0, 1, 4, 0, 0, 0, 0];
+        bytes.splice(40..40, hbh);
+        let plen = u16::from_be_bytes([bytes[4], bytes[5]]) + 8;
+        bytes[4..6].copy_from_slice(&plen.to_be_bytes());
+        let parsed = Packet::parse(&bytes).unwrap();
+        assert_eq!(parsed.ip.header.len(), 48);
+        assert_eq!(parsed.tcp, p.tcp);
+        assert_eq!(parsed.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn ipv4_fragments_are_not_parsed() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()),
+            tcp: seg(b""),
+        };
+        let mut bytes = p.to_bytes().unwrap();
+        bytes[6] |= 0x20; // more fragments
+        assert_eq!(
+            Packet::parse(&bytes),
+            Err(WireError::Unsupported("IPv4 fragment"))
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_addresses_are_canonicalised_to_ipv4() {
+        let m: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
+        assert_eq!(canonical(m), "10.0.0.1:80".parse().unwrap());
+    }
+
+    fn arb_option() -> impl Strategy<Value = TcpOption> {
+        prop_oneof![
+            Just(TcpOption::Nop),
+            any::<u16>().prop_map(TcpOption::Mss),
+            any::<u8>().prop_map(TcpOption::WindowScale),
+            Just(TcpOption::SackPermitted),
+            proptest::collection::vec((any::<u32>(), any::<u32>()), 1..3).prop_map(TcpOption::Sack),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(tsval, tsecr)| TcpOption::Timestamps { tsval, tsecr }),
+            (9u8..=255, proptest::collection::vec(any::<u8>(), 0..8))
+                .prop_map(|(kind, data)| TcpOption::Other { kind, data }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn emit_then_parse_is_the_identity(
+            v6 in any::<bool>(),
+            src_port in any::<u16>(), dst_port in any::<u16>(),
+            seq in any::<u32>(), ack in any::<u32>(), flags in any::<u16>(),
+            window in any::<u16>(), urgent in any::<u16>(),
+            options in proptest::collection::vec(arb_option(), 0..4),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+                ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
+            } else {
+                ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap())
+            };
+            let tcp = TcpRepr {
+                src_port, dst_port, seq, ack,
+                flags: TcpFlags::from_bits(flags),
+                window, urgent, options, payload,
+            };
+            prop_assume!(tcp::options_len(&tcp.options) <= tcp::MAX_OPTIONS_LEN);
+            let p = Packet { ip: IpLayer::new_minimal(src, dst), tcp };
+            let bytes = p.to_bytes().unwrap();
+            let mut back = Packet::parse(&bytes).unwrap();
+            // Emitting pads the options with end-of-list bytes.
+            while back.tcp.options.last() == Some(&TcpOption::Eol) && p.tcp.options.last() != Some(&TcpOption::Eol) {
+                back.tcp.options.pop();
+            }
+            prop_assert_eq!(&back.tcp, &p.tcp);
+            prop_assert_eq!((back.src(), back.dst()), (p.src(), p.dst()));
+            prop_assert_eq!(back.to_bytes().unwrap(), bytes);
+        }
+
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(p) = Packet::parse(&bytes) {
+                let _ = p.to_bytes();
+            }
+        }
+
+        #[test]
+        fn parsing_mutated_valid_packets_never_panics(
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            flips in proptest::collection::vec((0usize..120, any::<u8>()), 1..6),
+        ) {
+            let p = Packet {
+                ip: IpLayer::new_minimal(Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()),
+                tcp: seg(&payload),
+            };
+            let mut bytes = p.to_bytes().unwrap();
+            for (i, v) in flips {
+                if let Some(b) = bytes.get_mut(i) { *b = v; }
+            }
+            if let Ok(p) = Packet::parse(&bytes) {
+                let _ = p.to_bytes();
+            }
+        }
+    }
+}

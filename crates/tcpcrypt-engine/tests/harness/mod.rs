@@ -1,0 +1,553 @@
+//! A simulated pair of hosts for engine tests: each host is a minimal
+//! scripted TCP ("kernel") with an optional engine in front of it, joined
+//! by a wire the test can watch, drop or tamper with.
+//!
+//! The kernel model is deliberately small: in-order receiver (out-of-order
+//! data is dropped and answered with a duplicate ACK), a sender that the test
+//! drives segment by segment, and checksums verified on every packet it gets.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tcpcrypt_engine::wire::{IpLayer, Packet, TcpFlags, TcpOption, TcpRepr, checksum};
+use tcpcrypt_engine::{Direction, Engine, EngineConfig, Event, Lookup, Verdict};
+use tcpcrypt_proto::TestRng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// Verifies IP and TCP checksums of a packet the way a receiver would.
+pub fn assert_checksums(bytes: &[u8]) {
+    let p = Packet::parse(bytes).expect("packet parses");
+    let hl = p.ip.header.len();
+    if bytes[0] >> 4 == 4 {
+        assert_eq!(checksum::of(&bytes[..hl]), 0, "IPv4 header checksum");
+    }
+    assert_eq!(
+        checksum::tcp(p.ip.src, p.ip.dst, &bytes[hl..]),
+        0,
+        "TCP checksum"
+    );
+}
+
+/// A scripted TCP endpoint. Offsets count from ISN+1 in each direction.
+pub struct Kernel {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub isn: u32,
+    pub mss: usize,
+    pub send_buf: Vec<u8>,
+    pub snd_nxt: u64,
+    pub snd_una: u64,
+    pub fin_sent_at: Option<u64>,
+    pub peer_isn: Option<u32>,
+    pub rcv_nxt: u64,
+    pub received: Vec<u8>,
+    pub fin_received: bool,
+    pub rst_received: bool,
+    pub established: bool,
+    pub peer_window: u32,
+    pub last_sack: Vec<(u32, u32)>,
+    pub urgent_seen: Vec<u64>,
+    pub outbox: VecDeque<Vec<u8>>,
+    pub ts_clock: u32,
+    pub syn_options: Vec<TcpOption>,
+    /// Every packet this kernel received, for assertions.
+    pub inbox_log: Vec<Packet>,
+}
+
+pub fn default_syn_options(mss: u16) -> Vec<TcpOption> {
+    vec![
+        TcpOption::Mss(mss),
+        TcpOption::SackPermitted,
+        TcpOption::Timestamps { tsval: 1, tsecr: 0 },
+        TcpOption::Nop,
+        TcpOption::WindowScale(7),
+    ]
+}
+
+impl Kernel {
+    pub fn new(local: SocketAddr, remote: SocketAddr, isn: u32) -> Kernel {
+        Kernel {
+            local,
+            remote,
+            isn,
+            mss: 1460,
+            send_buf: Vec::new(),
+            snd_nxt: 0,
+            snd_una: 0,
+            fin_sent_at: None,
+            peer_isn: None,
+            rcv_nxt: 0,
+            received: Vec::new(),
+            fin_received: false,
+            rst_received: false,
+            established: false,
+            peer_window: 65535,
+            last_sack: Vec::new(),
+            urgent_seen: Vec::new(),
+            outbox: VecDeque::new(),
+            ts_clock: 100,
+            syn_options: default_syn_options(1460),
+            inbox_log: Vec::new(),
+        }
+    }
+
+    fn seq(&self, off: u64) -> u32 {
+        self.isn.wrapping_add(1).wrapping_add(off as u32)
+    }
+
+    fn ack_seq(&self) -> u32 {
+        let fin = u32::from(self.fin_received);
+        self.peer_isn.map_or(0, |i| {
+            i.wrapping_add(1)
+                .wrapping_add(self.rcv_nxt as u32)
+                .wrapping_add(fin)
+        })
+    }
+
+    fn packet(&mut self, seq: u32, flags: TcpFlags, payload: Vec<u8>) -> Packet {
+        self.ts_clock += 1;
+        let mut options = vec![
+            TcpOption::Nop,
+            TcpOption::Nop,
+            TcpOption::Timestamps {
+                tsval: self.ts_clock,
+                tsecr: 0,
+            },
+        ];
+        if flags.contains(TcpFlags::SYN) {
+            options = self.syn_options.clone();
+        }
+        Packet {
+            ip: IpLayer::new_minimal(self.local.ip(), self.remote.ip()),
+            tcp: TcpRepr {
+                src_port: self.local.port(),
+                dst_port: self.remote.port(),
+                seq,
+                ack: self.ack_seq(),
+                flags,
+                window: 1000, // scaled by 7: 128000 bytes
+                urgent: 0,
+                options,
+                payload,
+            },
+        }
+    }
+
+    fn emit(&mut self, p: Packet) {
+        self.outbox
+            .push_back(p.to_bytes().expect("kernel packet emits"));
+    }
+
+    pub fn connect(&mut self) {
+        let p = self.packet(
+            self.isn,
+            TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR,
+            vec![],
+        );
+        self.emit(p);
+    }
+
+    /// Queues application data (not sent until `push`).
+    pub fn write(&mut self, data: &[u8]) {
+        self.send_buf.extend_from_slice(data);
+    }
+
+    /// Sends all unsent data in MSS-sized segments.
+    pub fn push(&mut self) {
+        while (self.snd_nxt as usize) < self.send_buf.len() {
+            let len = (self.send_buf.len() - self.snd_nxt as usize).min(self.mss);
+            self.send_range(self.snd_nxt, len);
+        }
+    }
+
+    /// Sends (or resends) bytes `off..off+len` as one segment.
+    pub fn send_range(&mut self, off: u64, len: usize) {
+        let data = self.send_buf[off as usize..off as usize + len].to_vec();
+        let p = self.packet(self.seq(off), TcpFlags::ACK | TcpFlags::PSH, data);
+        self.snd_nxt = self.snd_nxt.max(off + len as u64);
+        self.emit(p);
+    }
+
+    /// Sends a segment with URG set; `urgent_len` bytes from `off` are urgent.
+    pub fn send_urgent(&mut self, off: u64, len: usize) {
+        let data = self.send_buf[off as usize..off as usize + len].to_vec();
+        let mut p = self.packet(
+            self.seq(off),
+            TcpFlags::ACK | TcpFlags::PSH | TcpFlags::URG,
+            data,
+        );
+        p.tcp.urgent = len as u16;
+        self.snd_nxt = self.snd_nxt.max(off + len as u64);
+        self.emit(p);
+    }
+
+    pub fn close(&mut self) {
+        let off = self.send_buf.len() as u64;
+        self.fin_sent_at = Some(off);
+        let p = self.packet(self.seq(off), TcpFlags::ACK | TcpFlags::FIN, vec![]);
+        self.emit(p);
+    }
+
+    pub fn reset(&mut self) {
+        let p = self.packet(
+            self.seq(self.snd_nxt),
+            TcpFlags::RST | TcpFlags::ACK,
+            vec![],
+        );
+        self.emit(p);
+    }
+
+    pub fn send_ack(&mut self) {
+        let off = self.snd_nxt + u64::from(self.fin_sent_at.is_some());
+        let p = self.packet(self.seq(off), TcpFlags::ACK, vec![]);
+        self.emit(p);
+    }
+
+    /// Takes a packet from the network side (through its engine).
+    pub fn receive(&mut self, bytes: &[u8]) {
+        assert_checksums(bytes);
+        let p = Packet::parse(bytes).expect("kernel gets a TCP packet");
+        assert_eq!(p.dst(), self.local, "packet for this kernel");
+        self.inbox_log.push(p.clone());
+        let t = &p.tcp;
+        if t.flags.contains(TcpFlags::RST) {
+            self.rst_received = true;
+            return;
+        }
+        if t.flags.contains(TcpFlags::SYN) {
+            self.peer_isn = Some(t.seq);
+            if let Some(m) = t.mss() {
+                self.mss = self.mss.min(usize::from(m));
+            }
+            if t.flags.contains(TcpFlags::ACK) {
+                self.established = true;
+                self.send_ack();
+            } else {
+                let mut opts = self.syn_options.clone();
+                if t.timestamps().is_none() {
+                    opts.retain(|o| !matches!(o, TcpOption::Timestamps { .. }));
+                }
+                self.syn_options = opts;
+                let p = self.packet(self.isn, TcpFlags::SYN | TcpFlags::ACK, vec![]);
+                self.emit(p);
+            }
+            return;
+        }
+        self.established = true;
+        if t.flags.contains(TcpFlags::ACK) {
+            let acked = t.ack.wrapping_sub(self.isn.wrapping_add(1)) as u64;
+            if acked <= self.snd_nxt + 1 && acked > self.snd_una {
+                self.snd_una = acked;
+            }
+            self.peer_window = u32::from(t.window) << 7;
+        }
+        self.last_sack = t
+            .options
+            .iter()
+            .find_map(|o| match o {
+                TcpOption::Sack(b) => Some(b.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let Some(peer_isn) = self.peer_isn else {
+            return;
+        };
+        let off = t.seq.wrapping_sub(peer_isn.wrapping_add(1)) as i32 as i64;
+        let has_data = !t.payload.is_empty() || t.flags.contains(TcpFlags::FIN);
+        if !has_data {
+            return;
+        }
+        if off == self.rcv_nxt as i64 && !self.fin_received {
+            if t.flags.contains(TcpFlags::URG) {
+                self.urgent_seen.push(self.rcv_nxt + u64::from(t.urgent));
+            }
+            self.received.extend_from_slice(&t.payload);
+            self.rcv_nxt += t.payload.len() as u64;
+            if t.flags.contains(TcpFlags::FIN) {
+                self.fin_received = true;
+            }
+        }
+        // ACK everything (duplicate ACK for old or out-of-order data).
+        self.send_ack();
+    }
+}
+
+/// One host: its kernel and, if the daemon runs there, its engine.
+pub struct Host {
+    pub kernel: Kernel,
+    pub engine: Option<Engine>,
+    pub events: Vec<Event>,
+    pub verdicts: Vec<(Direction, Verdict)>,
+}
+
+/// What the wire filter decides for a packet.
+pub enum Fate {
+    Pass,
+    Drop,
+    /// Deliver twice.
+    Duplicate,
+    /// Deliver after everything now on the wire (reordering).
+    Delay,
+}
+
+pub type WireFilter = Box<dyn FnMut(Side, &mut Vec<u8>) -> Fate>;
+
+pub struct Sim {
+    pub a: Host,
+    pub b: Host,
+    pub now: Instant,
+    /// Packets on the wire, with the side that sent them.
+    wire: VecDeque<(Side, Vec<u8>)>,
+    /// Every packet that crossed the wire (before the filter), by sender.
+    pub tap: Vec<(Side, Vec<u8>)>,
+    pub filter: Option<WireFilter>,
+    /// Packets held back by [`Fate::Delay`].
+    delayed: VecDeque<(Side, Vec<u8>)>,
+}
+
+pub fn engine(seed: u64) -> Engine {
+    Engine::new(EngineConfig::default(), Box::new(TestRng::new(seed)))
+}
+
+impl Sim {
+    pub fn new(a_addr: &str, b_addr: &str, engines: (bool, bool)) -> Sim {
+        let a: SocketAddr = a_addr.parse().expect("address");
+        let b: SocketAddr = b_addr.parse().expect("address");
+        Sim {
+            a: Host {
+                kernel: Kernel::new(a, b, 0x1000_0000),
+                engine: engines.0.then(|| engine(1)),
+                events: Vec::new(),
+                verdicts: Vec::new(),
+            },
+            b: Host {
+                kernel: Kernel::new(b, a, 0xfff0_0000),
+                engine: engines.1.then(|| engine(2)),
+                events: Vec::new(),
+                verdicts: Vec::new(),
+            },
+            now: Instant::now(),
+            wire: VecDeque::new(),
+            tap: Vec::new(),
+            filter: None,
+            delayed: VecDeque::new(),
+        }
+    }
+
+    pub fn v4() -> Sim {
+        Sim::new("10.0.0.1:40000", "10.0.0.2:80", (true, true))
+    }
+
+    pub fn v6() -> Sim {
+        Sim::new("[2001:db8::1]:40000", "[2001:db8::2]:443", (true, true))
+    }
+
+    pub fn host(&mut self, s: Side) -> &mut Host {
+        match s {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// Moves every queued packet until nothing moves (bounded).
+    pub fn run(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("simulation did not settle");
+    }
+
+    /// Moves one packet; false when all queues are empty.
+    pub fn step(&mut self) -> bool {
+        for side in [Side::A, Side::B] {
+            if let Some(p) = self.host(side).kernel.outbox.pop_front() {
+                self.kernel_sent(side, p);
+                return true;
+            }
+        }
+        if let Some((from, mut p)) = self.wire.pop_front() {
+            self.tap.push((from, p.clone()));
+            let fate = match &mut self.filter {
+                Some(f) => f(from, &mut p),
+                None => Fate::Pass,
+            };
+            match fate {
+                Fate::Pass => self.wire_delivers(from.other(), p),
+                Fate::Drop => {}
+                Fate::Duplicate => {
+                    self.wire_delivers(from.other(), p.clone());
+                    self.wire_delivers(from.other(), p);
+                }
+                Fate::Delay => self.delayed.push_back((from, p)),
+            }
+            return true;
+        }
+        if let Some((from, p)) = self.delayed.pop_front() {
+            self.wire_delivers(from.other(), p);
+            return true;
+        }
+        false
+    }
+
+    fn drain_engine(&mut self, side: Side) {
+        let now = self.now;
+        let h = self.host(side);
+        let Some(e) = h.engine.as_mut() else { return };
+        let mut to_kernel = Vec::new();
+        let mut to_wire = Vec::new();
+        while let Some(t) = e.poll_transmit() {
+            assert_checksums(&t.packet);
+            match t.direction {
+                Direction::Outbound => to_wire.push(t.packet),
+                Direction::Inbound => to_kernel.push(t.packet),
+            }
+        }
+        while let Some(ev) = e.poll_event() {
+            h.events.push(ev);
+        }
+        let _ = now;
+        for p in to_kernel {
+            h.kernel.receive(&p);
+        }
+        for p in to_wire {
+            self.wire.push_back((side, p));
+        }
+    }
+
+    fn kernel_sent(&mut self, side: Side, mut p: Vec<u8>) {
+        let now = self.now;
+        let h = self.host(side);
+        let pass = match h.engine.as_mut() {
+            None => true,
+            Some(e) => {
+                let v = e.handle_packet(now, Direction::Outbound, &mut p);
+                h.verdicts.push((Direction::Outbound, v));
+                v != Verdict::Drop
+            }
+        };
+        if pass {
+            assert_checksums(&p);
+            self.wire.push_back((side, p));
+        }
+        self.drain_engine(side);
+    }
+
+    fn wire_delivers(&mut self, side: Side, mut p: Vec<u8>) {
+        let now = self.now;
+        let h = self.host(side);
+        let pass = match h.engine.as_mut() {
+            None => true,
+            Some(e) => {
+                let v = e.handle_packet(now, Direction::Inbound, &mut p);
+                h.verdicts.push((Direction::Inbound, v));
+                v != Verdict::Drop
+            }
+        };
+        if pass {
+            h.kernel.receive(&p);
+        }
+        self.drain_engine(side);
+    }
+
+    /// Lets time pass and runs the engines' timers.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let now = self.now;
+        for side in [Side::A, Side::B] {
+            if let Some(e) = self.host(side).engine.as_mut() {
+                e.handle_timeout(now);
+            }
+            self.drain_engine(side);
+        }
+    }
+
+    /// Three-way handshake plus key exchange, run to completion.
+    pub fn connect(&mut self) {
+        self.a.kernel.connect();
+        self.run();
+    }
+
+    pub fn lookup(&self, side: Side) -> Lookup {
+        let h = match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        };
+        h.engine.as_ref().map_or(Lookup::Unknown, |e| {
+            e.lookup(h.kernel.local, h.kernel.remote)
+        })
+    }
+
+    /// Payload bytes of every wire packet sent by `side`, concatenated.
+    pub fn wire_payloads(&self, side: Side) -> Vec<u8> {
+        self.tap
+            .iter()
+            .filter(|(s, _)| *s == side)
+            .filter_map(|(_, p)| Packet::parse(p).ok())
+            .flat_map(|p| p.tcp.payload)
+            .collect()
+    }
+}
+
+/// One line per wire packet, for failing tests.
+pub fn describe(p: &[u8]) -> String {
+    match Packet::parse(p) {
+        Ok(p) => format!(
+            "{}->{} flags={:03x} seq={} ack={} win={} len={} opts={:?}",
+            p.src(),
+            p.dst(),
+            p.tcp.flags.bits(),
+            p.tcp.seq,
+            p.tcp.ack,
+            p.tcp.window,
+            p.tcp.payload.len(),
+            p.tcp.options.iter().map(|o| o.kind()).collect::<Vec<_>>()
+        ),
+        Err(e) => format!("unparsable: {e}"),
+    }
+}
+
+impl Sim {
+    pub fn dump(&self) {
+        for (s, p) in &self.tap {
+            eprintln!("{s:?}: {}", describe(p));
+        }
+        eprintln!("A events: {:?}", self.a.events);
+        eprintln!("B events: {:?}", self.b.events);
+        eprintln!("A verdicts: {:?}", self.a.verdicts);
+        eprintln!("B verdicts: {:?}", self.b.verdicts);
+    }
+}
+
+impl Sim {
+    /// A new connection between the same two hosts (same engines, so the
+    /// resumption caches carry over), from client port `port`.
+    pub fn next_connection(&mut self, port: u16) {
+        let mut a = self.a.kernel.local;
+        a.set_port(port);
+        let b = self.b.kernel.local;
+        self.a.kernel = Kernel::new(a, b, 0x2000_0000u32.wrapping_add(u32::from(port)));
+        self.b.kernel = Kernel::new(b, a, 0x3000_0000u32.wrapping_add(u32::from(port)));
+        self.tap.clear();
+        self.a.events.clear();
+        self.b.events.clear();
+    }
+}
