@@ -127,8 +127,8 @@ LogLevel warn
 LoadModule mpm_prefork_module $MODDIR/mod_mpm_prefork.so
 LoadModule authz_core_module $MODDIR/mod_authz_core.so
 LoadModule mime_module $MODDIR/mod_mime.so
+TypesConfig /etc/mime.types
 LoadModule dir_module $MODDIR/mod_dir.so
-LoadModule log_config_module $MODDIR/mod_log_config.so
 LoadModule php_module $(ls $MODDIR/libphp*.so | head -1)
 LoadModule tcpcrypt_module $TARGET/libmod_tcpcrypt.so
 User www-data
@@ -142,8 +142,11 @@ CustomLog $WORK/logs/access.log tcpcrypt
   SetHandler application/x-httpd-php
 </FilesMatch>
 EOF
-in_ns $NS_S apache2 -f "$WORK/httpd.conf" -k start
+if ! in_ns $NS_S apache2 -f "$WORK/httpd.conf" -k start; then
+  echo "demo: Apache did not start:" >&2; cat "$WORK/logs/error.log" >&2 || true; exit 1
+fi
 for _ in $(seq 100); do [[ -s $WORK/httpd.pid ]] && break; sleep 0.1; done
+[[ -s $WORK/httpd.pid ]] || { echo "demo: Apache did not start:" >&2; cat "$WORK/logs/error.log" >&2; exit 1; }
 
 say "Capturing on the router while the client fetches http://$S_IP/"
 in_ns $NS_R tcpdump -i r-s -U -w "$WORK/wire.pcap" -s 200 "tcp port 80" >/dev/null 2>&1 &
@@ -175,7 +178,8 @@ fi
 say "A data segment as the router saw it (first bytes of its TCP payload):"
 # Print the payload of the first server->client segment that carries data:
 # frames of ciphertext, not the HTML.
-tcpdump -r "$WORK/wire.pcap" -nn -X "src host $S_IP and greater 200" 2>/dev/null | sed -n '2,6p' | sed 's/^/    /'
+PAYLOAD="(ip[2:2] - ((ip[0]&0xf)<<2) - ((tcp[12]&0xf0)>>2)) > 100"
+tcpdump -r "$WORK/wire.pcap" -nn -c 1 -X "src host $S_IP and $PAYLOAD" 2>/dev/null | sed -n '1,8p' | sed 's/^/    /'
 if tcpdump -r "$WORK/wire.pcap" -nn -A 2>/dev/null | grep -q "TCP_CRYPT_SESSID ="; then
   echo "RESULT: plaintext seen on the wire (unexpected)"; exit 1
 else

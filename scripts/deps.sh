@@ -8,6 +8,7 @@ PACKAGES=(
   iproute2 iptables tcpdump procps psmisc               # namespaces, rules, captures
   apache2 apache2-dev libapache2-mod-php php-cli        # mod_tcpcrypt and its tests
   ruby python3 curl nghttp2-client                      # CGI languages, HTTP clients
+  libssl-dev python3-cryptography                       # the app guide's C and Python examples
 )
 
 missing=()

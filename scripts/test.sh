@@ -25,7 +25,20 @@ cargo build --workspace --release --locked
 step "cargo test"
 cargo test --workspace --release --locked
 
-if [[ -x scripts/fuzz-build.sh ]]; then
-  step "fuzz targets build"
-  bash scripts/fuzz-build.sh
-fi
+step "deployment files: make install / uninstall, systemd unit, shipped config"
+bash dist/check.sh
+
+step "the app developer guide's examples, end to end"
+bash docs/examples/check.sh
+
+step "the README's demo, non-interactively"
+demo_log=$(mktemp /tmp/tcpcrypt-demo-test.XXXXXX)
+bash scripts/demo.sh </dev/null >"$demo_log" 2>&1 || { cat "$demo_log"; echo "test: the demo failed" >&2; exit 1; }
+grep -q "RESULT: equal session IDs without the relay" "$demo_log" \
+  && grep -q "RESULT: different session IDs through the relay" "$demo_log" \
+  || { cat "$demo_log"; echo "test: the demo did not show equal then different session IDs" >&2; exit 1; }
+echo "demo: equal IDs without the relay, different IDs through it"
+rm -f "$demo_log"
+
+step "fuzz targets build"
+bash scripts/fuzz-build.sh

@@ -1,0 +1,119 @@
+//! The per-connection cache: one lookup per client connection, made when
+//! something first asks (during its first request, so the handshake is
+//! over) and shared by every later request and every HTTP/2 stream on it.
+
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
+use super::module::module_ptr;
+use super::sys::{
+    APLOG_DEBUG, ap_get_module_config, ap_set_module_config, apr_sockaddr_t, conn_rec,
+};
+use super::{directives, log, pool};
+use crate::addr::{self, Family};
+use crate::config::ServerConfig;
+use crate::lookup::{self, ConnAddrs, ControlSocket, Outcome, Report, SessionSource};
+
+/// Lives in the client connection's pool.
+#[derive(Default)]
+pub struct ConnState {
+    /// Set once, then only read: HTTP/2 worker threads read it concurrently,
+    /// and a thread arriving during the lookup waits for it rather than
+    /// asking the daemon a second time.
+    outcome: OnceLock<Outcome>,
+}
+
+/// Gives a client connection its (still empty) cache. Proxy backend
+/// connections and HTTP/2 stream connections get none: the former are not
+/// ours to describe, the latter use their master's.
+///
+/// # Safety
+/// `c` must be a live `conn_rec` in its pre_connection hook.
+pub unsafe fn attach(c: *mut conn_rec) {
+    // SAFETY: c is live (caller's contract).
+    let (master, outgoing, pool, conn_config) =
+        unsafe { ((*c).master, (*c).outgoing, (*c).pool, (*c).conn_config) };
+    if !master.is_null() || outgoing != 0 {
+        return;
+    }
+    // SAFETY: the state lives exactly as long as the connection's pool,
+    // which outlives every request and stream of the connection.
+    unsafe {
+        let state = pool::boxed(pool, ConnState::default());
+        ap_set_module_config(conn_config, module_ptr(), state.cast::<c_void>());
+    }
+}
+
+/// What the client connection behind `c` is, looking it up now if this is
+/// the first time anyone asks. `None` for connections without a cache
+/// (proxy backends).
+///
+/// # Safety
+/// `c` must be null or a live `conn_rec`; the result must not outlive it.
+pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
+    if c.is_null() {
+        return None;
+    }
+    let mut root = c;
+    // SAFETY: master pointers of live connections point to live connections.
+    unsafe {
+        while !(*root).master.is_null() {
+            root = (*root).master;
+        }
+    }
+    // SAFETY: root is live; its slot is null or the ConnState set in attach.
+    let state = unsafe {
+        ap_get_module_config((*root).conn_config, module_ptr())
+            .cast::<ConnState>()
+            .as_ref()
+    }?;
+    // SAFETY: root is live for the whole call.
+    Some(state.outcome.get_or_init(|| unsafe { look_up(root) }))
+}
+
+/// # Safety
+/// `c` must be a live client connection.
+unsafe fn look_up(c: *mut conn_rec) -> Outcome {
+    // SAFETY: c is live; its address records live in its pool.
+    let addrs = unsafe {
+        match (socket_addr((*c).local_addr), socket_addr((*c).client_addr)) {
+            (Some(local), Some(remote)) => ConnAddrs { local, remote },
+            _ => {
+                log::conn(
+                    c,
+                    APLOG_DEBUG,
+                    "connection has no IP address pair; no session lookup",
+                );
+                return Outcome::NoSession;
+            }
+        }
+    };
+    let default_config = ServerConfig::default();
+    // SAFETY: base_server is the live vhost the connection arrived on.
+    let config = unsafe { directives::server_config((*c).base_server) }.unwrap_or(&default_config);
+    let source = ControlSocket::new(config.control_socket(), config.lookup_timeout());
+    let (outcome, report) = lookup::settle(addrs, source.lookup(addrs));
+    // SAFETY: c is live.
+    unsafe {
+        match report {
+            Report::Debug(text) => log::conn(c, APLOG_DEBUG, &text),
+            Report::Error(text) => log::conn_failure(c, &text),
+        }
+    }
+    outcome
+}
+
+/// # Safety
+/// `sa` must be null or a live `apr_sockaddr_t`.
+unsafe fn socket_addr(sa: *const apr_sockaddr_t) -> Option<std::net::SocketAddr> {
+    // SAFETY: sa is null or live (caller's contract).
+    let sa = unsafe { sa.as_ref() }?;
+    let len = usize::try_from(sa.ipaddr_len).ok()?;
+    if sa.ipaddr_ptr.is_null() || len > 16 {
+        return None;
+    }
+    // SAFETY: APR points ipaddr_ptr at the in_addr/in6_addr inside the same
+    // record and sets ipaddr_len to its size (checked above to be small).
+    let ip = unsafe { std::slice::from_raw_parts(sa.ipaddr_ptr.cast::<u8>(), len) };
+    addr::socket_addr(Family::from_raw(sa.family), ip, sa.port)
+}

@@ -1,0 +1,66 @@
+//! The request-cycle hooks: where the cache is attached and where the
+//! variables are set.
+
+use std::ffi::{CString, c_int, c_void};
+
+use super::sys::{
+    DECLINED, OK, apr_pool_t, apr_table_set, apr_table_unset, conn_rec, request_rec, server_rec,
+};
+use super::{conn, directives, guard, log};
+use crate::vars;
+
+pub unsafe extern "C" fn post_config(
+    pconf: *mut apr_pool_t,
+    _plog: *mut apr_pool_t,
+    _ptemp: *mut apr_pool_t,
+    _s: *mut server_rec,
+) -> c_int {
+    guard::catch(OK as c_int, || {
+        // SAFETY: runs in the parent with httpd's config pool, before any
+        // child is forked.
+        unsafe { log::share_limiter(pconf) };
+        OK as c_int
+    })
+}
+
+pub unsafe extern "C" fn pre_connection(c: *mut conn_rec, _csd: *mut c_void) -> c_int {
+    guard::catch(OK as c_int, || {
+        // SAFETY: httpd passes the live connection being set up.
+        unsafe { conn::attach(c) };
+        OK as c_int
+    })
+}
+
+/// Sets the TCP_CRYPT_* variables (or removes any stale ones on a plain
+/// connection) where `Tcpcrypt` is On.
+pub unsafe extern "C" fn fixups(r: *mut request_rec) -> c_int {
+    guard::catch(DECLINED, || {
+        // SAFETY: httpd passes a live request; its tables and pool live
+        // until it ends, and its connection at least as long.
+        unsafe {
+            if !directives::dir_config((*r).per_dir_config).exports_variables() {
+                return DECLINED;
+            }
+            let env = (*r).subprocess_env;
+            match conn::outcome((*r).connection).and_then(|o| o.session()) {
+                Some(session) => {
+                    for (name, value) in vars::all(session) {
+                        let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value))
+                        else {
+                            continue;
+                        };
+                        apr_table_set(env, name.as_ptr(), value.as_ptr());
+                    }
+                }
+                None => {
+                    for name in vars::ALL {
+                        if let Ok(name) = CString::new(name) {
+                            apr_table_unset(env, name.as_ptr());
+                        }
+                    }
+                }
+            }
+            DECLINED
+        }
+    })
+}

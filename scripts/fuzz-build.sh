@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds every cargo-fuzz target of tcpcrypt-proto, so CI notices when one
+# stops compiling. Running them is a manual step (see
+# crates/tcpcrypt-proto/fuzz/README.md).
+#
+# Works on the stable toolchain: cargo-fuzz hands rustc nightly-only flags
+# (-Zsanitizer, sancov passes), which RUSTC_BOOTSTRAP=1 lets stable accept.
+# Installs cargo-fuzz first if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz-build: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
+export RUSTC_BOOTSTRAP=1
+fuzz_dir=crates/tcpcrypt-proto/fuzz
+targets=$(cargo fuzz list --fuzz-dir "$fuzz_dir")
+if [[ -z "$targets" ]]; then
+  echo "fuzz-build: no fuzz targets found in $fuzz_dir" >&2
+  exit 1
+fi
+for target in $targets; do
+  echo "fuzz-build: building $target"
+  cargo fuzz build --fuzz-dir "$fuzz_dir" "$target"
+done
+echo "fuzz-build: built $(wc -w <<<"$targets") targets"
