@@ -80,12 +80,19 @@ pub struct EngineConfig {
     /// A handshake not finished after this long is forgotten. Default: 75 s.
     pub handshake_timeout: Duration,
     /// A connection with no packet in either direction for this long is
-    /// forgotten. Default: 2 h 10 min (longer than the default TCP
-    /// keepalive interval, so live idle connections survive).
+    /// forgotten if plain, and aborted with RST both ways if encrypted
+    /// (then forgotten after the cleanup delay). Default: 2 h 10 min
+    /// (longer than the default TCP keepalive interval, so live idle
+    /// connections survive).
     pub idle_timeout: Duration,
     /// Authentication failures after which the connection is aborted with
     /// RST both ways. Default: 16.
     pub max_auth_failures: u32,
+    /// Start a rekey (RFC 8548 section 3.8) with the first frame sent after
+    /// this many wire bytes went out under the current key; the peer's
+    /// rekeys are followed whatever this says. Default: `None` (never
+    /// initiate).
+    pub rekey_after_bytes: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -102,6 +109,7 @@ impl Default for EngineConfig {
             handshake_timeout: Duration::from_secs(75),
             idle_timeout: Duration::from_secs(130 * 60),
             max_auth_failures: 16,
+            rekey_after_bytes: None,
         }
     }
 }

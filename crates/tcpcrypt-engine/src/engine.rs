@@ -10,9 +10,12 @@ use tcpcrypt_proto::handshake::{ConfigError, Host, HostConfig};
 
 use crate::api::{ConnectionInfo, Direction, EngineConfig, Event, Lookup, Transmit, Verdict};
 use crate::conn::{Connection, Ctx};
+use crate::wire::ip::TcpRemnant;
 use crate::wire::{Packet, TcpFlags, canonical};
 
 type Key = (SocketAddr, SocketAddr);
+/// (local address, remote address), canonical.
+type HostPair = (IpAddr, IpAddr);
 
 /// The sans-IO packet engine. See the crate documentation for the calling
 /// order.
@@ -24,6 +27,10 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// How many tracked connections between two hosts guard plaintext
+    /// ([`Connection::guards_plaintext`]): a fragment that shows no ports
+    /// is dropped when its host pair has any.
+    guarded_pairs: HashMap<HostPair, usize>,
 }
 
 struct Tracked {
@@ -66,6 +73,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            guarded_pairs: HashMap::new(),
         })
     }
 
@@ -75,10 +83,11 @@ impl Engine {
 
     /// Takes one queued packet travelling `dir`. Packets that are not TCP
     /// over IP, or belong to no connection seen from its SYN, are accepted
-    /// untouched.
+    /// untouched; so are packets the engine cannot parse (fragments, cut
+    /// short headers), unless they may belong to an encrypted connection.
     pub fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict {
         let Ok(pkt) = Packet::parse(packet) else {
-            return Verdict::Accept;
+            return self.unparsed_verdict(dir, packet);
         };
         let (local, remote) = match dir {
             Direction::Outbound => (canonical(pkt.src()), canonical(pkt.dst())),
@@ -95,18 +104,22 @@ impl Engine {
                 None => true,
             };
             if fresh {
-                self.table.insert(
+                let old = self.table.insert(
                     key,
                     Tracked {
                         conn: Connection::new(local, remote, now),
                         scheduled: None,
                     },
                 );
+                if let Some(old) = old {
+                    self.note_guard(&key, old.conn.guards_plaintext(), false);
+                }
             }
         }
         let Some(tracked) = self.table.get_mut(&key) else {
             return Verdict::Accept;
         };
+        let was_guarded = tracked.conn.guards_plaintext();
         let mut ctx = Ctx {
             config: &self.config,
             host: &mut self.host,
@@ -121,7 +134,65 @@ impl Engine {
             tracked.scheduled = Some(d);
             self.timers.push(Reverse((d, key)));
         }
+        let guarded = tracked.conn.guards_plaintext();
+        self.note_guard(&key, was_guarded, guarded);
         verdict
+    }
+
+    /// The verdict on a packet that does not parse as one whole TCP
+    /// segment. It cannot be rewritten, so if it may belong to a connection
+    /// whose bytes must be encrypted it is dropped: passing it would put
+    /// the kernel's plaintext on the wire, or unauthenticated bytes into
+    /// the kernel's stream.
+    fn unparsed_verdict(&self, dir: Direction, packet: &[u8]) -> Verdict {
+        let Some(remnant) = TcpRemnant::peek(packet) else {
+            return Verdict::Accept;
+        };
+        let (local_ip, remote_ip) = match dir {
+            Direction::Outbound => (remnant.src, remnant.dst),
+            Direction::Inbound => (remnant.dst, remnant.src),
+        };
+        let guarded = match remnant.ports {
+            Some((src_port, dst_port)) => {
+                let (local_port, remote_port) = match dir {
+                    Direction::Outbound => (src_port, dst_port),
+                    Direction::Inbound => (dst_port, src_port),
+                };
+                let key = (
+                    canonical(SocketAddr::new(local_ip, local_port)),
+                    canonical(SocketAddr::new(remote_ip, remote_port)),
+                );
+                self.table
+                    .get(&key)
+                    .is_some_and(|t| t.conn.guards_plaintext())
+            }
+            None => self
+                .guarded_pairs
+                .contains_key(&host_pair(local_ip, remote_ip)),
+        };
+        if guarded {
+            Verdict::Drop
+        } else {
+            Verdict::Accept
+        }
+    }
+
+    /// Keeps [`Engine::guarded_pairs`] in step with one connection whose
+    /// guard changed from `was` to `is`.
+    fn note_guard(&mut self, key: &Key, was: bool, is: bool) {
+        let pair = host_pair(key.0.ip(), key.1.ip());
+        match (was, is) {
+            (false, true) => *self.guarded_pairs.entry(pair).or_insert(0) += 1,
+            (true, false) => {
+                if let Some(n) = self.guarded_pairs.get_mut(&pair) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.guarded_pairs.remove(&pair);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Runs every timer due at `now`: Init retransmissions, handshake and
@@ -139,6 +210,7 @@ impl Engine {
                 continue;
             }
             tracked.scheduled = None;
+            let was_guarded = tracked.conn.guards_plaintext();
             let mut ctx = Ctx {
                 config: &self.config,
                 host: &mut self.host,
@@ -149,11 +221,14 @@ impl Engine {
             };
             if !tracked.conn.on_timeout(&mut ctx) {
                 self.table.remove(&key);
+                self.note_guard(&key, was_guarded, false);
                 continue;
             }
             let d = tracked.conn.deadline(&self.config);
             tracked.scheduled = Some(d);
             self.timers.push(Reverse((d, key)));
+            let guarded = tracked.conn.guards_plaintext();
+            self.note_guard(&key, was_guarded, guarded);
         }
     }
 
@@ -214,4 +289,9 @@ impl Engine {
     pub fn resumption_cache_len(&self) -> usize {
         self.host.cache().len()
     }
+}
+
+fn host_pair(local: IpAddr, remote: IpAddr) -> HostPair {
+    let ip = |a: IpAddr| canonical(SocketAddr::new(a, 0)).ip();
+    (ip(local), ip(remote))
 }

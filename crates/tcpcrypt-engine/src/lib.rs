@@ -91,19 +91,48 @@
 //! hosts still cache a secret for each other, resumption with no Init
 //! messages (frames start at offset 0 in both directions).
 //!
+//! *Rekeying.* The peer's rekeys are followed at once (with an empty frame
+//! if we have nothing to send); with [`EngineConfig::rekey_after_bytes`]
+//! set we start one ourselves on the first frame after that many wire
+//! bytes went out under one key. A frame with no data (rekey answer, bare
+//! FINp) is resent first when the kernel retransmits from its position.
+//!
 //! *Fallback.* A peer that does not answer with ENO, a SYN without option
 //! room, with data or a Fast Open option, or a failed negotiation, leaves
 //! the connection plain: its packets pass untouched (only our own SYN
 //! carries the ENO option).
 //!
+//! ## Never letting plaintext through
+//!
+//! An encrypted connection, or one in its key exchange, is never silently
+//! forgotten while it may be alive, because its later packets would then
+//! pass untouched. On idle expiry an encrypted connection is aborted (RST
+//! both ways, [`Event::Aborted`]) and stays in the table, dropping its
+//! packets, until the cleanup delay; a plain one is simply forgotten. A
+//! packet the engine cannot rewrite (an IPv4 fragment, an IPv6 packet with
+//! a fragment header, a cut-short TCP header) is dropped when its 4-tuple,
+//! if readable, names such a connection (or one past a successful ENO
+//! negotiation), or, for a later fragment showing no ports, when any such
+//! connection joins the same two hosts; otherwise it passes. Packets of
+//! connections not seen from their SYN (e.g. after a daemon restart) pass
+//! untouched and create no table entry, so [`Engine::lookup`] answers
+//! `Unknown` for them.
+//!
 //! ## Not (yet) handled
 //!
-//! Rekeying initiated by us (we answer the peer's); simultaneous open
-//! (falls back to plain TCP); GSO super-segments (they work, but are split
-//! into MSS-sized wire packets); a path MTU below the peer's MSS that the
-//! kernel learns by itself (the engine sizes packets from the MSS and the
-//! kernel's own segments, not the route); a passive opener whose peer drops
-//! ENO on its first ACK keeps the MSS it clamped in the SYN (20 bytes less,
+//! Simultaneous open (falls back to plain TCP); IP fragments of an
+//! encrypted connection are dropped, not reassembled (the kernel sends TCP
+//! with DF, and with conntrack loaded a netfilter queue sees reassembled
+//! packets, so this should cost nothing in practice); an ENO negotiation
+//! whose final ACK never comes is forgotten after the handshake timeout
+//! without a RST (by then the kernel has given up on the handshake too); an
+//! encrypted connection that is idle past the idle timeout (default 2 h 10
+//! min, longer than the kernel's default keepalive) is reset even if both
+//! ends meant to keep it; GSO super-segments (they work, but are split into
+//! MSS-sized wire packets); a path MTU below the peer's MSS that the kernel
+//! learns by itself (the engine sizes packets from the MSS and the kernel's
+//! own segments, not the route); a passive opener whose peer drops ENO on
+//! its first ACK keeps the MSS it clamped in the SYN (20 bytes less,
 //! otherwise plain TCP).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]

@@ -72,6 +72,12 @@ pub struct OutStream {
     writer: Option<FrameWriter>,
     /// Application bytes framed so far.
     bytes_framed: u64,
+    /// Rekey before the next frame once this many wire bytes were sealed
+    /// under the current key (`None`: only follow the peer's rekeys).
+    rekey_after: Option<u64>,
+    /// Wire bytes sealed since the writer's generation last changed, and
+    /// the generation they count for.
+    sealed_under_key: (u64, u64),
 }
 
 impl OutStream {
@@ -90,7 +96,15 @@ impl OutStream {
             held_fin: false,
             writer: None,
             bytes_framed: 0,
+            rekey_after: None,
+            sealed_under_key: (0, 0),
         }
+    }
+
+    /// Makes us initiate a rekey (RFC 8548 section 3.8) on the first frame
+    /// after `bytes` wire bytes were sealed under one key.
+    pub fn set_rekey_after(&mut self, bytes: Option<u64>) {
+        self.rekey_after = bytes;
     }
 
     pub fn space(&self) -> SeqSpace {
@@ -177,8 +191,22 @@ impl OutStream {
         urgent: Option<u16>,
     ) -> Result<(), EngineError> {
         let writer = self.writer.as_mut().ok_or(EngineError::NoKeys)?;
+        let (generation, sealed) = &mut self.sealed_under_key;
+        if writer.local_generation() != *generation {
+            // The peer's rekey moved us to a new key as well.
+            *generation = writer.local_generation();
+            *sealed = 0;
+        }
+        if self.rekey_after.is_some_and(|limit| *sealed >= limit) && writer.initiate_rekey().is_ok()
+        {
+            // Refused only while our previous rekey is unanswered or after
+            // FINp; then the next frame tries again.
+            *generation = writer.local_generation();
+            *sealed = 0;
+        }
         let mut bytes = Vec::with_capacity(data.len() + 22);
         let (_, len) = writer.seal(&FramePayload { fin, urgent, data }, &mut bytes)?;
+        *sealed += len as u64;
         let local = self.local_next..self.local_next + data.len() as u64;
         let wire = self.wire_next..self.wire_next + len as u64;
         self.local_next = local.end;
@@ -258,7 +286,15 @@ impl OutStream {
         }
         // Old part: stored frames touching [l0, min(l1, framed_end)).
         let old_end = l1.min(framed_end);
-        let first_old = self.frames.partition_point(|f| f.local.end <= l0);
+        // A frame with no data (rekey answer, bare FINp) at l0 comes first
+        // in a retransmission from l0: resent frames start at the lowest
+        // unacknowledged one, or the peer keeps waiting for it. Not on a
+        // segment of new data only, which a frame still in flight must not
+        // follow each time.
+        let resend_empty = l0 < framed_end || (fin && self.fin.is_some());
+        let first_old = self.frames.partition_point(|f| {
+            f.local.end < l0 || (f.local.end == l0 && !(resend_empty && f.local.is_empty()))
+        });
         let mut last_old = self.frames.partition_point(|f| f.local.start < old_end);
         if fin && self.fin.is_some() {
             last_old = self.frames.len();

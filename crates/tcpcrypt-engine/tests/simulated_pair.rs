@@ -828,3 +828,29 @@ fn a_server_banner_sent_before_init1_arrives_is_held_then_delivered() {
     );
     assert_same_session(&sim);
 }
+
+#[test]
+fn a_lost_empty_finp_frame_is_resent_with_the_kernels_fin_retransmission() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.a.kernel.write(b"before the end");
+    sim.a.kernel.push();
+    sim.run();
+    let mut dropped = false;
+    sim.filter = Some(Box::new(move |from, p| {
+        let fin = Packet::parse(p).is_ok_and(|p| p.tcp.flags.contains(TcpFlags::FIN));
+        if from == Side::A && fin && !dropped {
+            dropped = true;
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.a.kernel.close();
+    sim.run();
+    assert!(!sim.b.kernel.fin_received);
+    // The kernel's retransmission timer fires: the FIN again.
+    sim.a.kernel.close();
+    sim.run();
+    assert!(sim.b.kernel.fin_received);
+    assert_eq!(sim.b.kernel.received, b"before the end");
+}

@@ -220,6 +220,18 @@ impl Connection {
         self.closed_at.is_some()
     }
 
+    /// Whether this connection's bytes must never cross untouched: it is
+    /// encrypted, in its key exchange, past a successful ENO negotiation,
+    /// or aborted (its packets are dropped until it is forgotten).
+    pub fn guards_plaintext(&self) -> bool {
+        self.aborted
+            || match &self.mode {
+                Mode::Crypt(_) => true,
+                Mode::Eno(st) => st.handshake.is_some(),
+                Mode::Plain(_) => false,
+            }
+    }
+
     pub fn lookup(&self) -> Lookup {
         match &self.mode {
             Mode::Eno(_) => Lookup::Pending,
@@ -282,6 +294,14 @@ impl Connection {
             return now < t + ctx.config.cleanup_delay;
         }
         if now >= self.last_activity + ctx.config.idle_timeout {
+            if matches!(self.mode, Mode::Crypt(_)) {
+                // Forgetting it would let the kernel's next segment of a
+                // connection that may still be open pass as plaintext: end
+                // it on both sides and keep dropping its packets until the
+                // cleanup delay is over.
+                self.abort(ctx, "idle for longer than the idle timeout".to_string());
+                return true;
+            }
             return false;
         }
         let handshake_over = match &self.mode {
@@ -630,6 +650,7 @@ impl Connection {
             (pkt.ip.reversed_minimal(), pkt.ip.clone())
         };
         let mut out = OutStream::new(local_isn);
+        out.set_rekey_after(ctx.config.rekey_after_bytes);
         let (pending, inb, init1, resumed) = match handshake {
             Handshake::SendInit1(st) => {
                 let init1 = st.init1().to_vec();

@@ -2,7 +2,9 @@
 //! packet, learn its addresses, and rewrite lengths and checksums.
 //!
 //! Fragments, non-TCP packets and anything malformed are reported as errors;
-//! the engine lets such packets pass untouched.
+//! for TCP fragments and cut-short segments [`TcpRemnant`] still reads the
+//! addresses and, where present, the ports, so the engine can tell whether
+//! such a packet may belong to an encrypted connection.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -80,6 +82,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn is_fragment(&self) -> bool {
         let ff = u16::from_be_bytes([self.b()[6], self.b()[7]]);
         ff & 0x3fff != 0
+    }
+    /// Where this fragment's data sits in the original payload, in 8-byte
+    /// units (0 for the first fragment and for unfragmented packets).
+    pub fn fragment_offset(&self) -> u16 {
+        u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff
     }
     pub fn protocol(&self) -> u8 {
         self.b()[v4field::PROTOCOL]
@@ -183,35 +190,156 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// its header)`. A fragment header ends the walk with an error: the
     /// engine cannot rewrite a fragment of a segment.
     pub fn upper_layer(&self) -> Result<(u8, usize), WireError> {
+        match self.walk()? {
+            V6Walk {
+                fragment: None,
+                next,
+                offset,
+            } => Ok((next, offset)),
+            V6Walk {
+                fragment: Some(_), ..
+            } => Err(WireError::Unsupported("IPv6 fragment")),
+        }
+    }
+
+    /// Follows the extension header chain. Past the fragment header of a
+    /// first fragment the walk goes on (its fragmentable part starts with
+    /// the upper-layer header); in a later fragment it stops right after
+    /// the fragment header, whose next-header field still names what the
+    /// fragmentable part started with.
+    fn walk(&self) -> Result<V6Walk, WireError> {
         let b = self.b();
         let end = v6field::HEADER_LEN + usize::from(self.payload_len());
         let mut next = b[v6field::NEXT_HEADER];
         let mut off = v6field::HEADER_LEN;
+        let mut fragment = None;
+        let truncated = |need: usize| WireError::Truncated {
+            what: "IPv6 extension header",
+            need,
+            have: end,
+        };
         loop {
             match next {
                 V6_HOP_BY_HOP | V6_ROUTING | V6_DEST_OPTS => {
-                    let hdr = b.get(off..off + 2).filter(|_| off + 2 <= end).ok_or(
-                        WireError::Truncated {
-                            what: "IPv6 extension header",
-                            need: off + 2,
-                            have: end,
-                        },
-                    )?;
+                    let hdr = b
+                        .get(off..off + 2)
+                        .filter(|_| off + 2 <= end)
+                        .ok_or(truncated(off + 2))?;
                     next = hdr[0];
                     off += (usize::from(hdr[1]) + 1) * 8;
                     if off > end {
-                        return Err(WireError::Truncated {
-                            what: "IPv6 extension header",
-                            need: off,
-                            have: end,
+                        return Err(truncated(off));
+                    }
+                }
+                V6_FRAGMENT if fragment.is_none() => {
+                    let hdr = b
+                        .get(off..off + V6_FRAGMENT_HEADER_LEN)
+                        .filter(|_| off + V6_FRAGMENT_HEADER_LEN <= end)
+                        .ok_or(truncated(off + V6_FRAGMENT_HEADER_LEN))?;
+                    next = hdr[0];
+                    let frag_offset = u16::from_be_bytes([hdr[2], hdr[3]]) >> 3;
+                    off += V6_FRAGMENT_HEADER_LEN;
+                    fragment = Some(frag_offset);
+                    if frag_offset != 0 {
+                        return Ok(V6Walk {
+                            next,
+                            offset: off,
+                            fragment,
                         });
                     }
                 }
                 V6_FRAGMENT => {
-                    return Err(WireError::Unsupported("IPv6 fragment"));
+                    return Err(WireError::Invalid {
+                        field: "IPv6 fragment header",
+                        expected: "at most one per packet",
+                    });
                 }
-                proto => return Ok((proto, off)),
+                proto => {
+                    return Ok(V6Walk {
+                        next: proto,
+                        offset: off,
+                        fragment,
+                    });
+                }
             }
+        }
+    }
+}
+
+/// Where the extension header walk of an IPv6 packet ended.
+struct V6Walk {
+    /// The protocol of the header at `offset`.
+    next: u8,
+    offset: usize,
+    /// The fragment offset (in 8-byte units) if the packet is a fragment.
+    fragment: Option<u16>,
+}
+
+const V6_FRAGMENT_HEADER_LEN: usize = 8;
+
+/// What can still be learned from an IP packet carrying TCP that
+/// [`IpLayer::parse`] refuses or whose TCP header does not parse: a
+/// fragment, or a segment cut short. The engine cannot rewrite such a
+/// packet, but must still know whether it belongs to an encrypted
+/// connection, so that it never lets one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpRemnant {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// (source port, destination port), when the bytes that hold them are
+    /// present: not in a fragment other than the first.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl TcpRemnant {
+    /// Reads `packet` as far as a valid IP header allows. `None` when the IP
+    /// header itself is unreadable or the packet is certainly not TCP.
+    pub fn peek(packet: &[u8]) -> Option<TcpRemnant> {
+        let ports_at = |seg: Option<&[u8]>| {
+            seg.and_then(|s| s.get(0..4)).map(|p| {
+                (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u16::from_be_bytes([p[2], p[3]]),
+                )
+            })
+        };
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let p = Ipv4Packet::new_checked(packet).ok()?;
+                if p.protocol() != PROTO_TCP {
+                    return None;
+                }
+                let first = p.fragment_offset() == 0;
+                let seg = packet.get(p.header_len()..usize::from(p.total_len()));
+                Some(TcpRemnant {
+                    src: p.src().into(),
+                    dst: p.dst().into(),
+                    ports: if first { ports_at(seg) } else { None },
+                })
+            }
+            Some(6) => {
+                let p = Ipv6Packet::new_checked(packet).ok()?;
+                let walk = p.walk().ok()?;
+                let later_fragment = walk.fragment.is_some_and(|o| o != 0);
+                let maybe_tcp = match walk.next {
+                    PROTO_TCP => true,
+                    // A later fragment only names the first header of the
+                    // fragmentable part, which may precede TCP.
+                    V6_HOP_BY_HOP | V6_ROUTING | V6_DEST_OPTS => later_fragment,
+                    _ => false,
+                };
+                if !maybe_tcp {
+                    return None;
+                }
+                let end = v6field::HEADER_LEN + usize::from(p.payload_len());
+                let seg = packet.get(walk.offset..end);
+                Some(TcpRemnant {
+                    src: p.src().into(),
+                    dst: p.dst().into(),
+                    ports: if later_fragment { None } else { ports_at(seg) },
+                })
+            }
+            _ => None,
         }
     }
 }

@@ -182,6 +182,65 @@ mod tests {
     }
 
     #[test]
+    fn a_first_ipv4_fragment_shows_its_ports_and_a_later_one_does_not() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(
+                Ipv4Addr::new(192, 0, 2, 1).into(),
+                Ipv4Addr::new(192, 0, 2, 2).into(),
+            ),
+            tcp: seg(b"0123456789abcdef"),
+        };
+        let mut bytes = p.to_bytes().unwrap();
+        bytes[6] = 0x20; // more fragments, offset 0
+        let first = ip::TcpRemnant::peek(&bytes).unwrap();
+        assert_eq!(first.ports, Some((1234, 443)));
+        assert_eq!((first.src, first.dst), (p.ip.src, p.ip.dst));
+        bytes[6..8].copy_from_slice(&3u16.to_be_bytes()); // offset 24, last
+        let later = ip::TcpRemnant::peek(&bytes).unwrap();
+        assert_eq!(later.ports, None);
+        assert_eq!((later.src, later.dst), (p.ip.src, p.ip.dst));
+    }
+
+    #[test]
+    fn an_ipv6_fragment_header_is_seen_through_for_the_ports_of_a_first_fragment() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(
+                "2001:db8::1".parse::<Ipv6Addr>().unwrap().into(),
+                "2001:db8::2".parse::<Ipv6Addr>().unwrap().into(),
+            ),
+            tcp: seg(b"x"),
+        };
+        let mut bytes = p.to_bytes().unwrap();
+        bytes[6] = 44;
+        // Next header TCP, offset 0, more fragments, identification 7.
+        bytes.splice(40..40, [6u8, 0, 0, 1, 0, 0, 0, 7]);
+        let plen = u16::from_be_bytes([bytes[4], bytes[5]]) + 8;
+        bytes[4..6].copy_from_slice(&plen.to_be_bytes());
+        assert_eq!(
+            Packet::parse(&bytes),
+            Err(WireError::Unsupported("IPv6 fragment"))
+        );
+        assert_eq!(
+            ip::TcpRemnant::peek(&bytes).unwrap().ports,
+            Some((1234, 443))
+        );
+        bytes[42..44].copy_from_slice(&(2u16 << 3).to_be_bytes()); // offset 16
+        assert_eq!(ip::TcpRemnant::peek(&bytes).unwrap().ports, None);
+    }
+
+    #[test]
+    fn packets_that_are_not_tcp_leave_no_remnant() {
+        let p = Packet {
+            ip: IpLayer::new_minimal(Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()),
+            tcp: seg(b""),
+        };
+        let mut bytes = p.to_bytes().unwrap();
+        bytes[9] = 17; // UDP
+        assert_eq!(ip::TcpRemnant::peek(&bytes), None);
+        assert_eq!(ip::TcpRemnant::peek(&bytes[..10]), None);
+    }
+
+    #[test]
     fn mapped_ipv6_addresses_are_canonicalised_to_ipv4() {
         let m: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
         assert_eq!(canonical(m), "10.0.0.1:80".parse().unwrap());
@@ -239,6 +298,7 @@ mod tests {
             if let Ok(p) = Packet::parse(&bytes) {
                 let _ = p.to_bytes();
             }
+            let _ = ip::TcpRemnant::peek(&bytes);
         }
 
         #[test]
@@ -257,6 +317,7 @@ mod tests {
             if let Ok(p) = Packet::parse(&bytes) {
                 let _ = p.to_bytes();
             }
+            let _ = ip::TcpRemnant::peek(&bytes);
         }
     }
 }

@@ -323,7 +323,11 @@ pub struct Sim {
 }
 
 pub fn engine(seed: u64) -> Engine {
-    Engine::new(EngineConfig::default(), Box::new(TestRng::new(seed)))
+    engine_with(seed, EngineConfig::default())
+}
+
+pub fn engine_with(seed: u64, config: EngineConfig) -> Engine {
+    Engine::new(config, Box::new(TestRng::new(seed)))
 }
 
 impl Sim {
@@ -549,5 +553,107 @@ impl Sim {
         self.tap.clear();
         self.a.events.clear();
         self.b.events.clear();
+    }
+}
+
+/// Splits a whole IPv4 packet into two fragments, the first carrying
+/// `first_len` bytes (a multiple of 8) of the IP payload.
+pub fn fragment_v4(packet: &[u8], first_len: usize) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(first_len % 8, 0, "fragment data is cut at 8-byte units");
+    let hl = usize::from(packet[0] & 0x0f) * 4;
+    let (header, payload) = packet.split_at(hl);
+    let make = |data: &[u8], offset_units: usize, more: bool| {
+        let mut p = header.to_vec();
+        p.extend_from_slice(data);
+        let total = u16::try_from(p.len()).unwrap();
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        let ff = u16::try_from(offset_units).unwrap() | if more { 0x2000 } else { 0 };
+        p[6..8].copy_from_slice(&ff.to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::of(&p[..hl]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    };
+    (
+        make(&payload[..first_len], 0, true),
+        make(&payload[first_len..], first_len / 8, false),
+    )
+}
+
+/// Splits a whole IPv6 packet (no extension headers) into two fragments
+/// with fragment headers, the first carrying `first_len` bytes (a multiple
+/// of 8) of the TCP segment.
+pub fn fragment_v6(packet: &[u8], first_len: usize) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(first_len % 8, 0, "fragment data is cut at 8-byte units");
+    let (header, payload) = packet.split_at(40);
+    let next = header[6];
+    let make = |data: &[u8], offset_units: usize, more: bool| {
+        let mut p = header.to_vec();
+        p[6] = 44;
+        let off = (u16::try_from(offset_units).unwrap() << 3) | u16::from(more);
+        p.extend_from_slice(&[next, 0]);
+        p.extend_from_slice(&off.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(data);
+        let plen = u16::try_from(p.len() - 40).unwrap();
+        p[4..6].copy_from_slice(&plen.to_be_bytes());
+        p
+    };
+    (
+        make(&payload[..first_len], 0, true),
+        make(&payload[first_len..], first_len / 8, false),
+    )
+}
+
+impl Sim {
+    /// The bytes `side` put on the wire, in stream order (offsets from its
+    /// ISN+1), from every packet it sent; `None` where nothing was seen.
+    pub fn wire_stream(&self, side: Side) -> Vec<Option<u8>> {
+        let h = match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        };
+        let base = h.kernel.isn.wrapping_add(1);
+        let mut stream: Vec<Option<u8>> = Vec::new();
+        for p in self
+            .tap
+            .iter()
+            .filter(|(s, _)| *s == side)
+            .filter_map(|(_, p)| Packet::parse(p).ok())
+            .filter(|p| !p.tcp.flags.contains(TcpFlags::SYN))
+        {
+            let off = p.tcp.seq.wrapping_sub(base) as usize;
+            let end = off + p.tcp.payload.len();
+            if stream.len() < end {
+                stream.resize(end, None);
+            }
+            for (slot, b) in stream[off..end].iter_mut().zip(&p.tcp.payload) {
+                *slot = Some(*b);
+            }
+        }
+        stream
+    }
+
+    /// The control byte of every frame `side` sent, in stream order: the
+    /// stream starts with an Init message whose bytes 4..8 give its length
+    /// (RFC 8548 section 4.3), then frames `control | clen(2) | clen bytes`.
+    pub fn wire_frame_controls(&self, side: Side) -> Vec<u8> {
+        let stream: Vec<u8> = self
+            .wire_stream(side)
+            .into_iter()
+            .map_while(|b| b)
+            .collect();
+        let init_len = u32::from_be_bytes(stream[4..8].try_into().unwrap()) as usize;
+        let mut at = init_len;
+        let mut controls = Vec::new();
+        while let Some(h) = stream.get(at..at + 3) {
+            let clen = usize::from(u16::from_be_bytes([h[1], h[2]]));
+            if at + 3 + clen > stream.len() {
+                break;
+            }
+            controls.push(h[0]);
+            at += 3 + clen;
+        }
+        controls
     }
 }
