@@ -61,6 +61,15 @@ pub enum Command {
     /// both ends mean no one in between holds the keys. Only http:// URLs.
     #[command(after_help = EXIT_CODES)]
     Fetch(FetchArgs),
+
+    /// Make tcpcryptd forget its cached resumption secrets (root only)
+    ///
+    /// The next connection to each peer then runs a fresh key exchange
+    /// instead of resuming an earlier session. Prints how many secrets were
+    /// forgotten. Only root may change daemon state; others get exit 4 with
+    /// "permission denied".
+    #[command(name = "flush-resumption", after_help = EXIT_CODES)]
+    FlushResumption,
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&client, &args),
         Command::Lookup(args) => lookup(&client, &args),
         Command::Fetch(args) => fetch::run(&client, &args),
+        Command::FlushResumption => flush_resumption(&client),
     };
     match outcome {
         Ok(outcome) => outcome.into(),
@@ -55,6 +56,12 @@ fn main() -> ExitCode {
             failure.outcome().into()
         }
     }
+}
+
+fn flush_resumption(client: &Client) -> Result<Outcome, Failure> {
+    let flushed = client.flush_resumption().map_err(Failure::Daemon)?;
+    println!("forgot {flushed} cached resumption secret(s)");
+    Ok(Outcome::Ok)
 }
 
 fn lookup(client: &Client, args: &LookupArgs) -> Result<Outcome, Failure> {

@@ -447,3 +447,22 @@ fn fetch_of_a_closed_port_exits_4() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[test]
+fn flush_resumption_sends_the_request_and_prints_the_count() {
+    let fake = FakeDaemon::always(r#"{"v":1,"ok":true,"flushed":3}"#);
+    let (code, stdout, stderr) = run(tcpcrypt(fake.path()).args(["flush-resumption"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "forgot 3 cached resumption secret(s)\n");
+    assert_eq!(fake.requests()[0]["op"], "flush_resumption");
+}
+
+#[test]
+fn flush_resumption_refused_by_the_daemon_says_permission_denied() {
+    let fake = FakeDaemon::always(
+        r#"{"v":1,"ok":false,"error":"permission_denied","message":"only root may change daemon state"}"#,
+    );
+    let (code, _, stderr) = run(tcpcrypt(fake.path()).args(["flush-resumption"]));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("only root"), "{stderr}");
+}

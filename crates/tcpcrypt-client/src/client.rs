@@ -149,6 +149,15 @@ impl Client {
         message::decode_version(&line)
     }
 
+    /// Makes the daemon forget every cached resumption secret, so the next
+    /// connection to each peer runs a fresh key exchange. Only root may do
+    /// this (the daemon answers `permission_denied` to others). Returns how
+    /// many secrets were forgotten.
+    pub fn flush_resumption(&self) -> Result<u64, Error> {
+        let line = self.exchange(&Request::FlushResumption, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
+        message::decode_flushed(&line)
+    }
+
     fn exchange(&self, request: &Request, wait: Duration, max: usize) -> Result<Vec<u8>, Error> {
         let limit = self.timeout.saturating_add(wait);
         let start = Instant::now();

@@ -25,6 +25,8 @@ pub enum Request {
     },
     List,
     Version,
+    /// Forget every cached resumption secret (root only).
+    FlushResumption,
 }
 
 impl Request {
@@ -50,6 +52,7 @@ impl Request {
             }
             Request::List => json!({"v": PROTOCOL_VERSION, "op": "list"}),
             Request::Version => json!({"v": PROTOCOL_VERSION, "op": "version"}),
+            Request::FlushResumption => json!({"v": PROTOCOL_VERSION, "op": "flush_resumption"}),
         };
         let mut line = value.to_string();
         line.push('\n');
@@ -116,6 +119,17 @@ pub fn decode_version(line: &[u8]) -> Result<DaemonVersion, Error> {
         None => return Err(missing("supported").into()),
     };
     Ok(DaemonVersion { daemon, supported })
+}
+
+/// The number of secrets a `flush_resumption` answer says were forgotten.
+pub fn decode_flushed(line: &[u8]) -> Result<u64, Error> {
+    let map = parse_ok(line)?;
+    match map.get("flushed") {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid("flushed", "a non-negative integer").into()),
+        None => Err(missing("flushed").into()),
+    }
 }
 
 fn connection(index: usize, entry: &Value) -> Result<Connection, ProtocolError> {
@@ -471,5 +485,28 @@ mod tests {
             .expect("decodes");
         assert_eq!(v.daemon, "tcpcryptd 0.1.0");
         assert_eq!(v.supported, vec![1]);
+    }
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::*;
+
+    #[test]
+    fn flush_request_names_the_operation() {
+        let line = Request::FlushResumption.encode();
+        let v: Value = serde_json::from_str(line.trim_end()).expect("json");
+        assert_eq!(v["op"], "flush_resumption");
+        assert_eq!(v["v"], 1);
+    }
+
+    #[test]
+    fn flushed_count_is_read_and_a_missing_count_is_named() {
+        assert_eq!(
+            decode_flushed(br#"{"v":1,"ok":true,"flushed":7}"#).expect("count"),
+            7
+        );
+        let err = decode_flushed(br#"{"v":1,"ok":true}"#).expect_err("missing");
+        assert!(err.to_string().contains("flushed"), "{err}");
     }
 }
