@@ -1,0 +1,696 @@
+//! Command-line flags and the optional config file, validated into one
+//! [`Config`].
+//!
+//! Every option can be given as a flag or as a `key = value` line in the
+//! file named by `--config` (keys are the long flag names without `--`;
+//! `#` starts a comment). Flags win over the file. Both go through the same
+//! validators, so an error always names the option and the bad value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use tcpcrypt_proto::{Aead, Tep};
+
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tcpcrypt/control.sock";
+pub const DEFAULT_CONTROL_GROUP: &str = "tcpcrypt";
+pub const DEFAULT_QUEUE: u16 = 7463;
+pub const DEFAULT_MARK: u32 = 0x7463_7270;
+
+/// tcpcryptd: transparent tcpcrypt (RFC 8547/8548) for the TCP connections
+/// of this host.
+///
+/// The daemon installs its own iptables/ip6tables rules that queue TCP
+/// packets to it through NFQUEUE, encrypts connections whose peer also
+/// speaks tcpcrypt and leaves the others as plain TCP. It removes its rules
+/// on SIGINT/SIGTERM, and on start removes rules a crashed instance left.
+/// Applications ask it for session IDs over the control socket.
+///
+/// Every option may also be set in the config file as `name = value` (the
+/// long option name without dashes); options on the command line win.
+#[derive(Parser, Debug, Default)]
+#[command(name = "tcpcryptd", version, about, long_about)]
+pub struct Args {
+    /// Read options from FILE (`name = value` lines, `#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Key-exchange protocols to offer, most preferred first, comma-separated:
+    /// x25519, x448, p256, p521. [default: x25519,p256]
+    #[arg(long, value_name = "LIST")]
+    pub tep: Option<String>,
+
+    /// AEAD ciphers to offer, most preferred first, comma-separated:
+    /// aes128gcm, aes256gcm, chacha20poly1305.
+    /// [default: aes128gcm,aes256gcm,chacha20poly1305]
+    #[arg(long, value_name = "LIST")]
+    pub aead: Option<String>,
+
+    /// TCP ports whose connections are handled, as a comma-separated list of
+    /// ports and ranges (`80,443,8000-8100`), matched against either end of
+    /// the connection, or `all`. [default: all]
+    #[arg(long, value_name = "LIST")]
+    pub ports: Option<String>,
+
+    /// Network interfaces whose TCP traffic is handled, comma-separated, or
+    /// `all`. Loopback is never handled. [default: all]
+    #[arg(long, value_name = "LIST")]
+    pub interfaces: Option<String>,
+
+    /// NFQUEUE number the rules send packets to (0-65535). Queues are per
+    /// network namespace; two daemons in one namespace need different
+    /// numbers. [default: 7463]
+    #[arg(long, value_name = "N")]
+    pub queue: Option<String>,
+
+    /// Drop handled packets while no daemon is bound to the queue, instead of
+    /// letting them pass as plain TCP (the default, `--queue-bypass`).
+    /// Value-less on the command line; `fail-closed = true` in the file.
+    #[arg(long)]
+    pub fail_closed: bool,
+
+    /// Firewall mark put on packets the daemon injects, so its rules skip
+    /// them; decimal or 0x-hex, non-zero. [default: 0x74637270]
+    #[arg(long, value_name = "MARK")]
+    pub mark: Option<String>,
+
+    /// iptables backend: `auto` (iptables, else iptables-legacy), `nft`
+    /// (iptables/ip6tables) or `legacy` (iptables-legacy/ip6tables-legacy).
+    /// [default: auto]
+    #[arg(long, value_name = "BACKEND")]
+    pub iptables: Option<String>,
+
+    /// Path of the control socket. [default: /run/tcpcrypt/control.sock]
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<String>,
+
+    /// Group owning the control socket (mode 0660): its members may read
+    /// session data; only root may change daemon state. If the default group
+    /// does not exist, the socket gets group root. [default: tcpcrypt]
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
+
+    /// Log level: error, warn, info (one line per connection outcome),
+    /// debug or trace. [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Seconds a closed connection stays in the table, so late
+    /// retransmissions are still mapped, before it is forgotten. [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub cleanup_delay: Option<String>,
+
+    /// Append session secrets to FILE (mode 0600) for decrypting captures,
+    /// like SSLKEYLOGFILE. Anyone who can read FILE can decrypt the
+    /// connections. Off by default.
+    #[arg(long, value_name = "FILE")]
+    pub keylog: Option<String>,
+}
+
+/// The iptables command family to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IptablesBackend {
+    Auto,
+    Nft,
+    Legacy,
+}
+
+/// A set of TCP ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortSet {
+    All,
+    /// Inclusive ranges, each with `lo <= hi`, non-empty list.
+    Ranges(Vec<(u16, u16)>),
+}
+
+/// A set of interfaces (never loopback; the rules exclude it anyway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterfaceSet {
+    All,
+    Named(Vec<String>),
+}
+
+/// Where the control socket's group comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlGroup {
+    /// The default group; fall back to root's group if it does not exist.
+    Default,
+    /// A group the operator named; it must exist.
+    Named(String),
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub teps: Vec<Tep>,
+    pub aeads: Vec<Aead>,
+    pub ports: PortSet,
+    pub interfaces: InterfaceSet,
+    pub queue: u16,
+    pub fail_closed: bool,
+    pub mark: u32,
+    pub iptables: IptablesBackend,
+    pub control_socket: PathBuf,
+    pub control_group: ControlGroup,
+    pub log_level: log::LevelFilter,
+    pub cleanup_delay: std::time::Duration,
+    pub keylog: Option<PathBuf>,
+}
+
+/// A configuration error naming the option, the bad value and where it came
+/// from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("option {option}: bad value {value:?} ({source_desc}): {expected}")]
+    BadValue {
+        option: String,
+        value: String,
+        source_desc: String,
+        expected: String,
+    },
+    #[error("{file}:{line}: unknown option {key:?}")]
+    UnknownKey {
+        file: String,
+        line: usize,
+        key: String,
+    },
+    #[error("{file}:{line}: expected `name = value`, got {text:?}")]
+    Syntax {
+        file: String,
+        line: usize,
+        text: String,
+    },
+    #[error("reading config file {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+const FILE_KEYS: &[&str] = &[
+    "tep",
+    "aead",
+    "ports",
+    "interfaces",
+    "queue",
+    "fail-closed",
+    "mark",
+    "iptables",
+    "control-socket",
+    "control-group",
+    "log-level",
+    "cleanup-delay",
+    "keylog",
+];
+
+/// A raw value and where it came from, for error messages.
+struct Raw {
+    value: String,
+    origin: String,
+}
+
+impl Config {
+    /// Validates parsed flags, reading the config file they name.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_config_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let pick = |key: &str, flag: &Option<String>| -> Option<Raw> {
+            match flag {
+                Some(v) => Some(Raw {
+                    value: v.clone(),
+                    origin: "command line".into(),
+                }),
+                None => file.get(key).map(|(v, origin)| Raw {
+                    value: v.clone(),
+                    origin: origin.clone(),
+                }),
+            }
+        };
+
+        let teps = match pick("tep", &args.tep) {
+            Some(r) => parse_list(&r, "tep", "x25519, x448, p256 or p521", parse_tep)?,
+            None => vec![Tep::X25519, Tep::P256],
+        };
+        let aeads = match pick("aead", &args.aead) {
+            Some(r) => parse_list(
+                &r,
+                "aead",
+                "aes128gcm, aes256gcm or chacha20poly1305",
+                parse_aead,
+            )?,
+            None => vec![Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305],
+        };
+        let ports = match pick("ports", &args.ports) {
+            Some(r) => parse_ports(&r)?,
+            None => PortSet::All,
+        };
+        let interfaces = match pick("interfaces", &args.interfaces) {
+            Some(r) => parse_interfaces(&r)?,
+            None => InterfaceSet::All,
+        };
+        let queue = match pick("queue", &args.queue) {
+            Some(r) => r
+                .value
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| bad(&r, "queue", "a queue number from 0 to 65535"))?,
+            None => DEFAULT_QUEUE,
+        };
+        let fail_closed = if args.fail_closed {
+            true
+        } else {
+            match file.get("fail-closed") {
+                Some((v, origin)) => {
+                    let r = Raw {
+                        value: v.clone(),
+                        origin: origin.clone(),
+                    };
+                    parse_bool(&r, "fail-closed")?
+                }
+                None => false,
+            }
+        };
+        let mark = match pick("mark", &args.mark) {
+            Some(r) => parse_mark(&r)?,
+            None => DEFAULT_MARK,
+        };
+        let iptables = match pick("iptables", &args.iptables) {
+            Some(r) => match r.value.trim() {
+                "auto" => IptablesBackend::Auto,
+                "nft" => IptablesBackend::Nft,
+                "legacy" => IptablesBackend::Legacy,
+                _ => return Err(bad(&r, "iptables", "auto, nft or legacy")),
+            },
+            None => IptablesBackend::Auto,
+        };
+        let control_socket = match pick("control-socket", &args.control_socket) {
+            Some(r) => {
+                let p = r.value.trim();
+                if p.is_empty() || !p.starts_with('/') || p.len() > 100 {
+                    return Err(bad(
+                        &r,
+                        "control-socket",
+                        "an absolute path of at most 100 bytes",
+                    ));
+                }
+                PathBuf::from(p)
+            }
+            None => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        };
+        let control_group = match pick("control-group", &args.control_group) {
+            Some(r) => {
+                let g = r.value.trim();
+                if g.is_empty() || g.contains(|c: char| c.is_whitespace() || c == ':') {
+                    return Err(bad(&r, "control-group", "a group name"));
+                }
+                ControlGroup::Named(g.to_string())
+            }
+            None => ControlGroup::Default,
+        };
+        let log_level = match pick("log-level", &args.log_level) {
+            Some(r) => r
+                .value
+                .trim()
+                .parse::<log::LevelFilter>()
+                .map_err(|_| bad(&r, "log-level", "error, warn, info, debug or trace"))?,
+            None => log::LevelFilter::Info,
+        };
+        let cleanup_delay = match pick("cleanup-delay", &args.cleanup_delay) {
+            Some(r) => r
+                .value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s <= 3600)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| bad(&r, "cleanup-delay", "whole seconds from 0 to 3600"))?,
+            None => std::time::Duration::from_secs(30),
+        };
+        let keylog = match pick("keylog", &args.keylog) {
+            Some(r) => {
+                let p = r.value.trim();
+                if p.is_empty() {
+                    return Err(bad(&r, "keylog", "a file path"));
+                }
+                Some(PathBuf::from(p))
+            }
+            None => None,
+        };
+        Ok(Config {
+            teps,
+            aeads,
+            ports,
+            interfaces,
+            queue,
+            fail_closed,
+            mark,
+            iptables,
+            control_socket,
+            control_group,
+            log_level,
+            cleanup_delay,
+            keylog,
+        })
+    }
+}
+
+fn bad(raw: &Raw, option: &str, expected: &str) -> ConfigError {
+    ConfigError::BadValue {
+        option: option.to_string(),
+        value: raw.value.clone(),
+        source_desc: raw.origin.clone(),
+        expected: format!("expected {expected}"),
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<BTreeMap<String, (String, String)>, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: name.clone(),
+        source,
+    })?;
+    parse_config_text(&text, &name)
+}
+
+/// Parses `key = value` lines into key → (value, "file:line").
+fn parse_config_text(
+    text: &str,
+    name: &str,
+) -> Result<BTreeMap<String, (String, String)>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let content = line.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = content.split_once('=') else {
+            return Err(ConfigError::Syntax {
+                file: name.to_string(),
+                line: line_no,
+                text: line.to_string(),
+            });
+        };
+        let key = key.trim().replace('_', "-");
+        if !FILE_KEYS.contains(&key.as_str()) {
+            return Err(ConfigError::UnknownKey {
+                file: name.to_string(),
+                line: line_no,
+                key,
+            });
+        }
+        let value = value.trim().trim_matches('"').to_string();
+        out.insert(key, (value, format!("{name}:{line_no}")));
+    }
+    Ok(out)
+}
+
+fn normalise(s: &str) -> String {
+    s.trim()
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn parse_tep(s: &str) -> Option<Tep> {
+    match normalise(s).as_str() {
+        "x25519" | "curve25519" => Some(Tep::X25519),
+        "x448" | "curve448" => Some(Tep::X448),
+        "p256" => Some(Tep::P256),
+        "p521" => Some(Tep::P521),
+        _ => Tep::from_name(s.trim()),
+    }
+}
+
+fn parse_aead(s: &str) -> Option<Aead> {
+    match normalise(s).as_str() {
+        "aes128gcm" => Some(Aead::Aes128Gcm),
+        "aes256gcm" => Some(Aead::Aes256Gcm),
+        "chacha20poly1305" => Some(Aead::ChaCha20Poly1305),
+        _ => Aead::from_name(s.trim()),
+    }
+}
+
+fn parse_list<T: PartialEq>(
+    raw: &Raw,
+    option: &str,
+    expected: &str,
+    item: fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
+    let mut out = Vec::new();
+    for part in raw.value.split(',') {
+        let Some(v) = item(part) else {
+            return Err(bad(
+                raw,
+                option,
+                &format!(
+                    "a comma-separated list of {expected}; {:?} is none of them",
+                    part.trim()
+                ),
+            ));
+        };
+        if out.contains(&v) {
+            return Err(bad(
+                raw,
+                option,
+                &format!("no repeats; {:?} appears twice", part.trim()),
+            ));
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn parse_ports(raw: &Raw) -> Result<PortSet, ConfigError> {
+    if raw.value.trim() == "all" {
+        return Ok(PortSet::All);
+    }
+    let expected = "`all` or a comma-separated list of ports 1-65535 and ranges LO-HI";
+    let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p != 0);
+    let mut out = Vec::new();
+    for part in raw.value.split(',') {
+        let range = match part.split_once('-') {
+            Some((lo, hi)) => match (port(lo), port(hi)) {
+                (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+                _ => return Err(bad(raw, "ports", expected)),
+            },
+            None => match port(part) {
+                Some(p) => (p, p),
+                None => return Err(bad(raw, "ports", expected)),
+            },
+        };
+        out.push(range);
+    }
+    Ok(PortSet::Ranges(out))
+}
+
+fn parse_interfaces(raw: &Raw) -> Result<InterfaceSet, ConfigError> {
+    if raw.value.trim() == "all" {
+        return Ok(InterfaceSet::All);
+    }
+    let mut out = Vec::new();
+    for part in raw.value.split(',') {
+        let name = part.trim();
+        // Linux interface names: 1-15 bytes, no slash, colon or whitespace.
+        let valid = !name.is_empty()
+            && name.len() <= 15
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+        if !valid {
+            return Err(bad(
+                raw,
+                "interfaces",
+                "`all` or a comma-separated list of interface names (at most 15 characters each)",
+            ));
+        }
+        if name == "lo" {
+            return Err(bad(
+                raw,
+                "interfaces",
+                "interfaces other than lo (loopback is never handled)",
+            ));
+        }
+        out.push(name.to_string());
+    }
+    Ok(InterfaceSet::Named(out))
+}
+
+fn parse_bool(raw: &Raw, option: &str) -> Result<bool, ConfigError> {
+    match raw.value.trim() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err(bad(raw, option, "true or false")),
+    }
+}
+
+fn parse_mark(raw: &Raw) -> Result<u32, ConfigError> {
+    let v = raw.value.trim();
+    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => v.parse::<u32>().ok(),
+    };
+    match parsed {
+        Some(m) if m != 0 => Ok(m),
+        _ => Err(bad(
+            raw,
+            "mark",
+            "a non-zero 32-bit number, decimal or 0x-hex",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        let mut v = vec!["tcpcryptd"];
+        v.extend_from_slice(list);
+        Args::try_parse_from(v).expect("flags parse")
+    }
+
+    fn error_text(list: &[&str]) -> String {
+        match Config::from_args(&args(list)) {
+            Ok(c) => panic!("accepted {list:?}: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::from_args(&args(&[])).expect("defaults valid");
+        assert_eq!(c.teps, vec![Tep::X25519, Tep::P256]);
+        assert_eq!(
+            c.aeads,
+            vec![Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305]
+        );
+        assert_eq!(c.ports, PortSet::All);
+        assert_eq!(c.interfaces, InterfaceSet::All);
+        assert_eq!(c.queue, DEFAULT_QUEUE);
+        assert!(!c.fail_closed);
+        assert_eq!(
+            c.control_socket,
+            PathBuf::from("/run/tcpcrypt/control.sock")
+        );
+        assert_eq!(c.control_group, ControlGroup::Default);
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.keylog, None);
+        assert_eq!(c.cleanup_delay, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn tep_and_aead_lists_keep_their_order() {
+        let c = Config::from_args(&args(&[
+            "--tep",
+            "p521,X25519",
+            "--aead",
+            "chacha20-poly1305",
+        ]))
+        .expect("valid");
+        assert_eq!(c.teps, vec![Tep::P521, Tep::X25519]);
+        assert_eq!(c.aeads, vec![Aead::ChaCha20Poly1305]);
+    }
+
+    #[test]
+    fn unknown_tep_is_named_in_the_error() {
+        let e = error_text(&["--tep", "x25519,rsa"]);
+        assert!(e.contains("option tep"), "{e}");
+        assert!(e.contains("\"rsa\""), "{e}");
+    }
+
+    #[test]
+    fn port_list_accepts_ports_and_ranges() {
+        let c = Config::from_args(&args(&["--ports", "80, 443,8000-8100"])).expect("valid");
+        assert_eq!(
+            c.ports,
+            PortSet::Ranges(vec![(80, 80), (443, 443), (8000, 8100)])
+        );
+    }
+
+    #[test]
+    fn reversed_or_zero_port_is_rejected() {
+        assert!(error_text(&["--ports", "90-80"]).contains("option ports"));
+        assert!(error_text(&["--ports", "0"]).contains("option ports"));
+        assert!(error_text(&["--ports", "70000"]).contains("\"70000\""));
+    }
+
+    #[test]
+    fn loopback_cannot_be_configured() {
+        assert!(error_text(&["--interfaces", "eth0,lo"]).contains("option interfaces"));
+    }
+
+    #[test]
+    fn queue_out_of_range_is_rejected() {
+        let e = error_text(&["--queue", "65536"]);
+        assert!(e.contains("option queue") && e.contains("65536"), "{e}");
+    }
+
+    #[test]
+    fn zero_mark_is_rejected_and_hex_accepted() {
+        assert!(error_text(&["--mark", "0"]).contains("option mark"));
+        let c = Config::from_args(&args(&["--mark", "0x10"])).expect("valid");
+        assert_eq!(c.mark, 16);
+    }
+
+    #[test]
+    fn relative_control_socket_is_rejected() {
+        assert!(error_text(&["--control-socket", "ctl.sock"]).contains("option control-socket"));
+    }
+
+    #[test]
+    fn config_file_lines_are_read_with_comments_and_underscores() {
+        let map = parse_config_text(
+            "# a comment\nports = 80,443  # web\ncontrol_socket = \"/tmp/x.sock\"\n\n",
+            "f.conf",
+        )
+        .expect("valid");
+        assert_eq!(map.get("ports").map(|v| v.0.as_str()), Some("80,443"));
+        assert_eq!(
+            map.get("control-socket").map(|v| v.0.as_str()),
+            Some("/tmp/x.sock")
+        );
+        assert_eq!(map.get("ports").map(|v| v.1.as_str()), Some("f.conf:2"));
+    }
+
+    #[test]
+    fn config_file_unknown_key_names_file_and_line() {
+        let e = parse_config_text("ports = 80\nportz = 81\n", "f.conf").expect_err("unknown key");
+        assert_eq!(e.to_string(), "f.conf:2: unknown option \"portz\"");
+    }
+
+    #[test]
+    fn config_file_bad_value_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("tcpcryptd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("bad.conf");
+        std::fs::write(&path, "queue = 5\nlog-level = loud\n").expect("write");
+        let e = error_text(&["--config", path.to_str().expect("utf-8 path")]);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            e.contains("option log-level") && e.contains("bad.conf:2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn command_line_wins_over_config_file() {
+        let dir = std::env::temp_dir().join(format!("tcpcryptd-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("q.conf");
+        std::fs::write(&path, "queue = 5\nfail-closed = yes\n").expect("write");
+        let c = Config::from_args(&args(&[
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--queue",
+            "9",
+        ]))
+        .expect("valid");
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(c.queue, 9);
+        assert!(c.fail_closed);
+    }
+}

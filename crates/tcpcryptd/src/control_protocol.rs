@@ -1,0 +1,419 @@
+//! The control protocol, version 1 (`docs/control-protocol.md`): request
+//! parsing and response rendering, with no I/O.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::engine_api::{ConnectionView, LookupState, SessionView};
+
+pub const VERSION: u64 = 1;
+/// Longest request line, newline included.
+pub const MAX_LINE: usize = 4096;
+/// Longest wait a lookup may ask for; larger values are capped to it.
+pub const MAX_WAIT: Duration = Duration::from_millis(10_000);
+
+/// A valid request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Lookup {
+        local: SocketAddr,
+        remote: SocketAddr,
+        wait: Duration,
+    },
+    List,
+    Version,
+    FlushResumption,
+}
+
+impl Request {
+    /// Whether the request changes daemon state (root only).
+    pub fn changes_state(&self) -> bool {
+        matches!(self, Request::FlushResumption)
+    }
+}
+
+/// A request that cannot be served, with the protocol's error code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The connection must be closed after the answer (unparseable input).
+    pub close: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    UnsupportedVersion,
+    UnknownOp,
+    PermissionDenied,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            message: message.into(),
+            close: false,
+        }
+    }
+
+    fn bad_field(field: &str, expected: &str) -> ProtocolError {
+        ProtocolError::new(
+            ErrorCode::BadRequest,
+            format!("field \"{field}\": expected {expected}"),
+        )
+    }
+
+    /// The error as a response line (without newline).
+    pub fn to_line(&self) -> String {
+        let mut v = json!({
+            "v": VERSION,
+            "ok": false,
+            "error": self.code.as_str(),
+            "message": self.message,
+        });
+        if self.code == ErrorCode::UnsupportedVersion {
+            v["supported"] = json!([VERSION]);
+        }
+        v.to_string()
+    }
+}
+
+/// Parses one request line (without its newline).
+pub fn parse_request(line: &str) -> Result<Request, ProtocolError> {
+    let value: Value = serde_json::from_str(line).map_err(|e| ProtocolError {
+        code: ErrorCode::BadRequest,
+        message: format!("malformed JSON: {e}"),
+        close: true,
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(ProtocolError {
+            code: ErrorCode::BadRequest,
+            message: "expected a JSON object".into(),
+            close: true,
+        });
+    };
+    match obj.get("v") {
+        None => return Err(ProtocolError::bad_field("v", "the protocol version 1")),
+        Some(v) => match v.as_u64() {
+            Some(VERSION) => {}
+            Some(other) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("version {other} is not supported"),
+                ));
+            }
+            None => {
+                return Err(ProtocolError::bad_field("v", "a protocol version number"));
+            }
+        },
+    }
+    let op = match obj.get("op") {
+        Some(Value::String(s)) => s.as_str(),
+        _ => return Err(ProtocolError::bad_field("op", "a string")),
+    };
+    match op {
+        "lookup" => parse_lookup(&obj),
+        "list" => Ok(Request::List),
+        "version" => Ok(Request::Version),
+        "flush_resumption" => Ok(Request::FlushResumption),
+        other => Err(ProtocolError::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op {other:?}"),
+        )),
+    }
+}
+
+fn parse_lookup(obj: &Map<String, Value>) -> Result<Request, ProtocolError> {
+    let addr = |field: &str| -> Result<SocketAddr, ProtocolError> {
+        let s = match obj.get(field) {
+            Some(Value::String(s)) => s,
+            _ => return Err(ProtocolError::bad_field(field, "ADDR:PORT")),
+        };
+        let a: SocketAddr = s
+            .parse()
+            .map_err(|_| ProtocolError::bad_field(field, "ADDR:PORT"))?;
+        Ok(canonical(a))
+    };
+    let local = addr("local")?;
+    let remote = addr("remote")?;
+    let wait = match obj.get("wait_ms") {
+        None | Some(Value::Null) => Duration::ZERO,
+        Some(v) => match v.as_u64() {
+            Some(ms) => Duration::from_millis(ms).min(MAX_WAIT),
+            None => {
+                return Err(ProtocolError::bad_field(
+                    "wait_ms",
+                    "a non-negative integer",
+                ));
+            }
+        },
+    };
+    Ok(Request::Lookup {
+        local,
+        remote,
+        wait,
+    })
+}
+
+/// Maps an IPv4-mapped IPv6 address to the IPv4 address it stands for.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
+fn session_fields(m: &mut Map<String, Value>, s: &SessionView) {
+    m.insert("session_id".into(), json!(s.session_id.to_string()));
+    m.insert("role".into(), json!(s.role.as_str()));
+    m.insert("tep".into(), json!(s.tep.name()));
+    m.insert("tep_byte".into(), json!(s.tep.id()));
+    m.insert("aead".into(), json!(s.aead.name()));
+    m.insert("resumed".into(), json!(s.resumed));
+    m.insert("peer_app_aware".into(), json!(s.peer_app_aware));
+}
+
+fn state_fields(m: &mut Map<String, Value>, state: &LookupState) {
+    match state {
+        LookupState::Tcpcrypt(s) => {
+            m.insert("state".into(), json!("tcpcrypt"));
+            session_fields(m, s);
+        }
+        LookupState::Plain { reason } => {
+            m.insert("state".into(), json!("plain"));
+            m.insert("reason".into(), json!(reason));
+        }
+        LookupState::Pending => {
+            m.insert("state".into(), json!("pending"));
+        }
+        LookupState::Unknown => {
+            m.insert("state".into(), json!("unknown"));
+        }
+    }
+}
+
+fn ok_map() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("v".into(), json!(VERSION));
+    m.insert("ok".into(), json!(true));
+    m
+}
+
+pub fn lookup_response(state: &LookupState) -> String {
+    let mut m = ok_map();
+    state_fields(&mut m, state);
+    Value::Object(m).to_string()
+}
+
+pub fn list_response(conns: &[ConnectionView]) -> String {
+    let list: Vec<Value> = conns
+        .iter()
+        .map(|c| {
+            let mut m = Map::new();
+            m.insert("local".into(), json!(c.local.to_string()));
+            m.insert("remote".into(), json!(c.remote.to_string()));
+            state_fields(&mut m, &c.state);
+            m.insert("phase".into(), json!(c.phase.as_str()));
+            m.insert("bytes_sent".into(), json!(c.bytes_sent));
+            m.insert("bytes_received".into(), json!(c.bytes_received));
+            m.insert(
+                "age_ms".into(),
+                json!(u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX)),
+            );
+            Value::Object(m)
+        })
+        .collect();
+    let mut m = ok_map();
+    m.insert("connections".into(), Value::Array(list));
+    Value::Object(m).to_string()
+}
+
+pub fn version_response() -> String {
+    let mut m = ok_map();
+    m.insert(
+        "daemon".into(),
+        json!(format!("tcpcryptd {}", env!("CARGO_PKG_VERSION"))),
+    );
+    m.insert("supported".into(), json!([VERSION]));
+    Value::Object(m).to_string()
+}
+
+pub fn flush_response(flushed: usize) -> String {
+    let mut m = ok_map();
+    m.insert("flushed".into(), json!(flushed));
+    Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine_api::Phase;
+    use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
+
+    fn parse(v: &str) -> Value {
+        serde_json::from_str(v).expect("valid JSON out")
+    }
+
+    #[test]
+    fn lookup_request_with_wait_parses() {
+        let r = parse_request(
+            r#"{"v":1,"op":"lookup","local":"10.0.0.2:80","remote":"[fd00::1]:40312","wait_ms":250}"#,
+        );
+        assert_eq!(
+            r,
+            Ok(Request::Lookup {
+                local: "10.0.0.2:80".parse().expect("addr"),
+                remote: "[fd00::1]:40312".parse().expect("addr"),
+                wait: Duration::from_millis(250),
+            })
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_address_is_treated_as_ipv4() {
+        let r = parse_request(
+            r#"{"v":1,"op":"lookup","local":"[::ffff:10.0.0.2]:80","remote":"10.0.0.1:5"}"#,
+        );
+        match r {
+            Ok(Request::Lookup { local, wait, .. }) => {
+                assert_eq!(local, "10.0.0.2:80".parse().expect("addr"));
+                assert_eq!(wait, Duration::ZERO);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_above_the_maximum_is_capped() {
+        let r = parse_request(
+            r#"{"v":1,"op":"lookup","local":"10.0.0.2:80","remote":"10.0.0.1:5","wait_ms":99999}"#,
+        );
+        assert!(matches!(r, Ok(Request::Lookup { wait, .. }) if wait == MAX_WAIT));
+    }
+
+    #[test]
+    fn bad_address_names_the_field() {
+        let e = parse_request(r#"{"v":1,"op":"lookup","local":"10.0.0.2","remote":"10.0.0.1:5"}"#)
+            .expect_err("bad local");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.message, "field \"local\": expected ADDR:PORT");
+        assert!(!e.close);
+    }
+
+    #[test]
+    fn malformed_json_is_bad_request_and_closes() {
+        let e = parse_request("{nope").expect_err("malformed");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.close);
+    }
+
+    #[test]
+    fn other_version_is_unsupported_and_lists_supported() {
+        let e = parse_request(r#"{"v":2,"op":"version"}"#).expect_err("v2");
+        let v = parse(&e.to_line());
+        assert_eq!(v["error"], "unsupported_version");
+        assert_eq!(v["supported"], json!([1]));
+        assert_eq!(v["ok"], false);
+    }
+
+    #[test]
+    fn unknown_op_is_reported() {
+        let e = parse_request(r#"{"v":1,"op":"reboot"}"#).expect_err("unknown");
+        assert_eq!(e.code, ErrorCode::UnknownOp);
+    }
+
+    #[test]
+    fn only_flush_resumption_changes_state() {
+        assert!(Request::FlushResumption.changes_state());
+        assert!(!Request::List.changes_state());
+        assert!(!Request::Version.changes_state());
+    }
+
+    fn session() -> SessionView {
+        SessionView {
+            session_id: SessionId::new(Tep::X25519, false, [0xab; 32]),
+            role: Role::B,
+            tep: Tep::X25519,
+            aead: Aead::Aes128Gcm,
+            resumed: false,
+            peer_app_aware: false,
+        }
+    }
+
+    #[test]
+    fn tcpcrypt_answer_has_every_documented_field() {
+        let v = parse(&lookup_response(&LookupState::Tcpcrypt(session())));
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["state"], "tcpcrypt");
+        assert_eq!(v["session_id"], format!("23{}", "ab".repeat(32)));
+        assert_eq!(v["role"], "B");
+        assert_eq!(v["tep"], "TCPCRYPT_ECDHE_Curve25519");
+        assert_eq!(v["tep_byte"], 35);
+        assert_eq!(v["aead"], "AEAD_AES_128_GCM");
+        assert_eq!(v["resumed"], false);
+        assert_eq!(v["peer_app_aware"], false);
+    }
+
+    #[test]
+    fn plain_answer_carries_reason() {
+        let v = parse(&lookup_response(&LookupState::Plain {
+            reason: "peer sent no ENO option".into(),
+        }));
+        assert_eq!(v["state"], "plain");
+        assert_eq!(v["reason"], "peer sent no ENO option");
+    }
+
+    #[test]
+    fn list_entry_adds_phase_counters_and_age() {
+        let c = ConnectionView {
+            local: "10.0.0.2:80".parse().expect("addr"),
+            remote: "[fd00::1]:5".parse().expect("addr"),
+            state: LookupState::Pending,
+            phase: Phase::Handshake,
+            bytes_sent: 3,
+            bytes_received: 4,
+            age: Duration::from_millis(1500),
+        };
+        let v = parse(&list_response(&[c]));
+        let e = &v["connections"][0];
+        assert_eq!(e["local"], "10.0.0.2:80");
+        assert_eq!(e["remote"], "[fd00::1]:5");
+        assert_eq!(e["state"], "pending");
+        assert_eq!(e["phase"], "handshake");
+        assert_eq!(e["bytes_sent"], 3);
+        assert_eq!(e["bytes_received"], 4);
+        assert_eq!(e["age_ms"], 1500);
+    }
+
+    #[test]
+    fn version_answer_names_daemon_and_versions() {
+        let v = parse(&version_response());
+        assert_eq!(v["supported"], json!([1]));
+        assert!(
+            v["daemon"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("tcpcryptd "))
+        );
+    }
+}

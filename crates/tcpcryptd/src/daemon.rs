@@ -1,0 +1,230 @@
+//! Start-up, the threads, and shutdown.
+//!
+//! Order matters: stale rules go first, then the queue is bound and the
+//! packet thread runs before our rules exist (so `--fail-closed` never drops
+//! a packet for want of a reader), and the control socket is created last,
+//! so a client that can talk to it knows the daemon is fully up. Shutdown
+//! runs the other way round; every step is attempted even if one fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::control_server::{ControlError, ControlSocket};
+use crate::engine_api::{LookupState, PacketEngine, Phase};
+use crate::firewall::{self, Backend, FirewallError};
+use crate::inject::{InjectError, Injector};
+use crate::keylog::KeyLog;
+use crate::nfqueue::{NfqError, Queue};
+use crate::packet_loop::{EngineHandle, PacketLoop, REQUEST_QUEUE};
+use crate::sys::{self, EventFd};
+
+/// Kernel queue length (packets waiting for a verdict).
+const QUEUE_MAX_LEN: u32 = 8192;
+/// Netlink receive buffer.
+const QUEUE_RCVBUF: usize = 16 << 20;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("blocking termination signals: {0}")]
+    Signals(std::io::Error),
+    #[error("selecting the iptables backend: {0}")]
+    Backend(FirewallError),
+    #[error("removing stale rules: {0}")]
+    StaleRules(FirewallError),
+    #[error("installing firewall rules: {0}")]
+    Rules(FirewallError),
+    #[error("opening key log {path}: {source}")]
+    KeyLog {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+    #[error(transparent)]
+    Queue(#[from] NfqError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("starting a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("creating the wake-up eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error("the packet thread failed: {0}")]
+    PacketThread(String),
+}
+
+/// Runs the daemon until SIGINT/SIGTERM or a fatal packet-path error.
+/// Must be called before any other thread is started, so every thread
+/// inherits the blocked termination signals.
+pub fn run<E>(config: &Config, engine: E) -> Result<(), DaemonError>
+where
+    E: PacketEngine + Send + 'static,
+{
+    sys::block_termination_signals().map_err(DaemonError::Signals)?;
+    let backend = Backend::select(config.iptables).map_err(DaemonError::Backend)?;
+    log::debug!("iptables backend: {} / {}", backend.v4, backend.v6);
+    let stale = firewall::remove_rules(&backend).map_err(DaemonError::StaleRules)?;
+    if stale > 0 {
+        log::warn!("removed {stale} stale jump rule(s) left by an earlier instance");
+    }
+    let keylog = match &config.keylog {
+        Some(path) => {
+            let kl = KeyLog::open(path).map_err(|source| DaemonError::KeyLog {
+                path: path.display().to_string(),
+                source,
+            })?;
+            log::warn!(
+                "key log is ON: session secrets are written to {}; anyone who can read it can decrypt this host's tcpcrypt traffic",
+                path.display()
+            );
+            Some(kl)
+        }
+        None => None,
+    };
+    let injector = Injector::new(config.mark)?;
+    let queue = Queue::bind(config.queue, QUEUE_MAX_LEN, QUEUE_RCVBUF)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(EventFd::new().map_err(DaemonError::EventFd)?);
+    let (req_tx, req_rx) = std::sync::mpsc::sync_channel(REQUEST_QUEUE);
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel();
+    let outcome_thread = std::thread::Builder::new()
+        .name("outcomes".into())
+        .spawn(move || crate::outcomes::run(ev_rx, keylog))
+        .map_err(DaemonError::Thread)?;
+    let packet_loop = PacketLoop {
+        engine,
+        queue,
+        injector,
+        requests: req_rx,
+        wake: wake.clone(),
+        events: ev_tx,
+        stop: stop.clone(),
+    };
+    let failed_flag = failed.clone();
+    let packet_thread = std::thread::Builder::new()
+        .name("packets".into())
+        .spawn(move || {
+            let r = packet_loop.run();
+            if r.is_err() {
+                failed_flag.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+        .map_err(DaemonError::Thread)?;
+
+    let handle = EngineHandle::new(req_tx, wake.clone());
+    let result = serve(config, &backend, handle.clone(), &failed);
+    if !failed.load(Ordering::Relaxed) {
+        abort_encrypted_connections(&handle);
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    wake.wake();
+    let loop_result = packet_thread.join();
+    // Rules go before anything else so traffic flows plain again at once.
+    if let Err(e) = firewall::remove_rules(&backend) {
+        log::error!("removing firewall rules at shutdown: {e}");
+    }
+    let _ = outcome_thread.join();
+    let loop_result = match loop_result {
+        Ok(Ok(stats)) => {
+            log::info!(
+                "stopped: {} packets, {} modified, {} dropped, {} injected ({} failed), {} engine panics",
+                stats.packets,
+                stats.modified,
+                stats.dropped,
+                stats.injected,
+                stats.inject_failures,
+                stats.engine_panics
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => Err(DaemonError::PacketThread(e.to_string())),
+        Err(_) => Err(DaemonError::PacketThread("panicked".into())),
+    };
+    result.and(loop_result)
+}
+
+/// Installs rules, opens the control socket and waits for a signal. The
+/// control socket file is removed when this returns.
+fn serve(
+    config: &Config,
+    backend: &Backend,
+    handle: EngineHandle,
+    failed: &AtomicBool,
+) -> Result<(), DaemonError> {
+    firewall::install_rules(backend, config).map_err(DaemonError::Rules)?;
+    let control = ControlSocket::bind(&config.control_socket, &config.control_group)?;
+    control.serve(handle).map_err(DaemonError::Thread)?;
+    log::info!(
+        "ready: queue {}, {}, control socket {}",
+        config.queue,
+        if config.fail_closed {
+            "fail-closed"
+        } else {
+            "fail-open (queue bypass)"
+        },
+        control.path().display()
+    );
+    loop {
+        if let Some(sig) = sys::wait_for_termination(Duration::from_millis(250)) {
+            log::info!("signal {sig} received, shutting down");
+            return Ok(());
+        }
+        if failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
+
+/// Connections aborted per `ss` invocation.
+const ABORT_BATCH: usize = 32;
+
+/// Resets every live tcpcrypt connection before the daemon lets go of the
+/// queue. Once the daemon is gone their later segments would leave the host
+/// unencrypted (with the default queue bypass) or vanish (fail-closed);
+/// either way the connection is dead, and the first would put plaintext on
+/// the wire. `ss -K` (SOCK_DESTROY) makes the kernel abort each socket: the
+/// application sees ECONNABORTED rather than a clean end of stream, and the
+/// RST it sends still passes through the engine to the peer.
+fn abort_encrypted_connections(handle: &EngineHandle) {
+    let conns = match handle.list() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cannot list connections to abort them at shutdown: {e}");
+            return;
+        }
+    };
+    let live: Vec<_> = conns
+        .iter()
+        .filter(|c| matches!(c.state, LookupState::Tcpcrypt(_)) && c.phase != Phase::Closed)
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    log::info!("aborting {} tcpcrypt connection(s) before exit", live.len());
+    for chunk in live.chunks(ABORT_BATCH) {
+        let filter = chunk
+            .iter()
+            .map(|c| format!("( src {} and dst {} )", c.local, c.remote))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let out = std::process::Command::new("ss")
+            .args(["-K", "-n", "-t", "state", "all", &filter])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => log::warn!(
+                "ss -K failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => log::warn!("running ss -K to abort connections: {e}"),
+        }
+    }
+    // Let the resets pass through the packet thread before it stops.
+    std::thread::sleep(Duration::from_millis(200));
+}

@@ -1,0 +1,161 @@
+//! The daemon's view of the packet engine.
+//!
+//! The packet loop and the control server are written against the
+//! [`PacketEngine`] trait and the plain data types below rather than against
+//! `tcpcrypt-engine` directly. The adapter in `engine_adapter.rs` is the only
+//! code that knows the engine's own types, and tests can drive the I/O with a
+//! scripted engine.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
+
+/// Which way a packet travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the local stack towards the network.
+    Outbound,
+    /// From the network towards the local stack.
+    Inbound,
+}
+
+/// The engine's decision on a queued packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    /// The packet buffer was rewritten (checksums included).
+    AcceptModified,
+    Drop,
+}
+
+/// A packet the engine wants sent: outbound to the network, inbound to the
+/// local stack. Whole IP packet with checksums done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub direction: Direction,
+    pub packet: Vec<u8>,
+}
+
+/// What a tcpcrypt session is, as the control protocol reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub session_id: SessionId,
+    pub role: Role,
+    pub tep: Tep,
+    pub aead: Aead,
+    pub resumed: bool,
+    pub peer_app_aware: bool,
+}
+
+/// The outcome of a connection as far as it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupState {
+    Tcpcrypt(SessionView),
+    Plain { reason: String },
+    Pending,
+    Unknown,
+}
+
+impl LookupState {
+    /// True once the outcome can no longer change from pending.
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, LookupState::Pending)
+    }
+}
+
+/// Where a tracked connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Handshake,
+    Established,
+    Closing,
+    Closed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Handshake => "handshake",
+            Phase::Established => "established",
+            Phase::Closing => "closing",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+/// One row of `list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionView {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: LookupState,
+    pub phase: Phase,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub age: Duration,
+}
+
+/// Secrets for the key log (issue 3 item 4).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeylogSecrets {
+    /// The session secret this connection's keys derive from.
+    pub ss: Vec<u8>,
+    /// The ECDH shared secret, for a fresh key exchange only.
+    pub es: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KeylogSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeylogSecrets(..)")
+    }
+}
+
+/// Something that happened to a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    Established {
+        local: SocketAddr,
+        remote: SocketAddr,
+        session: SessionView,
+        secrets: Option<KeylogSecrets>,
+    },
+    Plain {
+        local: SocketAddr,
+        remote: SocketAddr,
+        reason: String,
+    },
+    Aborted {
+        local: SocketAddr,
+        remote: SocketAddr,
+        reason: String,
+    },
+    Closed {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+}
+
+impl EngineEvent {
+    /// The connection the event is about.
+    pub fn endpoints(&self) -> (SocketAddr, SocketAddr) {
+        match self {
+            EngineEvent::Established { local, remote, .. }
+            | EngineEvent::Plain { local, remote, .. }
+            | EngineEvent::Aborted { local, remote, .. }
+            | EngineEvent::Closed { local, remote } => (*local, *remote),
+        }
+    }
+}
+
+/// The engine as the packet loop drives it (quinn-style: handle, then poll).
+pub trait PacketEngine {
+    fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict;
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_event(&mut self) -> Option<EngineEvent>;
+    fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> LookupState;
+    fn connections(&self, now: Instant) -> Vec<ConnectionView>;
+    fn flush_resumption(&mut self) -> usize;
+}

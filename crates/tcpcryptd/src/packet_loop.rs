@@ -1,0 +1,410 @@
+//! The packet thread: the only owner of the engine.
+//!
+//! It waits on the queue socket and an eventfd, feeds packets and the clock
+//! to the engine, sends the verdicts in batches, injects what the engine
+//! wants sent, and answers the control server's questions between batches.
+//! It never blocks on anything but `poll`: replies to control clients go
+//! through unbounded channels, events to the outcome thread likewise, and the
+//! raw sockets are non-blocking.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use crate::engine_api::{
+    ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Transmit, Verdict,
+};
+use crate::inject::Injector;
+use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
+use crate::sys::{EventFd, poll_readable};
+
+/// Datagrams per `recvmmsg`.
+const BATCH: usize = 64;
+/// Batches handled before control requests and timers get a turn.
+const BATCHES_PER_ROUND: usize = 8;
+/// Control requests handled per round.
+const REQUESTS_PER_ROUND: usize = 256;
+/// Pending requests the control server may queue before it answers "busy".
+pub const REQUEST_QUEUE: usize = 1024;
+
+/// A question from the control server.
+pub enum EngineRequest {
+    Lookup {
+        local: SocketAddr,
+        remote: SocketAddr,
+        wait: Duration,
+        reply: Sender<LookupState>,
+    },
+    List {
+        reply: Sender<Vec<ConnectionView>>,
+    },
+    FlushResumption {
+        reply: Sender<usize>,
+    },
+}
+
+/// How control threads reach the packet thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<EngineRequest>,
+    wake: Arc<EventFd>,
+}
+
+/// The packet thread could not take the request.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("the packet thread has too many pending requests")]
+    Busy,
+    #[error("the packet thread has stopped")]
+    Stopped,
+    #[error("the packet thread did not answer in time")]
+    Timeout,
+}
+
+impl EngineHandle {
+    pub fn new(tx: SyncSender<EngineRequest>, wake: Arc<EventFd>) -> EngineHandle {
+        EngineHandle { tx, wake }
+    }
+
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(Sender<T>) -> EngineRequest,
+        timeout: Duration,
+    ) -> Result<T, HandleError> {
+        let (reply, rx) = std::sync::mpsc::channel();
+        match self.tx.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(HandleError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(HandleError::Stopped),
+        }
+        self.wake.wake();
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => HandleError::Timeout,
+            std::sync::mpsc::RecvTimeoutError::Disconnected => HandleError::Stopped,
+        })
+    }
+
+    /// Looks a connection up, waiting up to `wait` for a pending one.
+    pub fn lookup(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        wait: Duration,
+    ) -> Result<LookupState, HandleError> {
+        self.submit(
+            |reply| EngineRequest::Lookup {
+                local,
+                remote,
+                wait,
+                reply,
+            },
+            wait + Duration::from_secs(5),
+        )
+    }
+
+    pub fn list(&self) -> Result<Vec<ConnectionView>, HandleError> {
+        self.submit(
+            |reply| EngineRequest::List { reply },
+            Duration::from_secs(5),
+        )
+    }
+
+    pub fn flush_resumption(&self) -> Result<usize, HandleError> {
+        self.submit(
+            |reply| EngineRequest::FlushResumption { reply },
+            Duration::from_secs(5),
+        )
+    }
+}
+
+struct Waiter {
+    local: SocketAddr,
+    remote: SocketAddr,
+    deadline: Instant,
+    reply: Sender<LookupState>,
+}
+
+/// Counters an operator may want at shutdown.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoopStats {
+    pub packets: u64,
+    pub modified: u64,
+    pub dropped: u64,
+    pub injected: u64,
+    pub inject_failures: u64,
+    pub engine_panics: u64,
+}
+
+/// Everything the packet thread owns.
+pub struct PacketLoop<E: PacketEngine> {
+    pub engine: E,
+    pub queue: Queue,
+    pub injector: Injector,
+    pub requests: Receiver<EngineRequest>,
+    pub wake: Arc<EventFd>,
+    pub events: Sender<EngineEvent>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl<E: PacketEngine> PacketLoop<E> {
+    /// Runs until `stop` is set (and the eventfd woken) or the queue socket
+    /// fails.
+    pub fn run(mut self) -> Result<LoopStats, NfqError> {
+        let mut batch = RecvBatch::new(BATCH);
+        let mut verdicts = VerdictBatch::new(self.queue.queue_num());
+        let mut scratch = Vec::with_capacity(65536);
+        let mut waiters: Vec<Waiter> = Vec::new();
+        let mut stats = LoopStats::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let deadline = [
+                self.engine.poll_timeout(),
+                waiters.iter().map(|w| w.deadline).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            let [queue_ready, _] =
+                poll_readable([self.queue.as_raw_fd(), self.wake.as_raw_fd()], timeout);
+            if queue_ready {
+                for _ in 0..BATCHES_PER_ROUND {
+                    if self.queue.recv_batch(&mut batch)? == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for dgram in batch.datagrams() {
+                        for msg in crate::nfqueue::parse_datagram(dgram) {
+                            let p = match msg {
+                                Message::Packet(p) => p,
+                                Message::Ack { errno, .. } if errno != 0 => {
+                                    log::debug!(
+                                        "kernel refused a verdict: {}",
+                                        std::io::Error::from_raw_os_error(errno)
+                                    );
+                                    continue;
+                                }
+                                _ => continue,
+                            };
+                            stats.packets += 1;
+                            let (v, modified) =
+                                self.decide(now, p.hook, p.payload, &mut scratch, &mut stats);
+                            let payload = modified.then_some(scratch.as_slice());
+                            self.queue.push_verdict(&mut verdicts, p.id, v, payload)?;
+                            // Packets the engine made in answer to this one
+                            // must follow it on the wire: the kernel passes
+                            // the verdicted packets on during the send.
+                            if let Some(t) = self.engine.poll_transmit() {
+                                self.queue.send_verdicts(&mut verdicts)?;
+                                self.inject(&t, &mut stats);
+                            }
+                        }
+                    }
+                    self.queue.send_verdicts(&mut verdicts)?;
+                    self.flush_engine(&mut waiters, &mut stats);
+                }
+            }
+            let now = Instant::now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.guarded(&mut stats, |e| e.handle_timeout(now));
+                self.flush_engine(&mut waiters, &mut stats);
+            }
+            self.wake.drain();
+            for _ in 0..REQUESTS_PER_ROUND {
+                let Ok(req) = self.requests.try_recv() else {
+                    break;
+                };
+                self.serve(req, &mut waiters, now);
+            }
+            self.expire_waiters(&mut waiters, Instant::now());
+        }
+        Ok(stats)
+    }
+
+    /// Runs the engine on one packet. Returns the verdict and whether
+    /// `scratch` holds a replacement. A panicking engine drops the packet:
+    /// passing it unchanged could put plaintext on the wire.
+    fn decide(
+        &mut self,
+        now: Instant,
+        hook: Hook,
+        payload: &[u8],
+        scratch: &mut Vec<u8>,
+        stats: &mut LoopStats,
+    ) -> (NfVerdict, bool) {
+        let dir = match hook {
+            Hook::LocalOut | Hook::PostRouting => Direction::Outbound,
+            Hook::LocalIn | Hook::PreRouting => Direction::Inbound,
+            // Our rules never queue forwarded packets.
+            Hook::Forward => return (NfVerdict::Accept, false),
+        };
+        scratch.clear();
+        scratch.extend_from_slice(payload);
+        let engine = &mut self.engine;
+        let result = catch_unwind(AssertUnwindSafe(|| engine.handle_packet(now, dir, scratch)));
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!(
+                "{dir:?} {} -> {result:?} {}",
+                packet_summary(payload),
+                if matches!(result, Ok(Verdict::AcceptModified)) {
+                    packet_summary(scratch)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        match result {
+            Ok(Verdict::Accept) => (NfVerdict::Accept, false),
+            Ok(Verdict::AcceptModified) => {
+                stats.modified += 1;
+                (NfVerdict::Accept, true)
+            }
+            Ok(Verdict::Drop) => {
+                stats.dropped += 1;
+                (NfVerdict::Drop, false)
+            }
+            Err(_) => {
+                stats.engine_panics += 1;
+                stats.dropped += 1;
+                log::error!("engine panicked on a {dir:?} packet; dropped it");
+                (NfVerdict::Drop, false)
+            }
+        }
+    }
+
+    fn guarded(&mut self, stats: &mut LoopStats, f: impl FnOnce(&mut E)) {
+        let engine = &mut self.engine;
+        if catch_unwind(AssertUnwindSafe(|| f(engine))).is_err() {
+            stats.engine_panics += 1;
+            log::error!("engine panicked while handling a timeout");
+        }
+    }
+
+    fn inject(&mut self, first: &Transmit, stats: &mut LoopStats) {
+        let mut send = |t: &Transmit| {
+            log::trace!("inject {:?} {}", t.direction, packet_summary(&t.packet));
+            match self.injector.send(&t.packet) {
+                Ok(()) => stats.injected += 1,
+                Err(e) => {
+                    stats.inject_failures += 1;
+                    log::debug!("injecting a {:?} packet failed: {e}", t.direction);
+                }
+            }
+        };
+        send(first);
+        while let Some(t) = self.engine.poll_transmit() {
+            send(&t);
+        }
+    }
+
+    /// Injects the engine's packets and passes on its events.
+    fn flush_engine(&mut self, waiters: &mut Vec<Waiter>, stats: &mut LoopStats) {
+        if let Some(t) = self.engine.poll_transmit() {
+            self.inject(&t, stats);
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            let (local, remote) = ev.endpoints();
+            if waiters
+                .iter()
+                .any(|w| w.local == local && w.remote == remote)
+            {
+                let state = self.engine.lookup(local, remote);
+                waiters.retain(|w| {
+                    if w.local == local && w.remote == remote && state.is_settled() {
+                        let _ = w.reply.send(state.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            // The outcome thread only goes away at shutdown.
+            let _ = self.events.send(ev);
+        }
+    }
+
+    fn serve(&mut self, req: EngineRequest, waiters: &mut Vec<Waiter>, now: Instant) {
+        match req {
+            EngineRequest::Lookup {
+                local,
+                remote,
+                wait,
+                reply,
+            } => {
+                let state = self.engine.lookup(local, remote);
+                if state == LookupState::Pending && !wait.is_zero() {
+                    waiters.push(Waiter {
+                        local,
+                        remote,
+                        deadline: now + wait,
+                        reply,
+                    });
+                } else {
+                    let _ = reply.send(state);
+                }
+            }
+            EngineRequest::List { reply } => {
+                let _ = reply.send(self.engine.connections(now));
+            }
+            EngineRequest::FlushResumption { reply } => {
+                let _ = reply.send(self.engine.flush_resumption());
+            }
+        }
+    }
+
+    fn expire_waiters(&self, waiters: &mut Vec<Waiter>, now: Instant) {
+        waiters.retain(|w| {
+            if w.deadline <= now {
+                let _ = w.reply.send(self.engine.lookup(w.local, w.remote));
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// A one-line description of a TCP/IP packet for trace logs: ports,
+/// flags, sequence and acknowledgement numbers, payload length.
+fn packet_summary(p: &[u8]) -> String {
+    let be16 = |at: usize| p.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let be32 = |at: usize| {
+        p.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let tcp = match p.first().map(|b| b >> 4) {
+        Some(4) => usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4,
+        Some(6) => 40,
+        _ => return format!("non-IP len {}", p.len()),
+    };
+    let (Some(sport), Some(dport), Some(seq), Some(ack), Some(off_flags)) = (
+        be16(tcp),
+        be16(tcp + 2),
+        be32(tcp + 4),
+        be32(tcp + 8),
+        be16(tcp + 12),
+    ) else {
+        return format!("short len {}", p.len());
+    };
+    let hdr = usize::from(off_flags >> 12) * 4;
+    let flags: String = [
+        (0x02, 'S'),
+        (0x01, 'F'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, '.'),
+    ]
+    .iter()
+    .filter(|(bit, _)| off_flags & bit != 0)
+    .map(|(_, c)| *c)
+    .collect();
+    format!(
+        "{sport}>{dport} [{flags}] seq {seq} ack {ack} win {} data {}",
+        be16(tcp + 14).unwrap_or(0),
+        p.len().saturating_sub(tcp + hdr)
+    )
+}

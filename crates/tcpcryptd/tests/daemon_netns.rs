@@ -1,0 +1,658 @@
+//! The real daemon between two network namespaces, real kernel TCP on both
+//! ends: the "Must show" list of issue 3. Needs root.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use serde_json::Value;
+use tcpcrypt_testnet::{Capture, Daemon, DaemonOptions, Netns, Topology, require_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcpcryptd");
+const ENO_KIND: u8 = 69;
+
+fn options(port: u16) -> DaemonOptions {
+    DaemonOptions::new(BIN)
+        .arg("--ports")
+        .arg(port.to_string())
+        .arg("--cleanup-delay")
+        .arg("2")
+}
+
+/// Deterministic test data: xorshift64 bytes.
+struct Stream(u64);
+
+impl Stream {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `total` bytes of the seeded stream; returns their SHA-256.
+fn send_stream(mut w: impl Write, seed: u64, total: usize) -> Vec<u8> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut s = Stream(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        s.fill(&mut buf[..n]);
+        w.write_all(&buf[..n]).expect("write stream");
+        ctx.update(&buf[..n]);
+        left -= n;
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// Reads exactly `total` bytes; returns their SHA-256.
+fn receive_stream(mut r: impl Read, total: usize) -> Vec<u8> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = r.read(&mut buf[..want]).expect("read stream");
+        assert!(n > 0, "stream ended {left} bytes early");
+        ctx.update(&buf[..n]);
+        left -= n;
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+fn listen(ns: &Netns, ip: IpAddr, port: u16) -> TcpListener {
+    ns.run(|| TcpListener::bind(SocketAddr::new(ip, port)))
+        .expect("listen")
+}
+
+fn connect(ns: &Netns, to: SocketAddr) -> TcpStream {
+    let s = ns
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(10)))
+        .expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s
+}
+
+fn session_id(answer: &Value) -> String {
+    assert_eq!(answer["state"], "tcpcrypt", "not tcpcrypt: {answer}");
+    answer["session_id"]
+        .as_str()
+        .expect("session_id string")
+        .to_string()
+}
+
+/// Both daemons' answers for one connection: (client's, server's).
+fn lookups(client: &Daemon, server: &Daemon, conn: &TcpStream) -> (Value, Value) {
+    let local = conn.local_addr().expect("local");
+    let remote = conn.peer_addr().expect("peer");
+    let c = client.lookup(local, remote, 5000).expect("client lookup");
+    let s = server.lookup(remote, local, 5000).expect("server lookup");
+    (c, s)
+}
+
+fn bulk_exchange(v6: bool, size: usize, port: u16) {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let client_d = Daemon::start(&t.client, &options(port)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(port)).expect("server daemon");
+    let server_addr = SocketAddr::new(t.server_addrs.ip(v6), port);
+    let listener = listen(&t.server, server_addr.ip(), port);
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let reader = s.try_clone().expect("clone");
+        let rx = std::thread::spawn(move || receive_stream(reader, size));
+        let sent = send_stream(&s, 2, size);
+        let got = rx.join().expect("server reader");
+        (sent, got)
+    });
+    let c = connect(&t.client, server_addr);
+    let (ca, sa) = lookups(&client_d, &server_d, &c);
+    let reader = c.try_clone().expect("clone");
+    let rx = std::thread::spawn(move || receive_stream(reader, size));
+    let client_sent = send_stream(&c, 1, size);
+    let client_got = rx.join().expect("client reader");
+    let (server_sent, server_got) = server.join().expect("server");
+
+    assert_eq!(server_got, client_sent, "server received other bytes");
+    assert_eq!(client_got, server_sent, "client received other bytes");
+    assert_eq!(ca["role"], "A", "client: {ca}");
+    assert_eq!(sa["role"], "B", "server: {sa}");
+    assert_eq!(session_id(&ca), session_id(&sa));
+    assert_eq!(ca["tep"], sa["tep"]);
+    assert_eq!(ca["aead"], sa["aead"]);
+}
+
+#[test]
+fn hundred_megabytes_each_way_arrive_intact_with_one_session_id() {
+    bulk_exchange(false, 100 << 20, 7001);
+}
+
+#[test]
+fn ipv6_exchange_arrives_intact_with_one_session_id() {
+    bulk_exchange(true, 8 << 20, 7002);
+}
+
+#[test]
+fn capture_shows_eno_in_syns_and_never_the_plaintext_marker() {
+    require_root();
+    let marker = b"PLAINTEXT-MARKER-7c1f0e";
+    let t = Topology::pair().expect("topology");
+    let _cd = Daemon::start(&t.client, &options(7003)).expect("client daemon");
+    let _sd = Daemon::start(&t.server, &options(7003)).expect("server daemon");
+    let cap = Capture::start(&t.server, "veth0").expect("capture");
+    let listener = listen(&t.server, t.server_addrs.ip(false), 7003);
+    let payload: Vec<u8> = marker.repeat(2000);
+    let len = payload.len();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut got = vec![0u8; len];
+        s.read_exact(&mut got).expect("read");
+        s.write_all(&got).expect("echo");
+        got
+    });
+    let mut c = connect(&t.client, SocketAddr::new(t.server_addrs.ip(false), 7003));
+    c.write_all(&payload).expect("write");
+    let mut echoed = vec![0u8; len];
+    c.read_exact(&mut echoed).expect("read echo");
+    assert_eq!(server.join().expect("server"), payload);
+    assert_eq!(echoed, payload);
+    std::thread::sleep(Duration::from_millis(200));
+    let frames = cap.finish();
+    let syns: Vec<_> = frames
+        .iter()
+        .filter(|f| f.tcp_flags().is_some_and(|fl| fl & 0x02 != 0))
+        .collect();
+    assert_eq!(syns.len(), 2, "expected SYN and SYN-ACK once each");
+    for s in &syns {
+        assert!(
+            s.has_tcp_option(ENO_KIND),
+            "SYN without ENO: {:?}",
+            s.tcp_options()
+        );
+    }
+    let leaked = frames
+        .iter()
+        .filter(|f| f.data.windows(marker.len()).any(|w| w == marker))
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "{leaked} captured frames contain the plaintext marker"
+    );
+}
+
+/// Connects, exchanges a few bytes, asks the client daemon for the ID.
+fn one_connection(t: &Topology, client_d: &Daemon, to: SocketAddr) -> String {
+    let mut c = connect(&t.client, to);
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).expect("echo");
+    assert_eq!(&buf, b"ping");
+    let a = client_d
+        .lookup(
+            c.local_addr().expect("local"),
+            c.peer_addr().expect("peer"),
+            5000,
+        )
+        .expect("lookup");
+    session_id(&a)
+}
+
+fn echo_server(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn wait_until_empty(d: &Daemon, timeout: Duration) -> Vec<Value> {
+    let end = Instant::now() + timeout;
+    loop {
+        let list = d.list().expect("list");
+        if list.is_empty() || Instant::now() > end {
+            return list;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn many_sequential_and_concurrent_connections_get_distinct_ids_and_are_forgotten() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let client_d = Daemon::start(&t.client, &options(7004)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(7004)).expect("server daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7004);
+    echo_server(listen(&t.server, to.ip(), 7004));
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..200 {
+        assert!(ids.insert(one_connection(&t, &client_d, to)), "repeated ID");
+    }
+    let concurrent: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| one_connection(&t, &client_d, to)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("connection thread"))
+            .collect()
+    });
+    for id in concurrent {
+        assert!(ids.insert(id), "repeated ID among concurrent connections");
+    }
+    assert_eq!(ids.len(), 250);
+    let left_c = wait_until_empty(&client_d, Duration::from_secs(60));
+    let left_s = wait_until_empty(&server_d, Duration::from_secs(60));
+    assert!(left_c.is_empty(), "client daemon still tracks {left_c:?}");
+    assert!(left_s.is_empty(), "server daemon still tracks {left_s:?}");
+}
+
+fn fallback(daemon_on_client: bool) {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let (ns, port) = if daemon_on_client {
+        (&t.client, 7005)
+    } else {
+        (&t.server, 7006)
+    };
+    let d = Daemon::start(ns, &options(port)).expect("daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    echo_server(listen(&t.server, to.ip(), port));
+    let mut c = connect(&t.client, to);
+    let data = vec![0x5au8; 300_000];
+    let writer = c.try_clone().expect("clone");
+    let w = std::thread::spawn(move || {
+        let mut writer = writer;
+        writer.write_all(&vec![0x5au8; 300_000]).expect("write");
+    });
+    let mut got = vec![0u8; data.len()];
+    c.read_exact(&mut got).expect("echo");
+    w.join().expect("writer");
+    assert!(got == data);
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    let answer = if daemon_on_client {
+        d.lookup(local, remote, 5000)
+    } else {
+        d.lookup(remote, local, 5000)
+    }
+    .expect("lookup");
+    assert_eq!(answer["state"], "plain", "{answer}");
+    assert!(answer["reason"].as_str().is_some_and(|r| !r.is_empty()));
+}
+
+#[test]
+fn daemon_only_on_client_falls_back_to_plain_tcp() {
+    fallback(true);
+}
+
+#[test]
+fn daemon_only_on_server_falls_back_to_plain_tcp() {
+    fallback(false);
+}
+
+fn rules_dump(ns: &Netns) -> String {
+    let mut out = String::new();
+    for cmd in ["iptables", "ip6tables"] {
+        for table in ["raw", "mangle"] {
+            let o = ns.exec(cmd, &["-t", table, "-S"]).expect("iptables -S");
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+    }
+    out
+}
+
+#[test]
+fn sigterm_removes_rules_and_control_socket() {
+    require_root();
+    let ns = Netns::new("term").expect("netns");
+    let before = rules_dump(&ns);
+    let mut d = Daemon::start(&ns, &options(7007)).expect("daemon");
+    let during = rules_dump(&ns);
+    assert!(during.contains("TCPCRYPT_OUT") && during.contains("TCPCRYPT_IN"));
+    let socket = d.control_socket().to_path_buf();
+    let status = d.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(rules_dump(&ns), before);
+    assert!(!socket.exists(), "control socket left behind");
+}
+
+#[test]
+fn restart_after_kill9_removes_stale_rules_and_encrypts_again() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let mut client_d = Daemon::start(&t.client, &options(7008)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(7008)).expect("server daemon");
+    client_d.kill9();
+    assert!(
+        rules_dump(&t.client).contains("TCPCRYPT_OUT"),
+        "kill -9 removed rules"
+    );
+    let client_d = client_d
+        .restart(&t.client, &options(7008))
+        .expect("restart");
+    assert!(
+        client_d.log_text().contains("stale"),
+        "no stale-rule notice"
+    );
+    let jumps = rules_dump(&t.client)
+        .lines()
+        .filter(|l| l.contains("-j TCPCRYPT_"))
+        .count();
+    assert_eq!(jumps, 4, "one jump per chain and family");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7008);
+    echo_server(listen(&t.server, to.ip(), 7008));
+    let id = one_connection(&t, &client_d, to);
+    assert_eq!(id.len(), 66);
+    drop(server_d);
+}
+
+#[test]
+fn control_socket_is_group_readable_and_state_changes_need_root() {
+    require_root();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ns = Netns::new("perm").expect("netns");
+    let d =
+        Daemon::start(&ns, &options(7009).arg("--control-group").arg("nogroup")).expect("daemon");
+    let sock = d.control_socket();
+    let meta = std::fs::metadata(sock).expect("stat socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.uid(), 0);
+    assert_eq!(meta.gid(), 65534);
+    // The test's directory must be traversable by the unprivileged client.
+    if let Some(dir) = sock.parent() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b'{"v":1,"op":"version"}\n{"v":1,"op":"flush_resumption"}\n')
+f = s.makefile()
+print(f.readline().strip())
+print(f.readline().strip())
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run python3 as nobody");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "stdout {text:?} stderr {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[1]["error"], "permission_denied");
+    let root = d
+        .request(&serde_json::json!({"v":1,"op":"flush_resumption"}))
+        .expect("flush as root");
+    assert_eq!(root["ok"], true, "{root}");
+}
+
+#[test]
+fn lookup_of_unfinished_handshake_waits_then_says_pending_and_list_shows_it() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let d = Daemon::start(&t.client, &options(7010)).expect("client daemon");
+    // The server swallows the SYN, so the handshake never finishes.
+    t.server
+        .exec(
+            "iptables",
+            &["-A", "INPUT", "-p", "tcp", "--dport", "7010", "-j", "DROP"],
+        )
+        .expect("drop rule");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7010);
+    let attempt = t.client.spawn_thread(move || {
+        let _ = TcpStream::connect_timeout(&to, Duration::from_secs(4));
+    });
+    let end = Instant::now() + Duration::from_secs(3);
+    let entry = loop {
+        let list = d.list().expect("list");
+        if let Some(e) = list.into_iter().find(|e| e["remote"] == to.to_string()) {
+            break e;
+        }
+        assert!(Instant::now() < end, "connection never listed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(entry["state"], "pending", "{entry}");
+    assert_eq!(entry["phase"], "handshake", "{entry}");
+    let local: SocketAddr = entry["local"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("local address in list");
+    let asked = Instant::now();
+    let answer = d.lookup(local, to, 600).expect("lookup");
+    assert_eq!(answer["state"], "pending", "{answer}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(550),
+        "did not wait"
+    );
+    attempt.join().expect("connect thread");
+}
+
+#[test]
+fn lookup_of_untracked_connection_is_unknown() {
+    require_root();
+    let ns = Netns::new("unk").expect("netns");
+    let d = Daemon::start(&ns, &options(7011)).expect("daemon");
+    let a = d
+        .lookup(
+            "10.1.2.3:80".parse().expect("addr"),
+            "[::ffff:10.3.2.1]:5555".parse().expect("addr"),
+            0,
+        )
+        .expect("lookup");
+    assert_eq!(a["state"], "unknown", "{a}");
+}
+
+#[test]
+fn keylog_records_ss_and_es_for_each_fresh_session_in_a_private_file() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let t = Topology::pair().expect("topology");
+    let dir = std::env::temp_dir().join(format!("tcpcryptd-keylog-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("keys.log");
+    let client_d = Daemon::start(
+        &t.client,
+        &options(7012).arg("--keylog").arg(path.to_string_lossy()),
+    )
+    .expect("client daemon");
+    let _server_d = Daemon::start(&t.server, &options(7012)).expect("server daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7012);
+    echo_server(listen(&t.server, to.ip(), 7012));
+    let id = one_connection(&t, &client_d, to);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+    let log = client_d.log_text();
+    std::fs::remove_dir_all(&dir).ok();
+    let is_hex = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    };
+    let ss: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("TCPCRYPT_SS "))
+        .collect();
+    let es: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("TCPCRYPT_ES "))
+        .collect();
+    assert_eq!(ss.len(), 1, "{text}");
+    assert_eq!(es.len(), 1, "{text}");
+    for line in ss.iter().chain(&es) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "{line}");
+        assert_eq!(f[1], id);
+        assert!(is_hex(f[2]), "{line}");
+    }
+    assert_eq!(mode.expect("stat key log"), 0o600);
+    assert!(log.contains("key log is ON"), "no warning in the log");
+}
+
+/// Kills the daemon (its rules stay) and tries a fresh connection.
+fn connect_after_crash(fail_closed: bool, port: u16) -> std::io::Result<TcpStream> {
+    let t = Topology::pair().expect("topology");
+    let mut opts = options(port);
+    if fail_closed {
+        opts = opts.arg("--fail-closed");
+    }
+    let mut d = Daemon::start(&t.client, &opts).expect("daemon");
+    d.kill9();
+    assert!(rules_dump(&t.client).contains("TCPCRYPT_OUT"));
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    echo_server(listen(&t.server, to.ip(), port));
+    t.client
+        .run(|| TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+}
+
+#[test]
+fn without_a_daemon_default_rules_let_plain_tcp_through() {
+    require_root();
+    assert!(connect_after_crash(false, 7013).is_ok());
+}
+
+#[test]
+fn without_a_daemon_fail_closed_rules_drop_tcp() {
+    require_root();
+    assert!(connect_after_crash(true, 7014).is_err());
+}
+
+#[test]
+fn sigterm_aborts_live_tcpcrypt_connections_on_both_ends() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let mut client_d = Daemon::start(&t.client, &options(7015)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(7015)).expect("server daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7015);
+    let listener = listen(&t.server, to.ip(), 7015);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("first bytes");
+        s.write_all(&buf).expect("echo");
+        // The next read ends the way the connection ends.
+        s.read(&mut buf)
+    });
+    let mut c = connect(&t.client, to);
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).expect("echo");
+    let a = client_d
+        .lookup(c.local_addr().expect("local"), to, 5000)
+        .expect("lookup");
+    assert_eq!(a["state"], "tcpcrypt", "{a}");
+    let status = client_d.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(status.success());
+    let client_end = c.read(&mut buf);
+    let server_end = server.join().expect("server");
+    assert!(
+        client_end
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionAborted),
+        "client socket: {client_end:?}"
+    );
+    assert!(
+        server_end
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "server socket: {server_end:?}"
+    );
+    drop(server_d);
+}
+
+#[test]
+fn two_daemons_with_one_queue_number_each_track_only_their_own_side() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    // Both use the default queue number: queues are per network namespace.
+    let (client_d, server_d) = t.start_daemons(&options(7016)).expect("daemons");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7016);
+    let listener = listen(&t.server, to.ip(), 7016);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("read");
+        s.write_all(&buf).expect("echo");
+        s
+    });
+    let mut c = connect(&t.client, to);
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).expect("echo");
+    let _server_socket = server.join().expect("server");
+    let local = c.local_addr().expect("local").to_string();
+    let client_list = client_d.list().expect("client list");
+    let server_list = server_d.list().expect("server list");
+    assert_eq!(client_list.len(), 1, "{client_list:?}");
+    assert_eq!(server_list.len(), 1, "{server_list:?}");
+    assert_eq!(client_list[0]["local"], local.as_str());
+    assert_eq!(client_list[0]["remote"], to.to_string().as_str());
+    assert_eq!(server_list[0]["local"], to.to_string().as_str());
+    assert_eq!(server_list[0]["remote"], local.as_str());
+    assert_ne!(client_d.control_socket(), server_d.control_socket());
+    assert_eq!(client_list[0]["session_id"], server_list[0]["session_id"]);
+    // Application bytes, as the kernels sent and received them.
+    for entry in [&client_list[0], &server_list[0]] {
+        assert_eq!(entry["bytes_sent"], 4, "{entry}");
+        assert_eq!(entry["bytes_received"], 4, "{entry}");
+    }
+}
+
+#[test]
+fn data_sent_after_the_peer_half_closed_arrives() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let (_cd, _sd) = t.start_daemons(&options(7017)).expect("daemons");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7017);
+    let listener = listen(&t.server, to.ip(), 7017);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read to the client's FIN");
+        // Only now, after the client's FIN, the answer flows.
+        s.write_all(&got).expect("answer after FIN");
+    });
+    let mut c = connect(&t.client, to);
+    let request = vec![7u8; 50_000];
+    c.write_all(&request).expect("write");
+    c.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).expect("answer");
+    server.join().expect("server");
+    assert!(
+        answer == request,
+        "got {} of {} bytes",
+        answer.len(),
+        request.len()
+    );
+}
