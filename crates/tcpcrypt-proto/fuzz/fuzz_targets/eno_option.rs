@@ -5,6 +5,8 @@
 
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use tcpcrypt_proto::Role;
 use tcpcrypt_proto::eno::{
@@ -12,14 +14,19 @@ use tcpcrypt_proto::eno::{
     scan_options,
 };
 
-fn config() -> EnoConfig {
-    let ids = [0x23, 0x21, 0x24];
-    EnoConfig::new(
-        ids.iter()
+/// The fixed configuration and the SYN option it sends, built once.
+fn config() -> &'static (EnoConfig, Vec<u8>) {
+    static CONFIG: OnceLock<(EnoConfig, Vec<u8>)> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let teps = [0x23, 0x21, 0x24]
+            .iter()
             .filter_map(|&v| TepId::new(v).ok())
             .map(TepSuboption::plain)
-            .collect(),
-    )
+            .collect();
+        let config = EnoConfig::new(teps);
+        let active = config.active_syn_option().expect("the fixed offer fits");
+        (config, active)
+    })
 }
 
 fn check_option(option: &[u8]) {
@@ -30,15 +37,14 @@ fn check_option(option: &[u8]) {
     assert_eq!(again.global(), parsed.global());
     assert_eq!(again.teps(), parsed.teps());
 
-    let config = config();
-    let active = config.active_syn_option().expect("the fixed offer fits");
-    if let Ok(n) = negotiate(&config, &active, option, &PlainTeps) {
+    let (config, active) = config();
+    if let Ok(n) = negotiate(config, active, option, &PlainTeps) {
         assert_eq!(n.role(), Role::A);
         assert_eq!(n.transcript().a_option(), &active[..]);
         assert_eq!(n.transcript().b_option(), option);
         assert!(parsed.global().b);
     }
-    if let Ok(reply) = passive_reply(&config, option, &PlainTeps) {
+    if let Ok(reply) = passive_reply(config, option, &PlainTeps) {
         let n = reply.negotiated();
         assert_eq!(n.role(), Role::B);
         assert_eq!(n.transcript().a_option(), option);

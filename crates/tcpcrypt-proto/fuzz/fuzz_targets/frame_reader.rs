@@ -38,7 +38,7 @@ impl<'a> Arbitrary<'a> for Input {
         let mut frames = Vec::new();
         for _ in 0..u.int_in_range(0..=6)? {
             let len = u.int_in_range(0..=600)?;
-            let data = u.bytes(len)?.to_vec();
+            let data = u.bytes(len.min(u.len()))?.to_vec();
             let urgent = if bool::arbitrary(u)? && !data.is_empty() {
                 Some(u.int_in_range(0..=u16::try_from(data.len() - 1).unwrap_or(0))?)
             } else {
@@ -57,7 +57,8 @@ impl<'a> Arbitrary<'a> for Input {
             None
         };
         let raw = if bool::arbitrary(u)? {
-            u.bytes(u.int_in_range(0..=300)?)?.to_vec()
+            let len = u.int_in_range(0..=300)?;
+            u.bytes(len.min(u.len()))?.to_vec()
         } else {
             Vec::new()
         };
@@ -100,13 +101,13 @@ fuzz_target!(|input: Input| {
     }
     let genuine = wire.len();
     let mut altered_at = None;
-    if let Some((pos, mask)) = input.flip {
-        if !wire.is_empty() {
-            let pos = pos % wire.len();
-            if let Some(byte) = wire.get_mut(pos) {
-                *byte ^= mask;
-                altered_at = Some(pos);
-            }
+    if let Some((pos, mask)) = input.flip
+        && !wire.is_empty()
+    {
+        let pos = pos % wire.len();
+        if let Some(byte) = wire.get_mut(pos) {
+            *byte ^= mask;
+            altered_at = Some(pos);
         }
     }
     wire.extend_from_slice(&input.raw);

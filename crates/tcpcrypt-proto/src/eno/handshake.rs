@@ -97,9 +97,14 @@ impl EnoHandshake {
         }
     }
 
-    /// Records a segment we received and whether it carried an ENO option
-    /// (for a SYN: exactly one well-formed option; a malformed one comes
-    /// back from negotiation as a reason to pass to [`disable`](Self::disable)).
+    /// Records a segment we received and whether it carried an ENO option.
+    ///
+    /// For a SYN, "carried" means exactly one ENO option ([`EnoScan::One`]);
+    /// two or more count as none. Whether that option is well formed is
+    /// for negotiation to say: pass its result to
+    /// [`on_negotiated`](Self::on_negotiated).
+    ///
+    /// [`EnoScan::One`]: super::EnoScan::One
     pub fn on_received(&mut self, flags: SegmentFlags, carried_eno: bool) {
         if self.disabled.is_some() {
             return;
