@@ -356,6 +356,30 @@ impl InStream {
         self.wire_ack()
     }
 
+    /// Local offset for a segment from the peer that brings the kernel no
+    /// data (pure ACK, window update, RST): the next byte the kernel
+    /// expects, or one past the peer's FIN for a segment the peer sent
+    /// after its FIN, since the FIN occupies a sequence number in both
+    /// spaces and the kernel discards (or, for a RST, only challenges) a
+    /// segment below its next expected number.
+    pub fn local_offset_for_control(&self, seq: u32) -> i64 {
+        let w = self.space.offset(seq, self.consumed as i64);
+        match self.fin {
+            Some(f) if w > f.wire as i64 => f.local as i64 + 1,
+            _ => self.local_next as i64,
+        }
+    }
+
+    /// The local offset the kernel expects next as far as its ACKs show:
+    /// one past the peer's FIN once it acknowledged that, for segments
+    /// the engine makes itself (a RST on abort).
+    pub fn local_expected(&self) -> i64 {
+        match self.fin {
+            Some(f) if self.fin_acked => f.local as i64 + 1,
+            _ => self.local_next as i64,
+        }
+    }
+
     pub fn wire_ack(&self) -> i64 {
         match self.fin {
             Some(f) if self.fin_acked => f.wire as i64 + 1,
@@ -449,6 +473,27 @@ mod tests {
         assert_eq!(s.on_local_ack(seq(4)), 24);
         assert_eq!(s.on_local_ack(seq(8)), 48);
         assert!(s.all_acked_by_kernel());
+    }
+
+    #[test]
+    fn segments_after_the_peers_fin_map_one_past_the_local_fin() {
+        let (mut w, r) = keys();
+        let mut wire = Vec::new();
+        let last = FramePayload {
+            data: b"bye",
+            fin: true,
+            ..FramePayload::default()
+        };
+        w.seal(&last, &mut wire).unwrap();
+        let mut s = InStream::without_init(ISN);
+        s.set_reader(r, 0).unwrap();
+        s.on_segment(seq(0), &wire).unwrap();
+        let fin_wire = wire.len() as u64;
+        assert_eq!(s.local_offset_for_control(seq(fin_wire)), 3, "the FIN");
+        assert_eq!(s.local_offset_for_control(seq(fin_wire + 1)), 4);
+        assert_eq!(s.local_expected(), 3, "FIN not yet acknowledged");
+        assert_eq!(s.on_local_ack(seq(4)), fin_wire as i64 + 1);
+        assert_eq!(s.local_expected(), 4);
     }
 
     #[test]

@@ -80,7 +80,9 @@
 //! kernel already has with a wire ACK. A frame that fails authentication is dropped without being
 //! acknowledged, and everything after it is forgotten until the genuine
 //! retransmission arrives; too many failures abort with RST both ways. A
-//! wire FIN reaches the kernel only right after an authenticated FINp. Each
+//! wire FIN reaches the kernel only right after an authenticated FINp, and
+//! the peer's later segments (its ACKs for data we still send) map one past
+//! the local FIN, as the kernel expects. Each
 //! delivered frame is remembered until the kernel ACKs its plaintext, so a
 //! kernel ACK maps back to the wire end of the last frame it covers and a
 //! peer retransmission can be answered from memory. Our advertised window

@@ -68,6 +68,24 @@ fn an_idle_encrypted_connection_is_reset_both_ways_instead_of_forgotten() {
 }
 
 #[test]
+fn an_idle_abort_after_a_half_close_resets_both_kernels() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.a.kernel.close();
+    sim.run();
+    assert!(sim.b.kernel.fin_received);
+    sim.advance(IDLE + Duration::from_secs(1));
+    sim.run();
+    for side in [Side::A, Side::B] {
+        assert!(
+            sim.host(side).kernel.rst_received,
+            "{side:?} kernel not reset; discarded: {:?}",
+            sim.host(side).kernel.unacceptable
+        );
+    }
+}
+
+#[test]
 fn kernel_data_after_an_idle_abort_never_reaches_the_wire_in_plaintext() {
     let mut sim = Sim::v4();
     sim.connect();

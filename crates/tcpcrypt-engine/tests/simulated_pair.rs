@@ -367,6 +367,99 @@ fn fin_travels_as_finp_and_both_sides_close_then_are_forgotten() {
     assert_eq!(sim.b.engine.as_ref().unwrap().connection_count(), 0);
 }
 
+/// `closer` sends a short request and half-closes; the other side then
+/// sends a lot of data in several rounds, every byte of which must arrive
+/// and be acknowledged, before it closes too. Both kernels check sequence
+/// numbers like Linux, so a segment mapped below the next expected byte
+/// (e.g. onto the peer's FIN instead of past it) has its ACK ignored.
+fn half_close_then_the_other_side_keeps_sending(closer: Side) {
+    let mut sim = Sim::v4();
+    sim.connect();
+    let talker = closer.other();
+    sim.host(closer).kernel.write(b"request");
+    sim.host(closer).kernel.push();
+    sim.host(closer).kernel.close();
+    sim.run();
+    assert!(sim.host(talker).kernel.fin_received, "FIN delivered");
+    assert_eq!(sim.host(closer).kernel.snd_una, 8, "request and FIN acked");
+    let answer = pattern(256 * 1024, 9);
+    for round in answer.chunks(64 * 1024) {
+        let k = &mut sim.host(talker).kernel;
+        k.write(round);
+        k.push();
+        sim.run();
+        let sent = sim.host(talker).kernel.send_buf.len() as u64;
+        assert_eq!(
+            sim.host(talker).kernel.snd_una,
+            sent,
+            "every byte sent after the peer's FIN is acknowledged"
+        );
+    }
+    assert!(sim.host(closer).kernel.received.ends_with(&answer));
+    assert_eq!(sim.host(closer).kernel.received.len(), answer.len());
+    sim.host(talker).kernel.close();
+    sim.run();
+    assert!(sim.host(closer).kernel.fin_received);
+    assert_eq!(
+        sim.host(talker).kernel.snd_una,
+        answer.len() as u64 + 1,
+        "the second FIN is acknowledged"
+    );
+    for side in [Side::A, Side::B] {
+        assert!(
+            sim.host(side).kernel.unacceptable.is_empty(),
+            "{side:?} discarded segments: {:?}",
+            sim.host(side).kernel.unacceptable
+        );
+        assert!(
+            sim.host(side)
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Closed { .. })),
+            "{side:?} saw no Closed event"
+        );
+    }
+}
+
+#[test]
+fn data_sent_after_the_clients_half_close_arrives_and_is_acknowledged() {
+    half_close_then_the_other_side_keeps_sending(Side::A);
+}
+
+#[test]
+fn data_sent_after_the_servers_half_close_arrives_and_is_acknowledged() {
+    half_close_then_the_other_side_keeps_sending(Side::B);
+}
+
+/// `closer` half-closes, then resets: the reset must reach the other
+/// kernel at exactly the sequence number it expects (past the FIN it
+/// received), or that kernel only answers it with a challenge ACK.
+fn reset_after_a_half_close(closer: Side) {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.host(closer).kernel.close();
+    sim.run();
+    let other = closer.other();
+    assert!(sim.host(other).kernel.fin_received);
+    sim.host(closer).kernel.reset();
+    sim.run();
+    assert!(
+        sim.host(other).kernel.rst_received,
+        "reset believed; discarded: {:?}",
+        sim.host(other).kernel.unacceptable
+    );
+}
+
+#[test]
+fn a_reset_after_the_clients_half_close_is_believed_by_the_server() {
+    reset_after_a_half_close(Side::A);
+}
+
+#[test]
+fn a_reset_after_the_servers_half_close_is_believed_by_the_client() {
+    reset_after_a_half_close(Side::B);
+}
+
 #[test]
 fn a_wire_fin_without_an_authenticated_finp_never_reaches_the_kernel() {
     let mut sim = Sim::v4();
@@ -800,6 +893,39 @@ fn repeated_authentication_failures_abort_with_a_reset_both_ways() {
             .iter()
             .any(|e| matches!(e, Event::Aborted { .. }))
     );
+}
+
+#[test]
+fn an_abort_after_our_acknowledged_fin_resets_the_peer_past_that_fin() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.b.kernel.close();
+    sim.run();
+    assert!(sim.a.kernel.fin_received);
+    sim.a.kernel.write(&pattern(100, 1));
+    sim.filter = Some(Box::new(|from, p| {
+        if from == Side::A && is_data(p) {
+            mangle(p, |p| p.tcp.payload[4] ^= 0xff);
+        }
+        Fate::Pass
+    }));
+    for _ in 0..20 {
+        sim.a.kernel.send_range(0, 100);
+        sim.run();
+    }
+    assert!(
+        sim.b
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Aborted { .. }))
+    );
+    for side in [Side::A, Side::B] {
+        assert!(
+            sim.host(side).kernel.rst_received,
+            "{side:?} kernel not reset; discarded: {:?}",
+            sim.host(side).kernel.unacceptable
+        );
+    }
 }
 
 #[test]

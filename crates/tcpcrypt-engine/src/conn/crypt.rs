@@ -395,10 +395,13 @@ impl Crypt {
         let deliver_fin = wire_fin && self.inb.fin().is_some_and(|f| f.wire as i64 == fin_at);
         let tcp = &mut pkt.tcp;
         tcp.flags.set(TcpFlags::FIN, deliver_fin);
-        let first_local = frames
-            .first()
-            .map_or(self.inb.local_next(), |f| f.local.start);
-        tcp.seq = self.inb.space().seq(first_local as i64);
+        let first_local = match frames.first() {
+            Some(f) => f.local.start as i64,
+            // The FIN itself sits at the end of the delivered plaintext.
+            None if deliver_fin => self.inb.local_next() as i64,
+            None => self.inb.local_offset_for_control(seq),
+        };
+        tcp.seq = self.inb.space().seq(first_local);
         if frames.is_empty() && !deliver_fin {
             let key = (tcp.ack, tcp.window);
             if (!payload.is_empty() || wire_fin) && self.last_kernel_ack == Some(key) {

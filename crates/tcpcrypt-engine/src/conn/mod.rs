@@ -721,7 +721,10 @@ impl Connection {
     /// Ends the session abnormally: RST to the peer and to the kernel.
     fn abort(&mut self, ctx: &mut Ctx<'_>, reason: String) {
         if let Mode::Crypt(c) = &self.mode {
-            let wire_seq = c.out.space().seq(c.out.wire_next() as i64);
+            // Past our FIN once the peer acknowledged it: a reset below
+            // the peer's next expected number is only challenged.
+            let wire_next = c.out.wire_next() + u64::from(c.out.fin_acked());
+            let wire_seq = c.out.space().seq(wire_next as i64);
             let wire_ack = c.inb.space().seq(c.inb.wire_ack());
             let rst_out = c.make_packet(
                 &c.out_ip,
@@ -732,7 +735,7 @@ impl Connection {
                 Vec::new(),
             );
             push_transmit(ctx, Direction::Outbound, &rst_out);
-            let local_seq = c.inb.space().seq(c.inb.local_next() as i64);
+            let local_seq = c.inb.space().seq(c.inb.local_expected());
             let local_ack = c.out.space().seq(c.out.local_ack());
             let rst_in = c.make_packet(
                 &c.in_ip,
@@ -787,8 +790,9 @@ impl Connection {
             return Verdict::Accept;
         };
         if pkt.tcp.flags.contains(TcpFlags::RST) {
+            let seq = pkt.tcp.seq;
             c.map_inbound_control(pkt);
-            pkt.tcp.seq = c.inb.space().seq(c.inb.local_next() as i64);
+            pkt.tcp.seq = c.inb.space().seq(c.inb.local_offset_for_control(seq));
             let v = emit_into(pkt, buf);
             ctx.events.push_back(Event::Aborted {
                 local: self.local,

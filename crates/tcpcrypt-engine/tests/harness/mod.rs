@@ -45,6 +45,9 @@ pub fn assert_checksums(bytes: &[u8]) {
     );
 }
 
+/// The window every kernel advertises, scaled by 7: 128000 bytes.
+const WINDOW_FIELD: u16 = 1000;
+
 /// A scripted TCP endpoint. Offsets count from ISN+1 in each direction.
 pub struct Kernel {
     pub local: SocketAddr,
@@ -69,6 +72,8 @@ pub struct Kernel {
     pub syn_options: Vec<TcpOption>,
     /// Every packet this kernel received, for assertions.
     pub inbox_log: Vec<Packet>,
+    /// Segments discarded by the sequence check (their ACK ignored).
+    pub unacceptable: Vec<Packet>,
 }
 
 pub fn default_syn_options(mss: u16) -> Vec<TcpOption> {
@@ -105,6 +110,7 @@ impl Kernel {
             ts_clock: 100,
             syn_options: default_syn_options(1460),
             inbox_log: Vec::new(),
+            unacceptable: Vec::new(),
         }
     }
 
@@ -142,7 +148,7 @@ impl Kernel {
                 seq,
                 ack: self.ack_seq(),
                 flags,
-                window: 1000, // scaled by 7: 128000 bytes
+                window: WINDOW_FIELD,
                 urgent: 0,
                 options,
                 payload,
@@ -206,11 +212,8 @@ impl Kernel {
     }
 
     pub fn reset(&mut self) {
-        let p = self.packet(
-            self.seq(self.snd_nxt),
-            TcpFlags::RST | TcpFlags::ACK,
-            vec![],
-        );
+        let off = self.snd_nxt + u64::from(self.fin_sent_at.is_some());
+        let p = self.packet(self.seq(off), TcpFlags::RST | TcpFlags::ACK, vec![]);
         self.emit(p);
     }
 
@@ -218,6 +221,26 @@ impl Kernel {
         let off = self.snd_nxt + u64::from(self.fin_sent_at.is_some());
         let p = self.packet(self.seq(off), TcpFlags::ACK, vec![]);
         self.emit(p);
+    }
+
+    /// The peer's next sequence number as an offset (its FIN counted).
+    fn expected(&self) -> i64 {
+        self.rcv_nxt as i64 + i64::from(self.fin_received)
+    }
+
+    fn offset_of(&self, peer_isn: u32, seq: u32) -> i64 {
+        i64::from(seq.wrapping_sub(peer_isn.wrapping_add(1)) as i32)
+    }
+
+    /// Whether a non-SYN segment lies inside the receive window: its end
+    /// (data and FIN counted) not below the next expected sequence number
+    /// (the peer's FIN counted once received), its start not past the
+    /// advertised window.
+    fn sequence_acceptable(&self, peer_isn: u32, t: &TcpRepr) -> bool {
+        let expected = self.expected();
+        let off = self.offset_of(peer_isn, t.seq);
+        let end = off + t.payload.len() as i64 + i64::from(t.flags.contains(TcpFlags::FIN));
+        end >= expected && off <= expected + (i64::from(WINDOW_FIELD) << 7)
     }
 
     /// Takes a packet from the network side (through its engine).
@@ -228,7 +251,18 @@ impl Kernel {
         self.inbox_log.push(p.clone());
         let t = &p.tcp;
         if t.flags.contains(TcpFlags::RST) {
-            self.rst_received = true;
+            match self.peer_isn {
+                // RFC 5961 section 3.2: only a reset at exactly the next
+                // expected sequence number is believed; any other gets a
+                // challenge ACK.
+                Some(peer_isn)
+                    if self.established && self.offset_of(peer_isn, t.seq) != self.expected() =>
+                {
+                    self.unacceptable.push(p.clone());
+                    self.send_ack();
+                }
+                _ => self.rst_received = true,
+            }
             return;
         }
         if t.flags.contains(TcpFlags::SYN) {
@@ -251,6 +285,16 @@ impl Kernel {
             return;
         }
         self.established = true;
+        if let Some(peer_isn) = self.peer_isn
+            && !self.sequence_acceptable(peer_isn, t)
+        {
+            // As Linux does (tcp_sequence): a segment wholly below the
+            // next expected byte, or beyond the window, is answered with
+            // a duplicate ACK and its ACK field is ignored.
+            self.unacceptable.push(p.clone());
+            self.send_ack();
+            return;
+        }
         if t.flags.contains(TcpFlags::ACK) {
             let acked = t.ack.wrapping_sub(self.isn.wrapping_add(1)) as u64;
             if acked <= self.snd_nxt + 1 && acked > self.snd_una {
@@ -269,7 +313,7 @@ impl Kernel {
         let Some(peer_isn) = self.peer_isn else {
             return;
         };
-        let off = t.seq.wrapping_sub(peer_isn.wrapping_add(1)) as i32 as i64;
+        let off = self.offset_of(peer_isn, t.seq);
         let has_data = !t.payload.is_empty() || t.flags.contains(TcpFlags::FIN);
         if !has_data {
             return;
