@@ -57,9 +57,10 @@ pub struct Args {
     #[arg(long, value_name = "LIST")]
     pub interfaces: Option<String>,
 
-    /// NFQUEUE number the rules send packets to (0-65535). Queues are per
-    /// network namespace; two daemons in one namespace need different
-    /// numbers. [default: 7463]
+    /// NFQUEUE number the rules send packets to (0-65535), for when another
+    /// program already uses the default one. Queues and rules are per network
+    /// namespace; run one daemon per namespace (a second one would replace
+    /// the first one's rules). [default: 7463]
     #[arg(long, value_name = "N")]
     pub queue: Option<String>,
 
