@@ -10,7 +10,9 @@
 //! Rekeying lives here too (RFC 8548 section 3.8): the writer holds the
 //! local generation, the reader the remote one; each keeps only the key of
 //! its current generation, because retransmissions resend stored wire bytes
-//! and frames arrive in stream order.
+//! and frames arrive in stream order. The peer follows our generation one
+//! rekey bit at a time, so a writer whose generation moved several steps
+//! before its next frame announces each step with a frame of its own.
 
 use crate::aead::{Aead, TAG_LEN, TrafficKey};
 use crate::role::Role;
@@ -253,11 +255,16 @@ fn open_frame(
 pub struct FrameWriter {
     original_role: Role,
     aead: Aead,
+    /// mk\[j\] and our sending key of the local generation j.
     master: MasterKey,
     key: TrafficKey,
+    /// While our local generation is ahead of the newest one the peer has
+    /// seen a frame of: that generation's mk. The peer counts our
+    /// generations by rekey bits, one per frame, so every generation after
+    /// it up to the local one still needs its own frame.
+    unannounced_after: Option<Box<MasterKey>>,
     next_offset: u64,
     remote_generation: u64,
-    rekey_pending: bool,
     fin_sent: bool,
 }
 
@@ -280,9 +287,9 @@ impl FrameWriter {
             aead,
             master: mk0.clone(),
             key: mk0.sending_key(aead, original_role),
+            unannounced_after: None,
             next_offset: first_offset,
             remote_generation: mk0.generation(),
-            rekey_pending: false,
             fin_sent: false,
         }
     }
@@ -311,8 +318,13 @@ impl FrameWriter {
         &self.key
     }
 
-    /// Seals one frame and appends it to `out`; returns its offset and
-    /// length. The first frame after a generation change carries rekey = 1.
+    /// Seals `payload` into a frame and appends it to `out`; returns the
+    /// offset and length of everything appended. The first frame after a
+    /// generation change carries rekey = 1. If the local generation moved
+    /// more than one step since our last frame, an empty rekey frame for
+    /// each skipped generation goes first (RFC 8548 section 3.8: the peer
+    /// advances one generation per rekey bit). On error nothing is appended
+    /// and the writer is unchanged.
     pub fn seal(
         &mut self,
         payload: &FramePayload<'_>,
@@ -321,12 +333,33 @@ impl FrameWriter {
         if self.fin_sent {
             return Err(FrameError::FinAlreadySent);
         }
-        let offset = self.next_offset;
-        let len = seal_frame(&self.key, offset, self.rekey_pending, payload, out)?;
+        let (start_len, start_offset) = (out.len(), self.next_offset);
+        let mut offset = start_offset;
+        let rekey = self.unannounced_after.is_some();
+        let mut sealed = Ok(());
+        if let Some(announced) = &self.unannounced_after {
+            let mut skipped = MasterKey::clone(announced);
+            while sealed.is_ok()
+                && skipped.generation().saturating_add(1) < self.master.generation()
+            {
+                skipped = skipped.next();
+                let key = skipped.sending_key(self.aead, self.original_role);
+                sealed = seal_frame(&key, offset, true, &FramePayload::default(), out)
+                    .map(|len| offset = offset.saturating_add(len as u64));
+            }
+        }
+        let sealed = sealed.and_then(|()| seal_frame(&self.key, offset, rekey, payload, out));
+        let len = match sealed {
+            Ok(len) => len,
+            Err(e) => {
+                out.truncate(start_len);
+                return Err(e);
+            }
+        };
         self.next_offset = offset.saturating_add(len as u64);
-        self.rekey_pending = false;
+        self.unannounced_after = None;
         self.fin_sent = payload.fin;
-        Ok((offset, len))
+        Ok((start_offset, out.len().saturating_sub(start_len)))
     }
 
     /// Initiates rekeying: the next frame goes out under generation + 1 with
@@ -348,9 +381,11 @@ impl FrameWriter {
     }
 
     fn advance(&mut self) {
+        if self.unannounced_after.is_none() {
+            self.unannounced_after = Some(Box::new(self.master.clone()));
+        }
         self.master = self.master.next();
         self.key = self.master.sending_key(self.aead, self.original_role);
-        self.rekey_pending = true;
     }
 
     /// Tells the writer the peer's generation after a received frame (pass
@@ -365,7 +400,6 @@ impl FrameWriter {
             self.advance();
         }
         if self.fin_sent {
-            self.rekey_pending = false;
             RekeyResponse::None
         } else {
             RekeyResponse::SendFrameNow

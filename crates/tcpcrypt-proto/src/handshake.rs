@@ -134,12 +134,37 @@ pub enum HandshakeError {
 }
 
 /// What tcpcrypt accepts in ENO suboptions.
+///
+/// A resumption suboption from host A also offers fresh key agreement with
+/// its TEP (RFC 8548 section 3.2), so B accepts it whether or not it names a
+/// secret B holds. One from host B decides the mode: it is valid only if its
+/// identifier half completes A's (section 3.5, "ignore that suboption"). Both
+/// ends of a simultaneous open apply the same rules with the roles ENO gave
+/// them, so they agree on the TEP.
 struct Rules<'a> {
     /// Our pending resumption offer, if we made one (active side).
     offer: Option<&'a ResumeOffer>,
-    /// Whether resumption requests from the peer are acceptable data (the
-    /// passive side: a request we cannot honour is still a fresh offer).
+    /// We are host B: the peer's resumption requests are acceptable data
+    /// (a request we cannot honour is still a fresh offer).
     peer_may_request: bool,
+    /// Whether our own resumption suboption counts as valid: always as host
+    /// A; as host B only when the peer's suboption matched it.
+    local_resumption_valid: bool,
+}
+
+impl Rules<'_> {
+    /// Whether `peer_option` carries a resumption suboption completing
+    /// `offer`'s identifier.
+    fn peer_matches(offer: Option<&ResumeOffer>, peer_option: &[u8]) -> bool {
+        let (Some(offer), Ok(parsed)) = (offer, crate::eno::SynOption::parse(peer_option)) else {
+            return false;
+        };
+        parsed.teps().iter().any(|s| {
+            s.tep().v()
+                && Tep::from_id(s.id().get()) == Some(offer.claimed.tep)
+                && offer.match_reply(s.data()).is_some()
+        })
+    }
 }
 
 impl TepRules for Rules<'_> {
@@ -151,11 +176,13 @@ impl TepRules for Rules<'_> {
             return sub.data().is_empty();
         }
         match origin {
-            Origin::Local => true,
-            Origin::Peer => match self.offer {
-                Some(offer) if offer.claimed.tep == tep => offer.match_reply(sub.data()).is_some(),
-                _ => self.peer_may_request,
-            },
+            Origin::Local => self.local_resumption_valid,
+            Origin::Peer => {
+                self.peer_may_request
+                    || self.offer.is_some_and(|offer| {
+                        offer.claimed.tep == tep && offer.match_reply(sub.data()).is_some()
+                    })
+            }
         }
     }
 
@@ -398,6 +425,7 @@ impl<P: Eq + Hash + Clone> Host<P> {
         let rules = Rules {
             offer: None,
             peer_may_request: true,
+            local_resumption_valid: true,
         };
         let (reply_option, negotiated) = passive_reply(&eno, syn_option, &rules)?.into_parts();
         let handshake = match resumed {
@@ -486,9 +514,13 @@ impl ActiveOpen {
         peer_option: &[u8],
         rng: &mut dyn Rng,
     ) -> Result<Handshake, HandshakeError> {
+        // We are host B only in a simultaneous open with our `b = 1`.
+        let we_are_b = self.eno.active_global().b;
         let rules = Rules {
             offer: self.offer.as_ref(),
-            peer_may_request: false,
+            peer_may_request: we_are_b,
+            local_resumption_valid: !we_are_b
+                || Rules::peer_matches(self.offer.as_ref(), peer_option),
         };
         let negotiated = negotiate(&self.eno, &self.syn_option, peer_option, &rules)?;
         let b_sent_v = negotiated.tep().v();

@@ -360,3 +360,120 @@ proptest! {
         prop_assert!(out.is_empty());
     }
 }
+
+/// Seals a frame by hand with aws-lc-rs, independently of the crate's
+/// sealing code: `control ‖ clen` as AD, nonce = frame ID XOR NR.
+fn hand_sealed(control: u8, plaintext: &[u8], offset: u64) -> Vec<u8> {
+    use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = mk0().k_ab(Aead::Aes128Gcm);
+    let clen = (plaintext.len() + 16) as u16;
+    let header = [control, (clen >> 8) as u8, clen as u8];
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&offset.to_be_bytes());
+    for (n, r) in nonce.iter_mut().zip(key.nonce_randomizer()) {
+        *n ^= r;
+    }
+    let sealer = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key.key_bytes()).unwrap());
+    let mut body = plaintext.to_vec();
+    sealer
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(header),
+            &mut body,
+        )
+        .unwrap();
+    [header.to_vec(), body].concat()
+}
+
+/// RFC 8548 section 4.2: receivers ignore the reserved `cres` bits of the
+/// control byte (they are still authenticated as associated data).
+#[test]
+fn reserved_control_bits_are_ignored_on_receipt() {
+    let (_, mut r) = pair(Aead::Aes128Gcm, 40);
+    let frames = read_all(&mut r, &hand_sealed(0xfe, b"\x00hi", 40)).unwrap();
+    assert_eq!(frames.len(), 1);
+    assert!(!frames[0].rekey);
+    assert_eq!(frames[0].generation, 0);
+    assert_eq!(frames[0].data, b"hi");
+}
+
+/// RFC 8548 section 4.2.1: receivers ignore the reserved `fres` bits of the
+/// flags byte.
+#[test]
+fn reserved_flag_bits_are_ignored_on_receipt() {
+    let (_, mut r) = pair(Aead::Aes128Gcm, 0);
+    let frames = read_all(&mut r, &hand_sealed(0x00, b"\xfchi", 0)).unwrap();
+    assert_eq!(frames.len(), 1);
+    assert!(!frames[0].fin);
+    assert_eq!(frames[0].urgent, None);
+    assert_eq!(frames[0].data, b"hi");
+}
+
+/// A frame with URGp set carries `flags ‖ urgent(2, big-endian) ‖ data`
+/// (RFC 8548 section 4.2.1, project decision 2).
+#[test]
+fn urgent_field_is_read_big_endian_before_the_data() {
+    let (_, mut r) = pair(Aead::Aes128Gcm, 0);
+    let frames = read_all(&mut r, &hand_sealed(0x00, b"\x02\x00\x01abc", 0)).unwrap();
+    assert_eq!(frames[0].urgent, Some(1));
+    assert_eq!(frames[0].data, b"abc");
+}
+
+/// RFC 8548 section 3.8: the peer learns our generation only from rekey
+/// bits, one step per frame. When our local generation moved on twice
+/// before we sent anything (our own rekey, not yet used, then a second
+/// rekey of the peer that got ahead of it), our frames must still decrypt
+/// at the peer: each generation has to be announced by its own frame.
+#[test]
+fn two_generation_steps_before_sending_are_both_announced() {
+    let (mut w, mut r) = pair(Aead::Aes128Gcm, 0);
+    w.initiate_rekey().unwrap();
+    // The peer rekeyed at the same time (no answer owed), then again.
+    assert_eq!(w.on_peer_generation(1), RekeyResponse::None);
+    assert_eq!(w.on_peer_generation(2), RekeyResponse::SendFrameNow);
+    assert_eq!(w.local_generation(), 2);
+    let mut wire = Vec::new();
+    let (offset, len) = w.seal(&data(b"x"), &mut wire).unwrap();
+    assert_eq!((offset, len), (0, wire.len()));
+    assert_eq!(w.next_offset(), wire.len() as u64);
+    let frames = read_all(&mut r, &wire).unwrap();
+    let last = frames.last().unwrap();
+    assert_eq!((last.generation, last.data.as_slice()), (2, &b"x"[..]));
+    assert!(frames.iter().all(|f| f.rekey));
+    // Later frames stay on generation 2 without the rekey bit.
+    let mut more = Vec::new();
+    w.seal(&data(b"y"), &mut more).unwrap();
+    let next = read_all(&mut r, &more).unwrap();
+    assert_eq!((next[0].generation, next[0].rekey), (2, false));
+}
+
+/// The same through our own rekeys: a rekey, the peer's answer, and a
+/// second rekey, all before our next frame.
+#[test]
+fn rekey_again_before_sending_announces_every_generation() {
+    let (mut w, mut r) = pair(Aead::ChaCha20Poly1305, 5);
+    w.initiate_rekey().unwrap();
+    assert_eq!(w.on_peer_generation(1), RekeyResponse::None);
+    w.initiate_rekey().unwrap();
+    let mut wire = Vec::new();
+    w.seal(&data(b"z"), &mut wire).unwrap();
+    let frames = read_all(&mut r, &wire).unwrap();
+    assert_eq!(frames.last().map(|f| f.generation), Some(2));
+    assert_eq!(frames.last().map(|f| f.data.clone()), Some(b"z".to_vec()));
+}
+
+/// A refused frame (too much data) leaves the writer as it was: nothing
+/// appended, same offset, and the pending rekey still goes out next.
+#[test]
+fn refused_frame_changes_nothing() {
+    let (mut w, mut r) = pair(Aead::Aes128Gcm, 0);
+    w.initiate_rekey().unwrap();
+    let mut wire = Vec::new();
+    let big = vec![0u8; MAX_FRAME_DATA + 1];
+    assert!(w.seal(&data(&big), &mut wire).is_err());
+    assert!(wire.is_empty());
+    assert_eq!(w.next_offset(), 0);
+    w.seal(&data(b"ok"), &mut wire).unwrap();
+    let frames = read_all(&mut r, &wire).unwrap();
+    assert_eq!((frames[0].generation, frames[0].rekey), (1, true));
+}

@@ -444,3 +444,156 @@ fn resumption_that_cannot_fit_is_not_offered_and_not_consumed() {
     assert_eq!(active.syn_option(), &[0x45, 0x06, 0x22, 0x21, 0x24, 0x23]);
     assert!(h.cache().can_offer(&SERVER, Tep::X448));
 }
+
+fn host_with_b_bit(b: bool) -> Host<u8> {
+    Host::<u8>::new(HostConfig {
+        teps: vec![Tep::X25519],
+        aeads: vec![Aead::Aes128Gcm],
+        passive_role_bit: b,
+        // b = 1 costs a global suboption byte: 21 bytes with a resumption offer.
+        max_syn_option_len: 21,
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+/// RFC 8548 section 3.2: a resumption suboption also offers fresh key
+/// agreement, so when host A offers resumption that host B cannot honour,
+/// both ends of a simultaneous open settle on a fresh exchange of that TEP
+/// (B must not treat A's offer as invalid while A counts on it).
+#[test]
+fn simultaneous_open_where_only_a_can_resume_falls_back_to_fresh_on_both_sides() {
+    let mut rng = TestRng::new(14);
+    let mut left = host_with_b_bit(false);
+    let right = host_with_b_bit(true);
+    left.cache_mut().insert_fresh(
+        SERVER,
+        Tep::X25519,
+        Aead::Aes128Gcm,
+        tcpcrypt_proto::schedule::SessionSecret::from_bytes([7; 32]),
+        Role::A,
+    );
+    let mut right = right;
+    let policy = ConnectionPolicy::default();
+    let l = left.active_open(&SERVER, policy, &mut rng).unwrap();
+    assert!(l.offers_resumption());
+    let r = right.active_open(&CLIENT, policy, &mut rng).unwrap();
+    let (l_syn, r_syn) = (l.syn_option().to_vec(), r.syn_option().to_vec());
+    let l_hs = l.on_peer_syn(&r_syn, &mut rng);
+    let r_hs = r.on_peer_syn(&l_syn, &mut rng);
+    assert!(
+        matches!(
+            (&l_hs, &r_hs),
+            (Ok(Handshake::SendInit1(_)), Ok(Handshake::AwaitInit1(_)))
+        ),
+        "both sides must run a fresh exchange: {l_hs:?} / {r_hs:?}"
+    );
+}
+
+/// The mirror case: host B offers resumption that host A cannot match. B's
+/// resumption suboption is then invalid on both ends (RFC 8548 section 3.5:
+/// A ignores it), so neither side may go on with that TEP; both must reach
+/// the same outcome instead of B aborting while A disables ENO.
+#[test]
+fn simultaneous_open_where_only_b_can_resume_gives_the_same_outcome_on_both_sides() {
+    let mut rng = TestRng::new(15);
+    let mut left = host_with_b_bit(false);
+    let mut right = host_with_b_bit(true);
+    right.cache_mut().insert_fresh(
+        CLIENT,
+        Tep::X25519,
+        Aead::Aes128Gcm,
+        tcpcrypt_proto::schedule::SessionSecret::from_bytes([8; 32]),
+        Role::B,
+    );
+    let policy = ConnectionPolicy::default();
+    let l = left.active_open(&SERVER, policy, &mut rng).unwrap();
+    let r = right.active_open(&CLIENT, policy, &mut rng).unwrap();
+    assert!(r.offers_resumption());
+    let (l_syn, r_syn) = (l.syn_option().to_vec(), r.syn_option().to_vec());
+    let l_hs = l.on_peer_syn(&r_syn, &mut rng);
+    let r_hs = r.on_peer_syn(&l_syn, &mut rng);
+    use tcpcrypt_proto::eno::DisableReason;
+    use tcpcrypt_proto::handshake::HandshakeError;
+    assert!(
+        matches!(
+            (&l_hs, &r_hs),
+            (
+                Err(HandshakeError::Disabled(DisableReason::NoValidTep(_))),
+                Err(HandshakeError::Disabled(DisableReason::NoValidTep(_)))
+            )
+        ),
+        "both sides must disable ENO alike: {l_hs:?} / {r_hs:?}"
+    );
+}
+
+/// Compatible resumption suboptions in a simultaneous open resume the
+/// session (RFC 8548 section 3.5 allows it once ENO has set the roles).
+#[test]
+fn simultaneous_open_with_matching_resumption_resumes_on_both_sides() {
+    let mut rng = TestRng::new(16);
+    let mut left = host_with_b_bit(false);
+    let mut right = host_with_b_bit(true);
+    let ss1 = || tcpcrypt_proto::schedule::SessionSecret::from_bytes([9; 32]);
+    left.cache_mut()
+        .insert_fresh(SERVER, Tep::X25519, Aead::Aes128Gcm, ss1(), Role::A);
+    right
+        .cache_mut()
+        .insert_fresh(CLIENT, Tep::X25519, Aead::Aes128Gcm, ss1(), Role::B);
+    let policy = ConnectionPolicy::default();
+    let l = left.active_open(&SERVER, policy, &mut rng).unwrap();
+    let r = right.active_open(&CLIENT, policy, &mut rng).unwrap();
+    let (l_syn, r_syn) = (l.syn_option().to_vec(), r.syn_option().to_vec());
+    let (Handshake::Resumed(mut a), Handshake::Resumed(mut b)) = (
+        l.on_peer_syn(&r_syn, &mut rng).unwrap(),
+        r.on_peer_syn(&l_syn, &mut rng).unwrap(),
+    ) else {
+        panic!("both sides must resume");
+    };
+    check_pair(&a, &b, Tep::X25519, Aead::Aes128Gcm, true);
+    send(&mut a, &mut b, b"x");
+    send(&mut b, &mut a, b"y");
+}
+
+/// RFC 8548 section 3.5: a `v = 1` suboption with fewer than 9 data bytes
+/// is a fresh offer of its TEP; the passive opener answers `v = 0`.
+#[test]
+fn passive_opener_treats_short_resumption_data_as_a_fresh_offer() {
+    let mut rng = TestRng::new(17);
+    let mut server = host(Tep::X25519, Aead::Aes128Gcm);
+    // 0xa3 with 8 data bytes, running to the end of the option.
+    let syn = [0x45, 0x0b, 0xa3, 1, 2, 3, 4, 5, 6, 7, 8];
+    let (reply, hs) = server
+        .passive_open(&CLIENT, &syn, ConnectionPolicy::default(), &mut rng)
+        .unwrap()
+        .into_parts();
+    assert_eq!(reply, [0x45, 0x04, 0x01, 0x23]);
+    assert!(matches!(hs, Handshake::AwaitInit1(_)));
+}
+
+/// RFC 8548 section 3.5: the passive opener agrees to resume only when the
+/// identifier half names a secret it holds; otherwise it asks for a fresh
+/// exchange of the same TEP.
+#[test]
+fn passive_opener_answers_unknown_resumption_half_with_fresh_offer() {
+    let mut rng = TestRng::new(18);
+    let mut server = host(Tep::X25519, Aead::Aes128Gcm);
+    server.cache_mut().insert_fresh(
+        CLIENT,
+        Tep::X25519,
+        Aead::Aes128Gcm,
+        tcpcrypt_proto::schedule::SessionSecret::from_bytes([5; 32]),
+        Role::B,
+    );
+    let mut syn = vec![0x45, 0x00, 0xa3];
+    syn.extend_from_slice(&[0x66; 17]);
+    syn[1] = syn.len() as u8;
+    let (reply, hs) = server
+        .passive_open(&CLIENT, &syn, ConnectionPolicy::default(), &mut rng)
+        .unwrap()
+        .into_parts();
+    assert_eq!(reply, [0x45, 0x04, 0x01, 0x23]);
+    assert!(matches!(hs, Handshake::AwaitInit1(_)));
+    // The cached secret was not spent on the stranger.
+    assert!(server.cache().can_offer(&CLIENT, Tep::X25519));
+}

@@ -314,3 +314,64 @@ mod resumption_handshake {
         assert_eq!(next.claimed.index, 2);
     }
 }
+
+/// The whole fresh handshake of the vector driven through the engine-facing
+/// API: the ENO options it emits, the transcript order and the Init bytes it
+/// feeds into the PRK must give the vector's session ID, and A's first frame
+/// must be the vector's frame at offset 75.
+mod fresh_handshake {
+    use super::*;
+    use tcpcrypt_proto::handshake::{ConnectionPolicy, Handshake, Host, HostConfig, Step};
+
+    fn host() -> Host<u8> {
+        Host::new(HostConfig {
+            teps: vec![Tep::X25519],
+            aeads: vec![Aead::Aes128Gcm],
+            ..HostConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn handshake_api_reproduces_the_fresh_vector() {
+        let (mut client, mut server) = (host(), host());
+        let policy = ConnectionPolicy::default();
+        // Each side draws its private key, then its nonce.
+        let mut a_rng = FixedRng([hex(A_PRIV), nonce(0x00).to_vec()].concat());
+        let mut b_rng = FixedRng([hex(B_PRIV), nonce(0x20).to_vec()].concat());
+        let active = client.active_open(&2, policy, &mut a_rng).unwrap();
+        assert_eq!(active.syn_option(), &hex("450323")[..]);
+        let (reply, hs_b) = server
+            .passive_open(&1, active.syn_option(), policy, &mut b_rng)
+            .unwrap()
+            .into_parts();
+        assert_eq!(reply, hex("45040123"));
+        let (Handshake::SendInit1(a), Handshake::AwaitInit1(b)) =
+            (active.on_peer_syn(&reply, &mut a_rng).unwrap(), hs_b)
+        else {
+            panic!("a fresh exchange with the client as A");
+        };
+        assert_eq!(a.init1(), &hex(INIT1)[..]);
+        let Step::Established {
+            session: sb,
+            send: init2,
+            ..
+        } = b.feed(&hex(INIT1)).unwrap()
+        else {
+            panic!("Init1 was complete");
+        };
+        assert_eq!(init2, hex(INIT2));
+        let Step::Established {
+            session: mut sa, ..
+        } = a.feed(&init2).unwrap()
+        else {
+            panic!("Init2 was complete");
+        };
+        let expected = "2360583ca04231aa3be00fb3d3e878f7f5a8e610875816bebcb7cecca7780e386f";
+        assert_eq!(sa.session_id().to_string(), expected);
+        assert_eq!(sb.session_id().to_string(), expected);
+        let mut wire = Vec::new();
+        sa.writer().seal(&hello(), &mut wire).unwrap();
+        assert_eq!(wire, hex(FRAME_AT_75));
+    }
+}
