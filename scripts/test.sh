@@ -23,7 +23,7 @@ step "cargo build (release binaries used by the integration tests)"
 cargo build --workspace --release --locked
 
 step "cargo test"
-cargo test --workspace --release --locked
+cargo test --workspace --release --locked --no-fail-fast
 
 step "deployment files: make install / uninstall, systemd unit, shipped config"
 bash dist/check.sh
