@@ -47,20 +47,9 @@ fn state(l: eng::Lookup) -> LookupState {
     }
 }
 
-fn direction(d: Direction) -> eng::Direction {
-    match d {
-        Direction::Outbound => eng::Direction::Outbound,
-        Direction::Inbound => eng::Direction::Inbound,
-    }
-}
-
 impl PacketEngine for eng::Engine {
     fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict {
-        match eng::Engine::handle_packet(self, now, direction(dir), packet) {
-            eng::Verdict::Accept => Verdict::Accept,
-            eng::Verdict::AcceptModified => Verdict::AcceptModified,
-            eng::Verdict::Drop => Verdict::Drop,
-        }
+        eng::Engine::handle_packet(self, now, dir, packet)
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -68,13 +57,7 @@ impl PacketEngine for eng::Engine {
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        eng::Engine::poll_transmit(self).map(|t| Transmit {
-            direction: match t.direction {
-                eng::Direction::Outbound => Direction::Outbound,
-                eng::Direction::Inbound => Direction::Inbound,
-            },
-            packet: t.packet,
-        })
+        eng::Engine::poll_transmit(self)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -11,31 +11,9 @@ use std::time::{Duration, Instant};
 
 use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 
-/// Which way a packet travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// From the local stack towards the network.
-    Outbound,
-    /// From the network towards the local stack.
-    Inbound,
-}
-
-/// The engine's decision on a queued packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    /// The packet buffer was rewritten (checksums included).
-    AcceptModified,
-    Drop,
-}
-
-/// A packet the engine wants sent: outbound to the network, inbound to the
-/// local stack. Whole IP packet with checksums done.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    pub direction: Direction,
-    pub packet: Vec<u8>,
-}
+// The packet-level types are the engine's own: the daemon has nothing to add
+// to them, and one definition keeps the adapter free of conversions.
+pub use tcpcrypt_engine::{Direction, Transmit, Verdict};
 
 /// What a tcpcrypt session is, as the control protocol reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
