@@ -171,7 +171,8 @@ ifeq ($(WITH_APACHE),yes)
 	    echo "disabled the Apache module: restart apache2"; \
 	  fi; \
 	  rm -f "$(DESTDIR)$$($(APXS) -q LIBEXECDIR)/mod_tcpcrypt.so" \
-	        "$(DESTDIR)$$($(APXS) -q SYSCONFDIR)/mods-available/tcpcrypt.load"; \
+	        "$(DESTDIR)$$($(APXS) -q SYSCONFDIR)/mods-available/tcpcrypt.load" \
+	        "$(DESTDIR)$$($(APXS) -q INCLUDEDIR)/mod_tcpcrypt.h"; \
 	  echo "kept $(DESTDIR)$$($(APXS) -q SYSCONFDIR)/mods-available/tcpcrypt.conf"; \
 	else \
 	  echo "make uninstall: $(APXS) not found; Apache module files left in place" >&2; \

@@ -47,6 +47,7 @@ expected=(
   "$libexec/mod_tcpcrypt.so"
   "$apache_conf/mods-available/tcpcrypt.load"
   "$apache_conf/mods-available/tcpcrypt.conf"
+  "$(apxs -q INCLUDEDIR)/mod_tcpcrypt.h"
   /usr/local/lib/systemd/system/tcpcryptd.service
   /etc/tcpcrypt/tcpcryptd.conf
   /etc/tcpcrypt/tcpcryptd.conf.dist
