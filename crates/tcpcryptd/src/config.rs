@@ -81,7 +81,10 @@ pub struct Args {
     #[arg(long, value_name = "BACKEND")]
     pub iptables: Option<String>,
 
-    /// Path of the control socket. [default: /run/tcpcrypt/control.sock]
+    /// Path of the control socket. Its directory also holds
+    /// `encrypted-connections` (mode 0600), the list of live tcpcrypt
+    /// connections that a daemon started after a crash aborts.
+    /// [default: /run/tcpcrypt/control.sock]
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<String>,
 

@@ -1,16 +1,21 @@
 //! Start-up, the threads, and shutdown.
 //!
-//! Order matters: stale rules go first, then the queue is bound and the
-//! packet thread runs before our rules exist (so `--fail-closed` never drops
-//! a packet for want of a reader), and the control socket is created last,
-//! so a client that can talk to it knows the daemon is fully up. Shutdown
-//! runs the other way round; every step is attempted even if one fails.
+//! Order matters: encrypted connections a crashed instance left are aborted
+//! first (their keys died with it), stale rules go next, then the queue is
+//! bound and the packet thread runs before our rules exist (so
+//! `--fail-closed` never drops a packet for want of a reader), and the
+//! control socket is created last, so a client that can talk to it knows
+//! the daemon is fully up. Shutdown runs the other way round; every step is
+//! attempted even if one fails.
 
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::conn_journal::{self, ConnKey, Journal};
 use crate::control_server::{ControlError, ControlSocket};
 use crate::engine_api::{LookupState, PacketEngine, Phase};
 use crate::firewall::{self, Backend, FirewallError};
@@ -36,6 +41,16 @@ pub enum DaemonError {
     StaleRules(FirewallError),
     #[error("installing firewall rules: {0}")]
     Rules(FirewallError),
+    #[error("reading the journal of encrypted connections {path}: {source}")]
+    ReadJournal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the journal of encrypted connections {path}: {source}")]
+    CreateJournal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("opening key log {path}: {source}")]
     KeyLog {
         path: String,
@@ -63,6 +78,20 @@ where
     E: PacketEngine + Send + 'static,
 {
     sys::block_termination_signals().map_err(DaemonError::Signals)?;
+    // A live instance owns the rules, the queue and the journal: leave them
+    // alone rather than find out only when binding the socket at the end.
+    if UnixStream::connect(&config.control_socket).is_ok() {
+        return Err(ControlError::InUse {
+            path: config.control_socket.clone(),
+        }
+        .into());
+    }
+    let journal_path = conn_journal::path_for(&config.control_socket);
+    abort_connections_left_over(&journal_path)?;
+    let journal = Journal::create(&journal_path).map_err(|source| DaemonError::CreateJournal {
+        path: journal_path.clone(),
+        source,
+    })?;
     let backend = Backend::select(config.iptables).map_err(DaemonError::Backend)?;
     log::debug!("iptables backend: {} / {}", backend.v4, backend.v6);
     let stale = firewall::remove_rules(&backend).map_err(DaemonError::StaleRules)?;
@@ -93,7 +122,7 @@ where
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let outcome_thread = std::thread::Builder::new()
         .name("outcomes".into())
-        .spawn(move || crate::outcomes::run(ev_rx, keylog))
+        .spawn(move || crate::outcomes::run(ev_rx, keylog, Some(journal)))
         .map_err(DaemonError::Thread)?;
     let packet_loop = PacketLoop {
         engine,
@@ -118,9 +147,7 @@ where
 
     let handle = EngineHandle::new(req_tx, wake.clone());
     let result = serve(config, &backend, handle.clone(), &failed);
-    if !failed.load(Ordering::Relaxed) {
-        abort_encrypted_connections(&handle);
-    }
+    let aborted_all = !failed.load(Ordering::Relaxed) && abort_encrypted_connections(&handle);
 
     stop.store(true, Ordering::Relaxed);
     wake.wake();
@@ -129,7 +156,19 @@ where
     if let Err(e) = firewall::remove_rules(&backend) {
         log::error!("removing firewall rules at shutdown: {e}");
     }
-    let _ = outcome_thread.join();
+    match outcome_thread.join() {
+        // Nothing listed is left open, so a successor has nothing to abort.
+        Ok(Some(journal)) if aborted_all => {
+            if let Err(e) = journal.remove() {
+                log::warn!("removing {}: {e}", journal_path.display());
+            }
+        }
+        Ok(_) => log::warn!(
+            "keeping {}: the next start aborts what it lists",
+            journal_path.display()
+        ),
+        Err(_) => log::error!("the outcome thread panicked"),
+    }
     let loop_result = match loop_result {
         Ok(Ok(stats)) => {
             log::info!(
@@ -190,41 +229,100 @@ const ABORT_BATCH: usize = 32;
 /// either way the connection is dead, and the first would put plaintext on
 /// the wire. `ss -K` (SOCK_DESTROY) makes the kernel abort each socket: the
 /// application sees ECONNABORTED rather than a clean end of stream, and the
-/// RST it sends still passes through the engine to the peer.
-fn abort_encrypted_connections(handle: &EngineHandle) {
+/// RST it sends still passes through the engine to the peer. True if the
+/// engine's list could be read and `ss` did its job.
+fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
     let conns = match handle.list() {
         Ok(c) => c,
         Err(e) => {
             log::error!("cannot list connections to abort them at shutdown: {e}");
-            return;
+            return false;
         }
     };
     let live: Vec<_> = conns
         .iter()
         .filter(|c| matches!(c.state, LookupState::Tcpcrypt(_)) && c.phase != Phase::Closed)
+        .map(|c| ConnKey {
+            local: c.local,
+            remote: c.remote,
+        })
         .collect();
     if live.is_empty() {
-        return;
+        return true;
     }
     log::info!("aborting {} tcpcrypt connection(s) before exit", live.len());
-    for chunk in live.chunks(ABORT_BATCH) {
+    let done = destroy_sockets(&live).is_some();
+    // Let the resets pass through the packet thread before it stops.
+    std::thread::sleep(Duration::from_millis(200));
+    done
+}
+
+/// Aborts what the journal of a previous instance still lists. After a
+/// clean stop the journal is gone; after a crash its connections are still
+/// open in the kernel but nobody holds their keys, so whatever their
+/// applications send next would leave in plaintext.
+fn abort_connections_left_over(journal: &Path) -> Result<(), DaemonError> {
+    let previous =
+        conn_journal::read_previous(journal).map_err(|source| DaemonError::ReadJournal {
+            path: journal.to_path_buf(),
+            source,
+        })?;
+    if previous.skipped_lines > 0 {
+        log::warn!(
+            "{}: skipped {} malformed line(s)",
+            journal.display(),
+            previous.skipped_lines
+        );
+    }
+    if previous.open.is_empty() {
+        return Ok(());
+    }
+    log::info!(
+        "aborting {} tcpcrypt connection(s) a previous instance left",
+        previous.open.len()
+    );
+    if let Some(destroyed) = destroy_sockets(&previous.open) {
+        log::debug!("{destroyed} of them were still open, the rest had ended meanwhile");
+    }
+    Ok(())
+}
+
+/// Aborts the sockets of exactly these connections with `ss -K` (the
+/// kernel's SOCK_DESTROY); connections that no longer exist are skipped by
+/// the kernel. Returns how many sockets `ss` reports destroyed, or `None` if
+/// it failed.
+fn destroy_sockets(conns: &[ConnKey]) -> Option<usize> {
+    let mut destroyed = 0;
+    let mut ok = true;
+    for chunk in conns.chunks(ABORT_BATCH) {
         let filter = chunk
             .iter()
             .map(|c| format!("( src {} and dst {} )", c.local, c.remote))
             .collect::<Vec<_>>()
             .join(" or ");
+        // -H: no header, so every output line is one destroyed socket.
         let out = std::process::Command::new("ss")
-            .args(["-K", "-n", "-t", "state", "all", &filter])
+            .args(["-K", "-H", "-n", "-t", "state", "all", &filter])
             .output();
         match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => log::warn!(
-                "ss -K failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => log::warn!("running ss -K to abort connections: {e}"),
+            Ok(o) if o.status.success() => {
+                destroyed += String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+            }
+            Ok(o) => {
+                ok = false;
+                log::warn!(
+                    "ss -K failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+            }
+            Err(e) => {
+                ok = false;
+                log::warn!("running ss -K to abort connections: {e}");
+            }
         }
     }
-    // Let the resets pass through the packet thread before it stops.
-    std::thread::sleep(Duration::from_millis(200));
+    ok.then_some(destroyed)
 }

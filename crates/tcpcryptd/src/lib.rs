@@ -4,13 +4,15 @@
 //! This crate owns the I/O around the sans-IO engine: NFQUEUE over netlink,
 //! packet injection through raw sockets, the firewall rules that queue
 //! packets to us, the control socket server, configuration, logging, the
-//! key log, threads and signals. It must not contain protocol logic: every
-//! decision about a packet is the engine's (`tcpcrypt-engine`).
+//! key log, the journal of encrypted connections, threads and signals. It
+//! must not contain protocol logic: every decision about a packet is the
+//! engine's (`tcpcrypt-engine`).
 //!
 //! The library target exists so integration tests can drive the I/O pieces
 //! directly; the program is `src/main.rs`.
 
 pub mod config;
+pub mod conn_journal;
 pub mod control_protocol;
 pub mod control_server;
 pub mod daemon;

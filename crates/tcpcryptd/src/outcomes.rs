@@ -1,9 +1,10 @@
-//! The outcome thread: turns engine events into the operator's log lines
-//! and key-log records, off the packet thread so file and terminal I/O
-//! never delays a packet.
+//! The outcome thread: turns engine events into the operator's log lines,
+//! key-log records and journal records, off the packet thread so file and
+//! terminal I/O never delays a packet.
 
 use std::sync::mpsc::Receiver;
 
+use crate::conn_journal::{ConnKey, Journal};
 use crate::engine_api::EngineEvent;
 use crate::keylog::KeyLog;
 
@@ -42,9 +43,17 @@ pub fn describe(ev: &EngineEvent) -> String {
     }
 }
 
-/// Runs until the packet thread drops its sender.
-pub fn run(events: Receiver<EngineEvent>, mut keylog: Option<KeyLog>) {
+/// Runs until the packet thread drops its sender; hands the journal back
+/// so the caller can delete it after a clean stop.
+pub fn run(
+    events: Receiver<EngineEvent>,
+    mut keylog: Option<KeyLog>,
+    mut journal: Option<Journal>,
+) -> Option<Journal> {
     for ev in events {
+        if let Some(j) = journal.as_mut() {
+            journal_event(j, &ev);
+        }
         match &ev {
             EngineEvent::Established {
                 session, secrets, ..
@@ -60,6 +69,24 @@ pub fn run(events: Receiver<EngineEvent>, mut keylog: Option<KeyLog>) {
             EngineEvent::Aborted { .. } => log::warn!("{}", describe(&ev)),
             EngineEvent::Closed { .. } => log::debug!("{}", describe(&ev)),
         }
+    }
+    journal
+}
+
+/// Keeps the journal in step with the connections that are encrypted.
+fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
+    let (local, remote) = ev.endpoints();
+    let key = ConnKey { local, remote };
+    let result = match ev {
+        EngineEvent::Established { .. } => journal.added(key),
+        EngineEvent::Aborted { .. } | EngineEvent::Closed { .. } => journal.removed(key),
+        EngineEvent::Plain { .. } => Ok(()),
+    };
+    if let Err(e) = result {
+        log::error!(
+            "writing {}: {e}; a daemon started after a crash may miss {local} <-> {remote}",
+            journal.path().display()
+        );
     }
 }
 

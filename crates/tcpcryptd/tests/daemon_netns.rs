@@ -656,3 +656,157 @@ fn data_sent_after_the_peer_half_closed_arrives() {
         request.len()
     );
 }
+
+/// The journal of encrypted connections next to a daemon's control socket.
+fn journal_of(d: &Daemon) -> std::path::PathBuf {
+    d.control_socket().with_file_name("encrypted-connections")
+}
+
+/// Waits until the journal lists `local remote` as added (it is written by
+/// the outcome thread, a moment after the handshake).
+fn wait_for_journal_entry(d: &Daemon, local: SocketAddr, remote: SocketAddr) -> String {
+    let want = format!("+ {local} {remote}");
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(journal_of(d)).unwrap_or_default();
+        if text.lines().any(|l| l == want) || Instant::now() > end {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tcpcrypt connection with one echoed `ping`; the server side keeps
+/// reading until the connection ends and returns what it got after that.
+fn encrypted_connection(
+    t: &Topology,
+    client_d: &Daemon,
+    port: u16,
+) -> (TcpStream, std::thread::JoinHandle<Vec<u8>>) {
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    let listener = listen(&t.server, to.ip(), port);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("first bytes");
+        s.write_all(&buf).expect("echo");
+        let mut later = Vec::new();
+        let _ = s.read_to_end(&mut later);
+        later
+    });
+    let mut c = connect(&t.client, to);
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).expect("echo");
+    let a = client_d
+        .lookup(c.local_addr().expect("local"), to, 5000)
+        .expect("lookup");
+    assert_eq!(a["state"], "tcpcrypt", "{a}");
+    (c, server)
+}
+
+#[test]
+fn restart_after_kill9_aborts_encrypted_connections_the_dead_daemon_left() {
+    require_root();
+    let marker = b"PLAINTEXT-AFTER-RESTART-5d2a91";
+    let t = Topology::pair().expect("topology");
+    let mut client_d = Daemon::start(&t.client, &options(7018)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(7018)).expect("server daemon");
+    let (mut c, server) = encrypted_connection(&t, &client_d, 7018);
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    let journal = wait_for_journal_entry(&client_d, local, remote);
+    assert!(
+        journal.contains(&format!("+ {local} {remote}")),
+        "journal does not list the connection: {journal:?}"
+    );
+    client_d.kill9();
+    let cap = Capture::start(&t.server, "veth0").expect("capture");
+    let client_d = client_d
+        .restart(&t.client, &options(7018))
+        .expect("restart");
+    let written = c.write(marker);
+    std::thread::sleep(Duration::from_millis(500));
+    let frames = cap.finish();
+    assert!(
+        written
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionAborted),
+        "write on the left-over connection: {written:?}"
+    );
+    let leaked = frames
+        .iter()
+        .filter(|f| f.data.windows(marker.len()).any(|w| w == marker))
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "{leaked} captured frames contain the plaintext marker"
+    );
+    assert!(
+        client_d
+            .log_text()
+            .contains("aborting 1 tcpcrypt connection(s) a previous instance left"),
+        "no abort notice in the log"
+    );
+    drop(client_d);
+    drop(server_d);
+    assert!(
+        !server.join().expect("server").ends_with(marker),
+        "the server application received the marker"
+    );
+}
+
+#[test]
+fn journal_lists_live_encrypted_connections_and_a_clean_stop_removes_it() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let t = Topology::pair().expect("topology");
+    let mut client_d = Daemon::start(&t.client, &options(7019)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(7019)).expect("server daemon");
+    let (c, server) = encrypted_connection(&t, &client_d, 7019);
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    let journal = wait_for_journal_entry(&client_d, local, remote);
+    assert_eq!(journal, format!("+ {local} {remote}\n"));
+    let mode = std::fs::metadata(journal_of(&client_d))
+        .expect("stat journal")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let path = journal_of(&client_d);
+    let status = client_d.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "exit status {status}");
+    assert!(!path.exists(), "journal left after a clean stop");
+    drop(c);
+    drop(server_d);
+    let _ = server.join();
+}
+
+#[test]
+fn second_instance_on_the_same_control_socket_refuses_and_leaves_the_first_alone() {
+    require_root();
+    let ns = Netns::new("twice").expect("netns");
+    let first = Daemon::start(&ns, &options(7020)).expect("daemon");
+    let journal = journal_of(&first);
+    std::fs::write(&journal, "+ 10.0.0.1:1 10.0.0.2:2\n").expect("seed journal");
+    let out = ns
+        .command(BIN)
+        .arg("--control-socket")
+        .arg(first.control_socket())
+        .args(["--ports", "7020"])
+        .output()
+        .expect("run second instance");
+    assert!(!out.status.success(), "second instance started");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rules_dump(&ns).contains("-j TCPCRYPT_OUT"), "rules removed");
+    assert_eq!(
+        std::fs::read_to_string(&journal).expect("journal"),
+        "+ 10.0.0.1:1 10.0.0.2:2\n",
+        "journal touched"
+    );
+    assert!(first.list().is_ok(), "first instance stopped answering");
+}
