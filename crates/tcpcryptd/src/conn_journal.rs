@@ -16,7 +16,7 @@
 //! Only the outcome thread writes it, never the packet thread, so a slow
 //! disk can delay log lines but not packets.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -55,20 +55,29 @@ pub struct Replay {
 
 /// Replays journal text.
 pub fn replay(text: &str) -> Replay {
-    let mut out = Replay::default();
-    for line in text.lines() {
+    // Keyed by connection with the line number of its `+` record, so a
+    // journal of many connections replays in linear time and still comes
+    // out in the order the connections were added.
+    let mut open: HashMap<ConnKey, usize> = HashMap::new();
+    let mut skipped_lines = 0;
+    for (line_no, line) in text.lines().enumerate() {
         match parse_record(line) {
             Some((true, key)) => {
-                if !out.open.contains(&key) {
-                    out.open.push(key);
-                }
+                open.entry(key).or_insert(line_no);
             }
-            Some((false, key)) => out.open.retain(|k| *k != key),
+            Some((false, key)) => {
+                open.remove(&key);
+            }
             None if line.trim().is_empty() => {}
-            None => out.skipped_lines += 1,
+            None => skipped_lines += 1,
         }
     }
-    out
+    let mut ordered: Vec<(usize, ConnKey)> = open.into_iter().map(|(k, n)| (n, k)).collect();
+    ordered.sort_unstable_by_key(|&(n, _)| n);
+    Replay {
+        open: ordered.into_iter().map(|(_, k)| k).collect(),
+        skipped_lines,
+    }
 }
 
 /// `Some((added, key))` for a well-formed record.
