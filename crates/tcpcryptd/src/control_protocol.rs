@@ -1,10 +1,12 @@
 //! The control protocol, version 1 (`docs/control-protocol.md`): request
 //! parsing and response rendering, with no I/O.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+
+use tcpcrypt_engine::wire::canonical;
 
 use crate::engine_api::{ConnectionView, LookupState, SessionView};
 
@@ -170,17 +172,6 @@ fn parse_lookup(obj: &Map<String, Value>) -> Result<Request, ProtocolError> {
         remote,
         wait,
     })
-}
-
-/// Maps an IPv4-mapped IPv6 address to the IPv4 address it stands for.
-pub fn canonical(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => a,
-        },
-        IpAddr::V4(_) => a,
-    }
 }
 
 fn session_fields(m: &mut Map<String, Value>, s: &SessionView) {
