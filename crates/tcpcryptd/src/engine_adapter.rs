@@ -9,8 +9,8 @@ use tcpcrypt_engine as eng;
 
 use crate::config::Config;
 use crate::engine_api::{
-    ConnectionView, Direction, EngineEvent, KeylogSecrets, LookupState, PacketEngine, Phase,
-    SessionView, Transmit, Verdict,
+    ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Phase, SessionView,
+    Transmit, Verdict,
 };
 
 /// Builds the engine with the configured TEPs, AEADs and cleanup delay and
@@ -75,10 +75,7 @@ impl PacketEngine for eng::Engine {
                 local,
                 remote,
                 session: session(info),
-                secrets: Some(KeylogSecrets {
-                    ss: keylog.ss,
-                    es: keylog.es,
-                }),
+                secrets: Some(keylog),
             },
             eng::Event::Plain {
                 local,

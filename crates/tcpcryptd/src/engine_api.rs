@@ -13,7 +13,7 @@ use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
-pub use tcpcrypt_engine::{Direction, Transmit, Verdict};
+pub use tcpcrypt_engine::{Direction, KeylogSecrets, Transmit, Verdict};
 
 /// What a tcpcrypt session is, as the control protocol reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,21 +72,6 @@ pub struct ConnectionView {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub age: Duration,
-}
-
-/// Secrets for the key log (issue 3 item 4).
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeylogSecrets {
-    /// The session secret this connection's keys derive from.
-    pub ss: Vec<u8>,
-    /// The ECDH shared secret, for a fresh key exchange only.
-    pub es: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for KeylogSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeylogSecrets(..)")
-    }
 }
 
 /// Something that happened to a connection.
