@@ -265,7 +265,15 @@ fn permission_denied_is_reported_as_such() {
     let dir = fake.path().parent().expect("dir");
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod dir");
-    let mut cmd = tcpcrypt(fake.path());
+    // The build tree may sit below a directory only root can enter (a
+    // `mktemp -d` checkout): run a copy of the command from the socket's
+    // world-readable directory instead.
+    let exe = dir.join("tcpcrypt");
+    std::fs::copy(env!("CARGO_BIN_EXE_tcpcrypt"), &exe).expect("copy the command");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the command");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--control").arg(fake.path());
     std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
     std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
     let (code, _, stderr) = run(cmd.arg("status"));
