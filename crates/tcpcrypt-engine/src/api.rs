@@ -44,6 +44,45 @@ pub enum Verdict {
     Drop,
 }
 
+/// Whether the kernel already verified a packet's TCP checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    /// Unknown or not verified: the engine verifies inbound packets itself
+    /// and drops those that fail, since a rewritten packet gets a fresh,
+    /// valid checksum and corruption would otherwise reach the kernel.
+    Unverified,
+    /// The kernel (or the NIC) verified it, or the packet is outbound.
+    Verified,
+}
+
+/// Counters and gauges for operators: what the limits cost and what the
+/// sequence checks turned away. Counters only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Connections tracked now.
+    pub connections: usize,
+    /// Of those, opened by a peer's SYN and not through the three-way
+    /// handshake yet.
+    pub half_open: usize,
+    /// Out-of-order wire bytes held across all connections.
+    pub out_of_order_bytes: usize,
+    /// SYNs passed untouched (plain TCP) because `max_half_open` was reached.
+    pub refused_half_open_full: u64,
+    /// SYNs passed untouched (plain TCP) because `max_connections` was reached.
+    pub refused_table_full: u64,
+    /// Half-open connections forgotten after `half_open_timeout`.
+    pub half_open_expired: u64,
+    /// Inbound packets dropped for a bad TCP checksum.
+    pub bad_checksum: u64,
+    /// Inbound segments of encrypted or negotiating connections dropped by
+    /// the sequence checks (RST, SYN, ACK or data outside the window).
+    pub out_of_window: u64,
+    /// Challenge or duplicate ACKs the engine sent in answer to them.
+    pub challenge_acks: u64,
+    /// Out-of-order segments not kept because a limit was reached.
+    pub out_of_order_refused: u64,
+}
+
 /// A packet the engine wants sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -93,6 +132,24 @@ pub struct EngineConfig {
     /// rekeys are followed whatever this says. Default: `None` (never
     /// initiate).
     pub rekey_after_bytes: Option<u64>,
+    /// A connection opened by a peer's SYN whose three-way handshake has not
+    /// completed this long after the last SYN or SYN-ACK is forgotten.
+    /// Default: 15 s (covers the kernel's first SYN-ACK retransmissions).
+    pub half_open_timeout: Duration,
+    /// Most connections opened by a peer's SYN and not yet through their
+    /// three-way handshake. Past it a new SYN passes untouched, so that
+    /// connection is plain TCP; connections already tracked are unaffected.
+    /// Default: 8192.
+    pub max_half_open: usize,
+    /// Most connections tracked at once; past it new connections are plain
+    /// TCP. Default: 65536.
+    pub max_connections: usize,
+    /// Most out-of-order pieces kept per connection (adjacent pieces are
+    /// merged). Default: 1024.
+    pub max_out_of_order_pieces: usize,
+    /// Most out-of-order wire bytes kept across all connections. Default:
+    /// 64 MiB.
+    pub max_out_of_order_bytes_total: usize,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +167,11 @@ impl Default for EngineConfig {
             idle_timeout: Duration::from_secs(130 * 60),
             max_auth_failures: 16,
             rekey_after_bytes: None,
+            half_open_timeout: Duration::from_secs(15),
+            max_half_open: 8192,
+            max_connections: 65536,
+            max_out_of_order_pieces: 1024,
+            max_out_of_order_bytes_total: 64 << 20,
         }
     }
 }

@@ -8,7 +8,10 @@ use std::time::Instant;
 use tcpcrypt_proto::Rng;
 use tcpcrypt_proto::handshake::{ConfigError, Host, HostConfig};
 
-use crate::api::{ConnectionInfo, Direction, EngineConfig, Event, Lookup, Transmit, Verdict};
+use crate::api::{
+    Checksum, ConnectionInfo, Direction, EngineConfig, EngineStats, Event, Lookup, Transmit,
+    Verdict,
+};
 use crate::conn::{Connection, Ctx};
 use crate::wire::ip::TcpRemnant;
 use crate::wire::{Packet, TcpFlags, canonical};
@@ -31,6 +34,10 @@ pub struct Engine {
     /// ([`Connection::guards_plaintext`]): a fragment that shows no ports
     /// is dropped when its host pair has any.
     guarded_pairs: HashMap<HostPair, usize>,
+    /// Whether the packet last given to `handle_packet` belongs to a
+    /// connection that guards plaintext.
+    last_guarded: bool,
+    stats: EngineStats,
 }
 
 struct Tracked {
@@ -74,6 +81,8 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             guarded_pairs: HashMap::new(),
+            last_guarded: false,
+            stats: EngineStats::default(),
         })
     }
 
@@ -81,14 +90,60 @@ impl Engine {
         &self.config
     }
 
+    /// Takes one queued packet travelling `dir`, whose TCP checksum nobody
+    /// verified yet (see [`Engine::handle_packet_with`]).
+    pub fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict {
+        self.handle_packet_with(now, dir, Checksum::Unverified, packet)
+    }
+
     /// Takes one queued packet travelling `dir`. Packets that are not TCP
     /// over IP, or belong to no connection seen from its SYN, are accepted
     /// untouched; so are packets the engine cannot parse (fragments, cut
     /// short headers), unless they may belong to an encrypted connection.
-    pub fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict {
+    /// An inbound packet whose checksum is `Unverified` is checked first and
+    /// dropped if wrong, before it can change any state.
+    pub fn handle_packet_with(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        csum: Checksum,
+        packet: &mut Vec<u8>,
+    ) -> Verdict {
+        self.last_guarded = false;
+        self.handle_inner(now, dir, csum, packet)
+    }
+
+    /// Whether the packet last given to [`Engine::handle_packet_with`]
+    /// belongs to a connection whose packets must never cross without the
+    /// engine (encrypted, negotiating or aborted). The daemon marks such
+    /// packets so firewall rules can drop that connection's packets when
+    /// no daemon is there to rewrite them.
+    pub fn last_packet_guarded(&self) -> bool {
+        self.last_guarded
+    }
+
+    /// Counters and gauges about limits and the sequence checks.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            connections: self.table.len(),
+            ..self.stats
+        }
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        csum: Checksum,
+        packet: &mut Vec<u8>,
+    ) -> Verdict {
         let Ok(pkt) = Packet::parse(packet) else {
             return self.unparsed_verdict(dir, packet);
         };
+        if dir == Direction::Inbound && csum == Checksum::Unverified && !checksum_ok(packet) {
+            self.stats.bad_checksum += 1;
+            return Verdict::Drop;
+        }
         let (local, remote) = match dir {
             Direction::Outbound => (canonical(pkt.src()), canonical(pkt.dst())),
             Direction::Inbound => (canonical(pkt.dst()), canonical(pkt.src())),
@@ -135,6 +190,7 @@ impl Engine {
             self.timers.push(Reverse((d, key)));
         }
         let guarded = tracked.conn.guards_plaintext();
+        self.last_guarded = was_guarded || guarded;
         self.note_guard(&key, was_guarded, guarded);
         verdict
     }
@@ -288,6 +344,14 @@ impl Engine {
     /// Resumption secrets currently cached.
     pub fn resumption_cache_len(&self) -> usize {
         self.host.cache().len()
+    }
+}
+
+/// Whether the TCP checksum of a packet that parsed as IP + TCP is right.
+fn checksum_ok(packet: &[u8]) -> bool {
+    match crate::wire::ip::IpLayer::parse(packet) {
+        Ok((ip, seg)) => crate::wire::checksum::tcp(ip.src, ip.dst, seg) == 0,
+        Err(_) => false,
     }
 }
 

@@ -149,7 +149,7 @@ pub mod seq;
 pub mod wire;
 
 pub use api::{
-    ConnPhase, ConnectionInfo, Direction, EngineConfig, Event, KeylogSecrets, Lookup, PlainReason,
-    SessionInfo, Transmit, Verdict,
+    Checksum, ConnPhase, ConnectionInfo, Direction, EngineConfig, EngineStats, Event,
+    KeylogSecrets, Lookup, PlainReason, SessionInfo, Transmit, Verdict,
 };
 pub use engine::Engine;
