@@ -271,6 +271,14 @@ pub struct ConnectionInfo {
 /// Something the daemon should know (log, notify waiters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// From the packet just handled on, the connection's packets must not
+    /// cross without the engine (ENO was negotiated): the daemon journals
+    /// it so that a successor can abort it after a crash. Comes before the
+    /// connection's `Established`, `Plain`, `Aborted` or `Closed`.
+    Guarding {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
     Established {
         local: SocketAddr,
         remote: SocketAddr,

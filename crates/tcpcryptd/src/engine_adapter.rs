@@ -66,6 +66,7 @@ impl PacketEngine for eng::Engine {
 
     fn poll_event(&mut self) -> Option<EngineEvent> {
         eng::Engine::poll_event(self).map(|ev| match ev {
+            eng::Event::Guarding { local, remote } => EngineEvent::Guarding { local, remote },
             eng::Event::Established {
                 local,
                 remote,

@@ -77,6 +77,12 @@ pub struct ConnectionView {
 /// Something that happened to a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineEvent {
+    /// ENO was negotiated: the connection's packets must not cross without
+    /// the engine from now on.
+    Guarding {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
     Established {
         local: SocketAddr,
         remote: SocketAddr,
@@ -103,7 +109,8 @@ impl EngineEvent {
     /// The connection the event is about.
     pub fn endpoints(&self) -> (SocketAddr, SocketAddr) {
         match self {
-            EngineEvent::Established { local, remote, .. }
+            EngineEvent::Guarding { local, remote }
+            | EngineEvent::Established { local, remote, .. }
             | EngineEvent::Plain { local, remote, .. }
             | EngineEvent::Aborted { local, remote, .. }
             | EngineEvent::Closed { local, remote } => (*local, *remote),

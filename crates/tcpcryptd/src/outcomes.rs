@@ -40,6 +40,9 @@ pub fn describe(ev: &EngineEvent) -> String {
             reason,
         } => format!("aborted {local} <-> {remote}: {reason}"),
         EngineEvent::Closed { local, remote } => format!("closed {local} <-> {remote}"),
+        EngineEvent::Guarding { local, remote } => {
+            format!("negotiated tcpcrypt {local} <-> {remote}")
+        }
     }
 }
 
@@ -67,7 +70,9 @@ pub fn run(
             }
             EngineEvent::Plain { .. } => log::info!("{}", describe(&ev)),
             EngineEvent::Aborted { .. } => log::warn!("{}", describe(&ev)),
-            EngineEvent::Closed { .. } => log::debug!("{}", describe(&ev)),
+            EngineEvent::Closed { .. } | EngineEvent::Guarding { .. } => {
+                log::debug!("{}", describe(&ev))
+            }
         }
     }
     journal
@@ -78,9 +83,13 @@ fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
     let (local, remote) = ev.endpoints();
     let key = ConnKey { local, remote };
     let result = match ev {
-        EngineEvent::Established { .. } => journal.added(key),
-        EngineEvent::Aborted { .. } | EngineEvent::Closed { .. } => journal.removed(key),
-        EngineEvent::Plain { .. } => Ok(()),
+        // Journalled from the negotiation on, not only once keys exist: a
+        // connection in its key exchange must be aborted after a crash too.
+        EngineEvent::Guarding { .. } => journal.added(key),
+        EngineEvent::Aborted { .. } | EngineEvent::Closed { .. } | EngineEvent::Plain { .. } => {
+            journal.removed(key)
+        }
+        EngineEvent::Established { .. } => Ok(()),
     };
     if let Err(e) = result {
         log::error!(
