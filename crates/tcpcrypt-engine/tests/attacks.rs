@@ -7,6 +7,8 @@
 //! 5961): the engine must apply them in the wire sequence space, because
 //! the kernel behind it accepts whatever the engine rewrites.
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 use std::net::SocketAddr;
