@@ -448,9 +448,14 @@ impl InStream {
     pub fn undelivered_in(&self, seq: u32, len: usize) -> Vec<InFrame> {
         let w0 = self.space.offset(seq, self.consumed as i64);
         let w1 = w0 + len as i64;
+        // `delivered` is in wire order: a search, not a scan, since forged
+        // duplicates may ask this for every segment.
+        let first = self
+            .delivered
+            .partition_point(|f| (f.wire.end as i64) <= w0);
         self.delivered
-            .iter()
-            .filter(|f| (f.wire.start as i64) < w1 && (f.wire.end as i64) > w0)
+            .range(first..)
+            .take_while(|f| (f.wire.start as i64) < w1)
             .cloned()
             .collect()
     }
