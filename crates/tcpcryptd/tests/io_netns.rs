@@ -33,6 +33,18 @@ fn queue_loop(
     ns: &Netns,
     queue: u16,
     stop: Arc<AtomicBool>,
+    handle: impl FnMut(Hook, &[u8]) -> (NfVerdict, Option<Vec<u8>>) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    queue_loop_marking(ns, queue, stop, None, handle)
+}
+
+/// [`queue_loop`], and when `guarded` is given every accepted packet gets
+/// the daemon's verdict mark for a guarded (or not) connection.
+fn queue_loop_marking(
+    ns: &Netns,
+    queue: u16,
+    stop: Arc<AtomicBool>,
+    guarded: Option<bool>,
     mut handle: impl FnMut(Hook, &[u8]) -> (NfVerdict, Option<Vec<u8>>) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -51,7 +63,8 @@ fn queue_loop(
                 for m in tcpcryptd::nfqueue::parse_datagram(d) {
                     if let tcpcryptd::nfqueue::Message::Packet(p) = m {
                         let (v, payload) = handle(p.hook, p.payload);
-                        q.push_verdict(&mut verdicts, p.id, v, payload.as_deref())
+                        let mark = guarded.map(|g| firewall::verdict_mark(p.mark, g));
+                        q.push_verdict(&mut verdicts, p.id, v, mark, payload.as_deref())
                             .expect("verdict");
                     }
                 }
@@ -372,6 +385,94 @@ fn modified_payload_verdict_replaces_the_packet() {
     assert_eq!(&buf[..n], b"QUIET");
 }
 
+/// Reads what arrives within `wait`; an empty result means nothing came.
+fn read_for(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
+    let end = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Vec::new();
+        }
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut buf) {
+            Ok(n) => return buf[..n].to_vec(),
+            // Other tests' child processes end meanwhile: SIGCHLD.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Vec::new();
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_guarded_connection_stops_when_the_reader_goes_and_new_ones_bypass() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let cfg = config(&["--queue", "17", "--ports", "5017"]);
+    let backend = Backend::select(cfg.iptables).expect("backend");
+    t.client
+        .run(|| firewall::install_rules(&backend, &cfg))
+        .expect("install rules");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every packet counts as guarded, as the engine would say of an
+    // encrypted connection.
+    let lp = queue_loop_marking(&t.client, 17, stop.clone(), Some(true), |_, _| {
+        (NfVerdict::Accept, None)
+    });
+    let listener = t
+        .server
+        .run(|| TcpListener::bind("10.77.0.2:5017"))
+        .expect("listen");
+    let mut c = t
+        .client
+        .run(|| TcpStream::connect("10.77.0.2:5017"))
+        .expect("connect");
+    let (mut s, _) = listener.accept().expect("accept");
+    c.write_all(b"before").expect("write");
+    assert_eq!(read_for(&mut s, Duration::from_secs(5)), b"before");
+    // The reader goes away: the kernel bypasses the outbound queue now.
+    stop.store(true, Ordering::Relaxed);
+    lp.join().expect("loop");
+    c.write_all(b"after").expect("write");
+    assert_eq!(
+        read_for(&mut s, Duration::from_millis(1500)),
+        b"",
+        "a guarded connection's bytes left without the reader"
+    );
+    s.write_all(b"back").expect("write back");
+    assert_eq!(
+        read_for(&mut c, Duration::from_millis(1500)),
+        b"",
+        "a guarded connection's bytes reached the stack without the reader"
+    );
+    // A connection that was never guarded keeps the fail-open bypass.
+    let mut c2 = t
+        .client
+        .run(|| {
+            TcpStream::connect_timeout(
+                &"10.77.0.2:5017".parse().expect("addr"),
+                Duration::from_secs(5),
+            )
+        })
+        .expect("connect without a reader");
+    let (mut s2, _) = listener.accept().expect("accept");
+    c2.write_all(b"plain").expect("write");
+    assert_eq!(read_for(&mut s2, Duration::from_secs(5)), b"plain");
+    s2.write_all(b"reply").expect("write");
+    assert_eq!(read_for(&mut c2, Duration::from_secs(5)), b"reply");
+    t.client
+        .run(|| firewall::remove_rules(&backend))
+        .expect("remove rules");
+}
+
 #[test]
 fn second_bind_of_a_queue_in_the_same_namespace_is_refused() {
     require_root();
@@ -399,19 +500,26 @@ fn remove_rules_leaves_no_trace_and_finds_stale_ones() {
     ns.run(|| firewall::install_rules(&backend, &cfg))
         .expect("install");
     let during = ns.run(|| dump(&backend));
-    assert!(during.contains("TCPCRYPT_OUT") && during.contains("TCPCRYPT_IN"));
+    for chain in [
+        "TCPCRYPT_OUT",
+        "TCPCRYPT_IN",
+        "TCPCRYPT_OUT_GUARD",
+        "TCPCRYPT_IN_GUARD",
+    ] {
+        assert!(during.contains(&format!("-N {chain}")), "no {chain}");
+    }
     assert!(during.contains("--queue-bypass"));
-    // A fresh start finds what the "crashed" instance left: two jumps per
+    // A fresh start finds what the "crashed" instance left: four jumps per
     // address family.
     let found = ns.run(|| firewall::remove_rules(&backend)).expect("remove");
-    assert_eq!(found, 4);
+    assert_eq!(found, 8);
     assert_eq!(ns.run(|| dump(&backend)), before);
 }
 
 fn dump(backend: &Backend) -> String {
     let mut out = String::new();
     for cmd in [&backend.v4, &backend.v6] {
-        for table in ["raw", "mangle"] {
+        for table in ["raw", "mangle", "filter"] {
             let o = std::process::Command::new(cmd)
                 .args(["-t", table, "-S"])
                 .output()
