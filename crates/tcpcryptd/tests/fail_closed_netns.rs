@@ -323,3 +323,61 @@ fn plain_connections_keep_working_while_the_daemon_is_dead_under_fail_open() {
     drop(client_d);
     drop(server_d);
 }
+
+/// Sends SIGCONT on drop, so a stopped daemon can still be terminated when
+/// an assertion fails.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid and a signal number.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn sigterm_aborts_a_connection_still_negotiating() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let opts = options("7105");
+    let mut client_d = Daemon::start(&t.client, &opts).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &opts).expect("server daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7105);
+    let _listener = listen(&t.server, to.ip(), 7105);
+    // A hanging server daemon keeps the handshake from finishing: its queue
+    // holds the SYN.
+    let server_pid = server_d.pid().expect("server pid") as i32;
+    // SAFETY: kill(2) with a pid and a signal number.
+    unsafe { libc::kill(server_pid, libc::SIGSTOP) };
+    let resume = Resume(server_pid);
+    let connecting = t
+        .client
+        .spawn_thread(move || TcpStream::connect_timeout(&to, Duration::from_secs(20)));
+    let end = Instant::now() + Duration::from_secs(10);
+    let pending = loop {
+        let list = client_d.list().expect("list");
+        if let Some(c) = list.iter().find(|c| c["remote"] == to.to_string().as_str()) {
+            break c.clone();
+        }
+        assert!(Instant::now() < end, "the connection never showed up");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(pending["state"], "pending", "{pending}");
+    let status = client_d.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "exit status {status}");
+    let outcome = connecting.join().expect("connect thread");
+    assert!(
+        outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::ConnectionAborted),
+        "connect: {outcome:?}"
+    );
+    let log = client_d.log_text();
+    assert!(
+        log.contains("aborting 1 tcpcrypt connection(s) before exit"),
+        "no abort notice: {log}"
+    );
+    assert!(!log.contains("could not abort"), "{log}");
+    drop(resume);
+    drop(server_d);
+}
