@@ -332,12 +332,7 @@ impl<E: PacketEngine> PacketLoop<E> {
     /// Moves the engine's events to `pending`, keeping the journal in step
     /// on the way.
     fn take_events(&mut self, pending: &mut Vec<EngineEvent>) {
-        while let Some(ev) = self.engine.poll_event() {
-            if let Some(journal) = self.journal.as_mut() {
-                journal_event(journal, &ev);
-            }
-            pending.push(ev);
-        }
+        drain_events(&mut self.engine, self.journal.as_mut(), pending);
     }
 
     /// Injects the engine's packets and passes on its events.
@@ -416,6 +411,21 @@ impl<E: PacketEngine> PacketLoop<E> {
     }
 }
 
+/// Moves `engine`'s events to `pending`, recording each in `journal` as it
+/// goes, so that when this returns the journal is in step with the engine.
+fn drain_events<E: PacketEngine>(
+    engine: &mut E,
+    mut journal: Option<&mut Journal>,
+    pending: &mut Vec<EngineEvent>,
+) {
+    while let Some(ev) = engine.poll_event() {
+        if let Some(j) = journal.as_deref_mut() {
+            journal_event(j, &ev);
+        }
+        pending.push(ev);
+    }
+}
+
 /// Records guarded connections: from the negotiation on, not only once keys
 /// exist, since a connection in its key exchange must be aborted after a
 /// crash too.
@@ -476,4 +486,117 @@ fn packet_summary(p: &[u8]) -> String {
         be16(tcp + 14).unwrap_or(0),
         p.len().saturating_sub(tcp + hdr)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn_journal;
+    use std::collections::VecDeque;
+
+    /// An engine that only hands out the events it was given.
+    struct Scripted(VecDeque<EngineEvent>);
+
+    impl PacketEngine for Scripted {
+        fn handle_packet(&mut self, _: Instant, _: Direction, _: &mut Vec<u8>) -> Verdict {
+            Verdict::Accept
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<EngineEvent> {
+            self.0.pop_front()
+        }
+        fn lookup(&self, _: SocketAddr, _: SocketAddr) -> LookupState {
+            LookupState::Unknown
+        }
+        fn connections(&self, _: Instant) -> Vec<ConnectionView> {
+            Vec::new()
+        }
+        fn flush_resumption(&mut self) -> usize {
+            0
+        }
+        fn handle_packet_with(
+            &mut self,
+            _: Instant,
+            _: Direction,
+            _: Checksum,
+            _: &mut Vec<u8>,
+        ) -> Verdict {
+            Verdict::Accept
+        }
+        fn last_packet_guarded(&self) -> bool {
+            false
+        }
+    }
+
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("tcpcryptd-loop-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn a_guarded_connection_is_in_the_journal_file_once_its_events_are_drained() {
+        let dir = TempDir::new("guarding");
+        let path = dir.0.join(conn_journal::FILE_NAME);
+        let mut journal = Journal::create(&path).expect("journal");
+        let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
+        let mut engine = Scripted(VecDeque::from([EngineEvent::Guarding { local, remote }]));
+        let mut pending = Vec::new();
+        drain_events(&mut engine, Some(&mut journal), &mut pending);
+        assert_eq!(
+            pending.len(),
+            1,
+            "the event still goes to the outcome thread"
+        );
+        let replay = conn_journal::read_previous(&path).expect("read");
+        assert_eq!(replay.open, vec![ConnKey { local, remote }]);
+    }
+
+    #[test]
+    fn a_port_guarded_again_after_its_predecessor_ended_stays_listed() {
+        let dir = TempDir::new("reuse");
+        let path = dir.0.join(conn_journal::FILE_NAME);
+        let mut journal = Journal::create(&path).expect("journal");
+        let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
+        let mut engine = Scripted(VecDeque::from([
+            EngineEvent::Guarding { local, remote },
+            EngineEvent::Aborted {
+                local,
+                remote,
+                reason: "reset".into(),
+            },
+            EngineEvent::Guarding { local, remote },
+            EngineEvent::Plain {
+                local: addr("10.0.0.1:40001"),
+                remote,
+                reason: "no ENO".into(),
+            },
+        ]));
+        let mut pending = Vec::new();
+        drain_events(&mut engine, Some(&mut journal), &mut pending);
+        let replay = conn_journal::read_previous(&path).expect("read");
+        assert_eq!(replay.open, vec![ConnKey { local, remote }]);
+        assert_eq!(pending.len(), 4);
+    }
 }
