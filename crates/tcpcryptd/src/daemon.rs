@@ -160,14 +160,17 @@ where
     if outcome_thread.join().is_err() {
         log::error!("the outcome thread panicked");
     }
-    let journal = match &loop_result {
-        Ok(Ok((_, journal))) => journal.as_ref(),
-        _ => None,
-    };
+    let mut journal = None;
+    let loop_result = loop_result.map(|r| {
+        r.map(|(stats, j)| {
+            journal = j;
+            stats
+        })
+    });
     match journal {
         // Nothing listed is left open, so a successor has nothing to abort.
-        Some(_) if aborted_all => {
-            if let Err(e) = std::fs::remove_file(&journal_path) {
+        Some(j) if aborted_all => {
+            if let Err(e) = j.remove() {
                 log::warn!("removing {}: {e}", journal_path.display());
             }
         }
@@ -177,7 +180,7 @@ where
         ),
     }
     let loop_result = match loop_result {
-        Ok(Ok((stats, _))) => {
+        Ok(Ok(stats)) => {
             log::info!(
                 "stopped: {} packets, {} modified, {} dropped, {} injected ({} failed), {} engine panics",
                 stats.packets,
@@ -232,9 +235,9 @@ const ABORT_BATCH: usize = 32;
 
 /// Resets every guarded connection (encrypted, or negotiating and maybe
 /// holding the application's first bytes) before the daemon lets go of the
-/// queue. Once the daemon is gone their later segments would leave the host
-/// unencrypted (the rules are removed at a clean stop); either way the
-/// connection is dead without its keys. `ss -K` (SOCK_DESTROY) makes the
+/// queue. The rules go at a clean stop, so their later segments would
+/// leave the host unencrypted, and without its keys the connection is dead
+/// anyway. `ss -K` (SOCK_DESTROY) makes the
 /// kernel abort each socket: the application sees ECONNABORTED rather than
 /// a clean end of stream, and the RST it sends still passes through the
 /// engine to the peer. True if the engine's list could be read and every
