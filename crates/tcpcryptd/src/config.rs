@@ -71,7 +71,8 @@ pub struct Args {
     pub fail_closed: bool,
 
     /// Firewall mark put on packets the daemon injects, so its rules skip
-    /// them; decimal or 0x-hex, non-zero. [default: 0x74637270]
+    /// them; decimal or 0x-hex, non-zero, without the bits 0x3000000 (the
+    /// marks of the daemon's verdicts). [default: 0x74637270]
     #[arg(long, value_name = "MARK")]
     pub mark: Option<String>,
 
@@ -537,12 +538,15 @@ fn parse_mark(raw: &Raw) -> Result<u32, ConfigError> {
         Some(hex) => u32::from_str_radix(hex, 16).ok(),
         None => v.parse::<u32>().ok(),
     };
+    // The verdict bits must not make a handled packet look injected, nor
+    // an injected one look handled.
+    let reserved = crate::firewall::SEEN_MARK | crate::firewall::GUARD_MARK;
     match parsed {
-        Some(m) if m != 0 => Ok(m),
+        Some(m) if m != 0 && m & reserved == 0 => Ok(m),
         _ => Err(bad(
             raw,
             "mark",
-            "a non-zero 32-bit number, decimal or 0x-hex",
+            "a non-zero 32-bit number, decimal or 0x-hex, without the bits 0x3000000 (the daemon's verdict marks)",
         )),
     }
 }
@@ -631,6 +635,12 @@ mod tests {
     fn queue_out_of_range_is_rejected() {
         let e = error_text(&["--queue", "65536"]);
         assert!(e.contains("option queue") && e.contains("65536"), "{e}");
+    }
+
+    #[test]
+    fn mark_with_the_verdict_bits_is_rejected() {
+        assert!(error_text(&["--mark", "0x1000000"]).contains("option mark"));
+        assert!(error_text(&["--mark", "0x2000001"]).contains("0x3000000"));
     }
 
     #[test]

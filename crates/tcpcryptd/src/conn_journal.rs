@@ -1,20 +1,23 @@
-//! The on-disk journal of connections that may be tcpcrypt-encrypted.
+//! The on-disk journal of connections the engine guards (negotiating or
+//! encrypted).
 //!
 //! Keys live only in memory, so a daemon that dies without its SIGTERM
 //! clean-up (crash, `kill -9`) leaves encrypted connections the kernel still
 //! thinks are open; a successor would let what the applications send on them
 //! leave in plaintext. The journal lets the successor find and abort them.
 //!
-//! Format: one record per line, `+ LOCAL REMOTE` when a connection becomes
-//! encrypted and `- LOCAL REMOTE` when it ends, addresses as `SocketAddr`
+//! Format: one record per line, `+ LOCAL REMOTE` when a connection starts
+//! being guarded and `- LOCAL REMOTE` when it ends, addresses as `SocketAddr`
 //! prints them. Records are appended with one `write` each, so a killed
 //! process loses nothing it already wrote (the page cache keeps it); a torn
 //! or foreign line is skipped on replay. No `fsync`: a host crash ends every
 //! connection anyway, and `/run` does not survive one. When removal records
 //! pile up the file is rewritten to a temporary file and renamed over.
 //!
-//! Only the outcome thread writes it, never the packet thread, so a slow
-//! disk can delay log lines but not packets.
+//! The packet thread writes it, in the engine's event order: a connection's
+//! `+` record must be in the file before the verdict on its first guarded
+//! packet goes out, so a slow disk delays that one packet. That costs one
+//! `write` per guarded connection at each end.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -138,7 +141,7 @@ impl Journal {
         &self.path
     }
 
-    /// Records that a connection is now encrypted.
+    /// Records that a connection is now guarded.
     pub fn added(&mut self, key: ConnKey) -> io::Result<()> {
         if !self.open.insert(key) {
             return Ok(());

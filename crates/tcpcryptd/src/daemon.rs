@@ -122,7 +122,7 @@ where
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let outcome_thread = std::thread::Builder::new()
         .name("outcomes".into())
-        .spawn(move || crate::outcomes::run(ev_rx, keylog, Some(journal)))
+        .spawn(move || crate::outcomes::run(ev_rx, keylog))
         .map_err(DaemonError::Thread)?;
     let packet_loop = PacketLoop {
         engine,
@@ -132,6 +132,7 @@ where
         wake: wake.clone(),
         events: ev_tx,
         stop: stop.clone(),
+        journal: Some(journal),
     };
     let failed_flag = failed.clone();
     let packet_thread = std::thread::Builder::new()
@@ -156,18 +157,27 @@ where
     if let Err(e) = firewall::remove_rules(&backend) {
         log::error!("removing firewall rules at shutdown: {e}");
     }
-    match outcome_thread.join() {
+    if outcome_thread.join().is_err() {
+        log::error!("the outcome thread panicked");
+    }
+    let mut journal = None;
+    let loop_result = loop_result.map(|r| {
+        r.map(|(stats, j)| {
+            journal = j;
+            stats
+        })
+    });
+    match journal {
         // Nothing listed is left open, so a successor has nothing to abort.
-        Ok(Some(journal)) if aborted_all => {
-            if let Err(e) = journal.remove() {
+        Some(j) if aborted_all => {
+            if let Err(e) = j.remove() {
                 log::warn!("removing {}: {e}", journal_path.display());
             }
         }
-        Ok(_) => log::warn!(
+        _ => log::warn!(
             "keeping {}: the next start aborts what it lists",
             journal_path.display()
         ),
-        Err(_) => log::error!("the outcome thread panicked"),
     }
     let loop_result = match loop_result {
         Ok(Ok(stats)) => {
@@ -223,14 +233,15 @@ fn serve(
 /// Connections aborted per `ss` invocation.
 const ABORT_BATCH: usize = 32;
 
-/// Resets every live tcpcrypt connection before the daemon lets go of the
-/// queue. Once the daemon is gone their later segments would leave the host
-/// unencrypted (with the default queue bypass) or vanish (fail-closed);
-/// either way the connection is dead, and the first would put plaintext on
-/// the wire. `ss -K` (SOCK_DESTROY) makes the kernel abort each socket: the
-/// application sees ECONNABORTED rather than a clean end of stream, and the
-/// RST it sends still passes through the engine to the peer. True if the
-/// engine's list could be read and `ss` did its job.
+/// Resets every guarded connection (encrypted, or negotiating and maybe
+/// holding the application's first bytes) before the daemon lets go of the
+/// queue. The rules go at a clean stop, so their later segments would
+/// leave the host unencrypted, and without its keys the connection is dead
+/// anyway. `ss -K` (SOCK_DESTROY) makes the
+/// kernel abort each socket: the application sees ECONNABORTED rather than
+/// a clean end of stream, and the RST it sends still passes through the
+/// engine to the peer. True if the engine's list could be read and every
+/// socket is gone afterwards.
 fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
     let conns = match handle.list() {
         Ok(c) => c,
@@ -241,7 +252,10 @@ fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
     };
     let live: Vec<_> = conns
         .iter()
-        .filter(|c| matches!(c.state, LookupState::Tcpcrypt(_)) && c.phase != Phase::Closed)
+        .filter(|c| {
+            matches!(c.state, LookupState::Tcpcrypt(_) | LookupState::Pending)
+                && c.phase != Phase::Closed
+        })
         .map(|c| ConnKey {
             local: c.local,
             remote: c.remote,
@@ -251,16 +265,17 @@ fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
         return true;
     }
     log::info!("aborting {} tcpcrypt connection(s) before exit", live.len());
-    let done = destroy_sockets(&live).is_some();
+    let report = destroy_sockets(&live);
     // Let the resets pass through the packet thread before it stops.
     std::thread::sleep(Duration::from_millis(200));
-    done
+    report.complete()
 }
 
 /// Aborts what the journal of a previous instance still lists. After a
 /// clean stop the journal is gone; after a crash its connections are still
-/// open in the kernel but nobody holds their keys, so whatever their
-/// applications send next would leave in plaintext.
+/// open in the kernel but nobody holds their keys; the stale rules drop
+/// their packets until they are removed, after which whatever their
+/// applications send would leave in plaintext.
 fn abort_connections_left_over(journal: &Path) -> Result<(), DaemonError> {
     let previous =
         conn_journal::read_previous(journal).map_err(|source| DaemonError::ReadJournal {
@@ -281,48 +296,119 @@ fn abort_connections_left_over(journal: &Path) -> Result<(), DaemonError> {
         "aborting {} tcpcrypt connection(s) a previous instance left",
         previous.open.len()
     );
-    if let Some(destroyed) = destroy_sockets(&previous.open) {
-        log::debug!("{destroyed} of them were still open, the rest had ended meanwhile");
-    }
+    let report = destroy_sockets(&previous.open);
+    log::debug!(
+        "{} of them were still open, the rest had ended meanwhile",
+        report.destroyed
+    );
     Ok(())
 }
 
+/// What [`destroy_sockets`] achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AbortReport {
+    /// Sockets `ss -K` reported destroyed.
+    destroyed: usize,
+    /// `ss` lines of sockets still there afterwards.
+    remaining: Vec<String>,
+    /// `ss` could not be run or failed, so nothing is known.
+    failed: bool,
+}
+
+impl AbortReport {
+    fn complete(&self) -> bool {
+        !self.failed && self.remaining.is_empty()
+    }
+}
+
 /// Aborts the sockets of exactly these connections with `ss -K` (the
-/// kernel's SOCK_DESTROY); connections that no longer exist are skipped by
-/// the kernel. Returns how many sockets `ss` reports destroyed, or `None` if
-/// it failed.
-fn destroy_sockets(conns: &[ConnKey]) -> Option<usize> {
-    let mut destroyed = 0;
-    let mut ok = true;
+/// kernel's SOCK_DESTROY), then asks `ss` again which of them still exist:
+/// `ss -K` succeeds even on a kernel built without SOCK_DESTROY support, or
+/// when a socket vanished and another took its place, so its exit code
+/// proves nothing. Connections that no longer exist are skipped by the
+/// kernel. Every socket still there is logged.
+fn destroy_sockets(conns: &[ConnKey]) -> AbortReport {
+    let mut report = AbortReport::default();
     for chunk in conns.chunks(ABORT_BATCH) {
         let filter = chunk
             .iter()
             .map(|c| format!("( src {} and dst {} )", c.local, c.remote))
             .collect::<Vec<_>>()
             .join(" or ");
-        // -H: no header, so every output line is one destroyed socket.
-        let out = std::process::Command::new("ss")
-            .args(["-K", "-H", "-n", "-t", "state", "all", &filter])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                destroyed += String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .count();
-            }
-            Ok(o) => {
-                ok = false;
-                log::warn!(
-                    "ss -K failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-            }
+        match run_ss(&["-K"], &filter) {
+            Ok(lines) => report.destroyed += lines.len(),
             Err(e) => {
-                ok = false;
-                log::warn!("running ss -K to abort connections: {e}");
+                report.failed = true;
+                log::warn!("{e}");
+                continue;
+            }
+        }
+        match run_ss(&[], &filter) {
+            Ok(lines) => report
+                .remaining
+                .extend(lines.into_iter().filter(|l| holds_data(l))),
+            Err(e) => {
+                report.failed = true;
+                log::warn!("{e}");
             }
         }
     }
-    ok.then_some(destroyed)
+    for line in &report.remaining {
+        log::error!("could not abort this connection, it may still send in plaintext: {line}");
+    }
+    report
+}
+
+/// Runs `ss -H -n -t state all EXTRA FILTER`; returns its non-empty output
+/// lines (no header, so one per socket, the state first).
+fn run_ss(extra: &[&str], filter: &str) -> Result<Vec<String>, String> {
+    let mut args = vec!["-H", "-n", "-t"];
+    args.extend_from_slice(extra);
+    args.extend(["state", "all", filter]);
+    let what = format!("ss {}", args.join(" "));
+    match std::process::Command::new("ss").args(&args).output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .collect()),
+        Ok(o) => Err(format!(
+            "`{what}` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("running `{what}`: {e}")),
+    }
+}
+
+/// Whether an `ss` line names a socket that could still carry data: a
+/// TIME-WAIT socket cannot, and the kernel does not destroy those.
+fn holds_data(ss_line: &str) -> bool {
+    ss_line.split_whitespace().next() != Some("TIME-WAIT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_wait_sockets_do_not_count_as_left_open() {
+        assert!(!holds_data("TIME-WAIT 0 0 10.0.0.1:40000 10.0.0.2:80"));
+        assert!(holds_data("ESTAB 0 0 10.0.0.1:40000 10.0.0.2:80"));
+        assert!(holds_data("SYN-SENT 0 1 10.0.0.1:40000 10.0.0.2:80"));
+    }
+
+    #[test]
+    fn an_abort_is_complete_only_if_ss_ran_and_nothing_is_left() {
+        assert!(AbortReport::default().complete());
+        let left = AbortReport {
+            remaining: vec!["ESTAB 0 0 a b".into()],
+            ..AbortReport::default()
+        };
+        assert!(!left.complete());
+        let failed = AbortReport {
+            failed: true,
+            ..AbortReport::default()
+        };
+        assert!(!failed.complete());
+    }
 }

@@ -9,8 +9,8 @@ use tcpcrypt_engine as eng;
 
 use crate::config::Config;
 use crate::engine_api::{
-    ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Phase, SessionView,
-    Transmit, Verdict,
+    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Phase,
+    SessionView, Transmit, Verdict,
 };
 
 /// Builds the engine with the configured TEPs, AEADs and cleanup delay and
@@ -125,5 +125,19 @@ impl PacketEngine for eng::Engine {
 
     fn flush_resumption(&mut self) -> usize {
         eng::Engine::flush_resumption(self)
+    }
+
+    fn handle_packet_with(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        csum: Checksum,
+        packet: &mut Vec<u8>,
+    ) -> Verdict {
+        eng::Engine::handle_packet_with(self, now, dir, csum, packet)
+    }
+
+    fn last_packet_guarded(&self) -> bool {
+        eng::Engine::last_packet_guarded(self)
     }
 }

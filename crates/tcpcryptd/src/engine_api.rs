@@ -13,7 +13,7 @@ use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
-pub use tcpcrypt_engine::{Direction, KeylogSecrets, Transmit, Verdict};
+pub use tcpcrypt_engine::{Checksum, Direction, KeylogSecrets, Transmit, Verdict};
 
 /// What a tcpcrypt session is, as the control protocol reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,4 +128,17 @@ pub trait PacketEngine {
     fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> LookupState;
     fn connections(&self, now: Instant) -> Vec<ConnectionView>;
     fn flush_resumption(&mut self) -> usize;
+    /// `handle_packet` for a packet whose TCP checksum the kernel may
+    /// already have verified.
+    fn handle_packet_with(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        csum: Checksum,
+        packet: &mut Vec<u8>,
+    ) -> Verdict;
+    /// Whether the packet last handled belongs to a connection whose
+    /// packets must never cross without the engine (the daemon marks it so
+    /// the firewall rules can tell).
+    fn last_packet_guarded(&self) -> bool;
 }

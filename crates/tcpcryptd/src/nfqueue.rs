@@ -25,9 +25,17 @@ const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
 const NFQA_MARK: u16 = 3;
 const NFQA_PAYLOAD: u16 = 10;
+const NFQA_SKB_INFO: u16 = 14;
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
 const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
+
+/// `NFQA_SKB_INFO` flags (linux/netfilter/nfnetlink_queue.h). The kernel
+/// sets `CSUMNOTREADY` for a packet whose checksum is still to be filled in
+/// (CHECKSUM_PARTIAL) and otherwise `CSUM_NOTVERIFIED` when nobody checked
+/// the checksum yet; it omits the attribute when no flag applies.
+const NFQA_SKB_CSUMNOTREADY: u32 = 1 << 0;
+const NFQA_SKB_CSUM_NOTVERIFIED: u32 = 1 << 2;
 
 const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQNL_COPY_PACKET: u8 = 2;
@@ -103,6 +111,9 @@ pub struct QueuedPacket<'a> {
     pub hook: Hook,
     /// The skb mark (0 if the kernel did not report one).
     pub mark: u32,
+    /// Whether the kernel vouches for the TCP checksum; see
+    /// [`checksum_verified`].
+    pub checksum_verified: bool,
     /// The whole IP packet.
     pub payload: &'a [u8],
 }
@@ -167,13 +178,17 @@ impl VerdictBatch {
         }
     }
 
-    /// Adds a verdict; `payload` replaces the packet when given.
-    pub fn push(&mut self, id: u32, verdict: NfVerdict, payload: Option<&[u8]>) {
-        let mut attrs = Vec::with_capacity(12);
+    /// Adds a verdict; `payload` replaces the packet and `mark` its skb
+    /// mark (the whole 32 bits) when given.
+    pub fn push(&mut self, id: u32, verdict: NfVerdict, mark: Option<u32>, payload: Option<&[u8]>) {
+        let mut attrs = Vec::with_capacity(20);
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&verdict.code().to_be_bytes());
         hdr[4..].copy_from_slice(&id.to_be_bytes());
         put_attr(&mut attrs, NFQA_VERDICT_HDR, &hdr);
+        if let Some(m) = mark {
+            put_attr(&mut attrs, NFQA_MARK, &m.to_be_bytes());
+        }
         let payload = payload.unwrap_or(&[]);
         let payload_attr_len = if payload.is_empty() {
             0
@@ -255,7 +270,11 @@ pub enum Message<'a> {
 
 impl PartialEq for QueuedPacket<'_> {
     fn eq(&self, o: &Self) -> bool {
-        self.id == o.id && self.hook == o.hook && self.mark == o.mark && self.payload == o.payload
+        self.id == o.id
+            && self.hook == o.hook
+            && self.mark == o.mark
+            && self.checksum_verified == o.checksum_verified
+            && self.payload == o.payload
     }
 }
 impl Eq for QueuedPacket<'_> {}
@@ -296,6 +315,7 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
     }
     let mut attrs = msg.get(NLMSG_HDRLEN + NFGENMSG_LEN..).unwrap_or(&[]);
     let (mut id, mut hook, mut mark, mut payload) = (None, None, 0, None);
+    let mut skb_info = 0;
     while let (Some(alen), Some(aty)) = (read_u16(attrs, 0), read_u16(attrs, 2)) {
         let alen = alen as usize;
         if alen < 4 || alen > attrs.len() {
@@ -309,6 +329,7 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
             }
             NFQA_MARK => mark = read_be_u32(body, 0).unwrap_or(0),
             NFQA_PAYLOAD => payload = Some(body),
+            NFQA_SKB_INFO => skb_info = read_be_u32(body, 0).unwrap_or(u32::MAX),
             _ => {}
         }
         attrs = attrs.get(align4(alen).min(attrs.len())..).unwrap_or(&[]);
@@ -318,10 +339,30 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
             id,
             hook,
             mark,
+            checksum_verified: checksum_verified(skb_info),
             payload: payload.unwrap_or(&[]),
         }),
         _ => Message::Other,
     }
+}
+
+/// Whether the TCP checksum of a queued packet with these `NFQA_SKB_INFO`
+/// flags (0 when the attribute is absent) was verified by the kernel.
+///
+/// `nfqnl_build_packet_message` decides before it copies the packet: for
+/// packets from the network (PREROUTING, INPUT, FORWARD) the flag
+/// `CSUM_NOTVERIFIED` is set unless `skb_csum_unnecessary()` holds, i.e.
+/// unless the NIC or an earlier check (conntrack in PREROUTING verifies TCP
+/// checksums by default) vouched for it; packets the host sends (OUTPUT)
+/// never get it. `CSUMNOTREADY` means the checksum field is not filled in
+/// yet. Without the GSO flag, which we do not request, the kernel fills it
+/// in before copying and no longer reports `CSUMNOTREADY`; should it appear
+/// anyway, the copied checksum is not a real one, so it is not trusted
+/// either (the engine then checks it and drops such a packet rather than
+/// accept one it cannot vouch for). A malformed attribute counts as "not
+/// verified" too.
+pub fn checksum_verified(skb_info: u32) -> bool {
+    skb_info & (NFQA_SKB_CSUMNOTREADY | NFQA_SKB_CSUM_NOTVERIFIED) == 0
 }
 
 /// A bound NFQUEUE netlink socket.
@@ -555,9 +596,10 @@ impl Queue {
         batch: &mut VerdictBatch,
         id: u32,
         verdict: NfVerdict,
+        mark: Option<u32>,
         payload: Option<&[u8]>,
     ) -> Result<(), NfqError> {
-        batch.push(id, verdict, payload);
+        batch.push(id, verdict, mark, payload);
         if batch.needs_flush() {
             self.send_verdicts(batch)?;
         }
@@ -637,6 +679,16 @@ mod tests {
     use super::*;
 
     fn packet_message(id: u32, hook: u8, mark: Option<u32>, payload: &[u8]) -> Vec<u8> {
+        packet_message_with(id, hook, mark, None, payload)
+    }
+
+    fn packet_message_with(
+        id: u32,
+        hook: u8,
+        mark: Option<u32>,
+        skb_info: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut body = Vec::new();
         let mut hdr = [0u8; 7];
         hdr[..4].copy_from_slice(&id.to_be_bytes());
@@ -645,6 +697,9 @@ mod tests {
         put_attr(&mut body, NFQA_PACKET_HDR, &hdr);
         if let Some(m) = mark {
             put_attr(&mut body, NFQA_MARK, &m.to_be_bytes());
+        }
+        if let Some(info) = skb_info {
+            put_attr(&mut body, NFQA_SKB_INFO, info);
         }
         put_attr(&mut body, NFQA_PAYLOAD, payload);
         let mut msg = Vec::new();
@@ -663,9 +718,35 @@ mod tests {
                 id: 42,
                 hook: Hook::LocalOut,
                 mark: 0x1234,
+                checksum_verified: true,
                 payload: b"\x45abcde",
             })]
         );
+    }
+
+    fn verified_with(skb_info: Option<&[u8]>) -> bool {
+        let msg = packet_message_with(1, 1, None, skb_info, b"\x45");
+        match parse_datagram(&msg).next() {
+            Some(Message::Packet(p)) => p.checksum_verified,
+            other => panic!("not a packet: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn checksum_counts_as_verified_only_without_the_not_verified_and_not_ready_flags() {
+        assert!(verified_with(None), "no NFQA_SKB_INFO");
+        assert!(verified_with(Some(&2u32.to_be_bytes())), "GSO flag only");
+        assert!(
+            !verified_with(Some(&4u32.to_be_bytes())),
+            "CSUM_NOTVERIFIED"
+        );
+        assert!(!verified_with(Some(&1u32.to_be_bytes())), "CSUMNOTREADY");
+        assert!(!verified_with(Some(&7u32.to_be_bytes())), "all flags");
+    }
+
+    #[test]
+    fn a_cut_short_skb_info_attribute_counts_as_not_verified() {
+        assert!(!verified_with(Some(&[0, 0])));
     }
 
     #[test]
@@ -715,7 +796,7 @@ mod tests {
     #[test]
     fn verdict_with_payload_encodes_header_and_padded_payload() {
         let mut b = VerdictBatch::new(5);
-        b.push(0x01020304, NfVerdict::Accept, Some(b"abcde"));
+        b.push(0x01020304, NfVerdict::Accept, None, Some(b"abcde"));
         let buf = &b.buf;
         // nlmsghdr(16) + nfgenmsg(4) + verdict attr(12) + payload attr(4+5+3 pad)
         assert_eq!(buf.len(), 16 + 4 + 12 + 12);
@@ -733,9 +814,25 @@ mod tests {
     #[test]
     fn verdicts_accumulate_until_sent() {
         let mut b = VerdictBatch::new(0);
-        b.push(1, NfVerdict::Drop, None);
-        b.push(2, NfVerdict::Accept, None);
+        b.push(1, NfVerdict::Drop, None, None);
+        b.push(2, NfVerdict::Accept, None, None);
         assert_eq!(b.len(), 2);
         assert_eq!(b.buf.len(), 2 * (16 + 4 + 12));
+    }
+
+    #[test]
+    fn verdict_with_mark_carries_it_big_endian_before_the_payload() {
+        let mut b = VerdictBatch::new(5);
+        b.push(9, NfVerdict::Accept, Some(0x0300_0001), Some(b"ab"));
+        let buf = &b.buf;
+        // nlmsghdr(16) + nfgenmsg(4) + verdict(12) + mark(8) + payload(4+2+2 pad)
+        assert_eq!(buf.len(), 16 + 4 + 12 + 8 + 8);
+        assert_eq!(read_u32(buf, 0), Some(buf.len() as u32));
+        assert_eq!(read_u16(buf, 32), Some(8));
+        assert_eq!(read_u16(buf, 34), Some(NFQA_MARK));
+        assert_eq!(&buf[36..40], &0x0300_0001u32.to_be_bytes());
+        assert_eq!(read_u16(buf, 40), Some(6));
+        assert_eq!(read_u16(buf, 42), Some(NFQA_PAYLOAD));
+        assert_eq!(&buf[44..46], b"ab");
     }
 }

@@ -1,10 +1,10 @@
-//! The outcome thread: turns engine events into the operator's log lines,
-//! key-log records and journal records, off the packet thread so file and
-//! terminal I/O never delays a packet.
+//! The outcome thread: turns engine events into the operator's log lines
+//! and key-log records, off the packet thread so file and terminal I/O
+//! never delays a packet. (The journal of guarded connections is the
+//! packet thread's: its lines must be on disk before certain verdicts.)
 
 use std::sync::mpsc::Receiver;
 
-use crate::conn_journal::{ConnKey, Journal};
 use crate::engine_api::EngineEvent;
 use crate::keylog::KeyLog;
 
@@ -46,17 +46,9 @@ pub fn describe(ev: &EngineEvent) -> String {
     }
 }
 
-/// Runs until the packet thread drops its sender; hands the journal back
-/// so the caller can delete it after a clean stop.
-pub fn run(
-    events: Receiver<EngineEvent>,
-    mut keylog: Option<KeyLog>,
-    mut journal: Option<Journal>,
-) -> Option<Journal> {
+/// Runs until the packet thread drops its sender.
+pub fn run(events: Receiver<EngineEvent>, mut keylog: Option<KeyLog>) {
     for ev in events {
-        if let Some(j) = journal.as_mut() {
-            journal_event(j, &ev);
-        }
         match &ev {
             EngineEvent::Established {
                 session, secrets, ..
@@ -74,28 +66,6 @@ pub fn run(
                 log::debug!("{}", describe(&ev))
             }
         }
-    }
-    journal
-}
-
-/// Keeps the journal in step with the connections that are encrypted.
-fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
-    let (local, remote) = ev.endpoints();
-    let key = ConnKey { local, remote };
-    let result = match ev {
-        // Journalled from the negotiation on, not only once keys exist: a
-        // connection in its key exchange must be aborted after a crash too.
-        EngineEvent::Guarding { .. } => journal.added(key),
-        EngineEvent::Aborted { .. } | EngineEvent::Closed { .. } | EngineEvent::Plain { .. } => {
-            journal.removed(key)
-        }
-        EngineEvent::Established { .. } => Ok(()),
-    };
-    if let Err(e) = result {
-        log::error!(
-            "writing {}: {e}; a daemon started after a crash may miss {local} <-> {remote}",
-            journal.path().display()
-        );
     }
 }
 

@@ -5,7 +5,14 @@
 //! wants sent, and answers the control server's questions between batches.
 //! It never blocks on anything but `poll`: replies to control clients go
 //! through unbounded channels, events to the outcome thread likewise, and the
-//! raw sockets are non-blocking.
+//! raw sockets are non-blocking. The one exception is the journal of
+//! guarded connections: a connection's `+` line is written here before the
+//! verdict that lets its first guarded packet go, so a successor started
+//! after a crash knows every connection our rules hold back; its `-` line
+//! is written here too, because only this thread sees the two in the
+//! engine's order (a port reused at once must not be struck off by the
+//! end of its predecessor). That is one `write` per guarded connection at
+//! each end, and an occasional compaction of a file of open connections.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -15,9 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
+use crate::conn_journal::{ConnKey, Journal};
 use crate::engine_api::{
-    ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Transmit, Verdict,
+    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Transmit, Verdict,
 };
+use crate::firewall::verdict_mark;
 use crate::inject::Injector;
 use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
 use crate::sys::{EventFd, poll_readable};
@@ -148,16 +157,19 @@ pub struct PacketLoop<E: PacketEngine> {
     pub wake: Arc<EventFd>,
     pub events: Sender<EngineEvent>,
     pub stop: Arc<AtomicBool>,
+    pub journal: Option<Journal>,
 }
 
 impl<E: PacketEngine> PacketLoop<E> {
     /// Runs until `stop` is set (and the eventfd woken) or the queue socket
     /// fails.
-    pub fn run(mut self) -> Result<LoopStats, NfqError> {
+    /// Hands back the journal for the caller to delete after a clean stop.
+    pub fn run(mut self) -> Result<(LoopStats, Option<Journal>), NfqError> {
         let mut batch = RecvBatch::new(BATCH);
         let mut verdicts = VerdictBatch::new(self.queue.queue_num());
         let mut scratch = Vec::with_capacity(65536);
         let mut waiters: Vec<Waiter> = Vec::new();
+        let mut pending: Vec<EngineEvent> = Vec::new();
         let mut stats = LoopStats::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -191,10 +203,21 @@ impl<E: PacketEngine> PacketLoop<E> {
                                 _ => continue,
                             };
                             stats.packets += 1;
-                            let (v, modified) =
-                                self.decide(now, p.hook, p.payload, &mut scratch, &mut stats);
+                            let csum = if p.checksum_verified {
+                                Checksum::Verified
+                            } else {
+                                Checksum::Unverified
+                            };
+                            let (v, modified, guarded) =
+                                self.decide(now, p.hook, csum, p.payload, &mut scratch, &mut stats);
+                            // Journalled before the verdict can let the
+                            // connection's first guarded packet go.
+                            self.take_events(&mut pending);
                             let payload = modified.then_some(scratch.as_slice());
-                            self.queue.push_verdict(&mut verdicts, p.id, v, payload)?;
+                            let mark =
+                                (v == NfVerdict::Accept).then(|| verdict_mark(p.mark, guarded));
+                            self.queue
+                                .push_verdict(&mut verdicts, p.id, v, mark, payload)?;
                             // Packets the engine made in answer to this one
                             // must follow it on the wire: the kernel passes
                             // the verdicted packets on during the send.
@@ -205,13 +228,13 @@ impl<E: PacketEngine> PacketLoop<E> {
                         }
                     }
                     self.queue.send_verdicts(&mut verdicts)?;
-                    self.flush_engine(&mut waiters, &mut stats);
+                    self.flush_engine(&mut pending, &mut waiters, &mut stats);
                 }
             }
             let now = Instant::now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.guarded(&mut stats, |e| e.handle_timeout(now));
-                self.flush_engine(&mut waiters, &mut stats);
+                self.flush_engine(&mut pending, &mut waiters, &mut stats);
             }
             self.wake.drain();
             for _ in 0..REQUESTS_PER_ROUND {
@@ -222,35 +245,40 @@ impl<E: PacketEngine> PacketLoop<E> {
             }
             self.expire_waiters(&mut waiters, Instant::now());
         }
-        Ok(stats)
+        Ok((stats, self.journal.take()))
     }
 
-    /// Runs the engine on one packet. Returns the verdict and whether
-    /// `scratch` holds a replacement. A panicking engine drops the packet:
-    /// passing it unchanged could put plaintext on the wire.
+    /// Runs the engine on one packet. Returns the verdict, whether
+    /// `scratch` holds a replacement, and whether the packet's connection is
+    /// guarded. A panicking engine drops the packet: passing it unchanged
+    /// could put plaintext on the wire.
     fn decide(
         &mut self,
         now: Instant,
         hook: Hook,
+        csum: Checksum,
         payload: &[u8],
         scratch: &mut Vec<u8>,
         stats: &mut LoopStats,
-    ) -> (NfVerdict, bool) {
+    ) -> (NfVerdict, bool, bool) {
         let dir = match hook {
             Hook::LocalOut | Hook::PostRouting => Direction::Outbound,
             Hook::LocalIn | Hook::PreRouting => Direction::Inbound,
             // Our rules never queue forwarded packets.
-            Hook::Forward => return (NfVerdict::Accept, false),
+            Hook::Forward => return (NfVerdict::Accept, false, false),
         };
         scratch.clear();
         scratch.extend_from_slice(payload);
         let engine = &mut self.engine;
-        let result = catch_unwind(AssertUnwindSafe(|| engine.handle_packet(now, dir, scratch)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let v = engine.handle_packet_with(now, dir, csum, scratch);
+            (v, engine.last_packet_guarded())
+        }));
         if log::log_enabled!(log::Level::Trace) {
             log::trace!(
                 "{dir:?} {} -> {result:?} {}",
                 packet_summary(payload),
-                if matches!(result, Ok(Verdict::AcceptModified)) {
+                if matches!(result, Ok((Verdict::AcceptModified, _))) {
                     packet_summary(scratch)
                 } else {
                     String::new()
@@ -258,20 +286,20 @@ impl<E: PacketEngine> PacketLoop<E> {
             );
         }
         match result {
-            Ok(Verdict::Accept) => (NfVerdict::Accept, false),
-            Ok(Verdict::AcceptModified) => {
+            Ok((Verdict::Accept, guarded)) => (NfVerdict::Accept, false, guarded),
+            Ok((Verdict::AcceptModified, guarded)) => {
                 stats.modified += 1;
-                (NfVerdict::Accept, true)
+                (NfVerdict::Accept, true, guarded)
             }
-            Ok(Verdict::Drop) => {
+            Ok((Verdict::Drop, guarded)) => {
                 stats.dropped += 1;
-                (NfVerdict::Drop, false)
+                (NfVerdict::Drop, false, guarded)
             }
             Err(_) => {
                 stats.engine_panics += 1;
                 stats.dropped += 1;
                 log::error!("engine panicked on a {dir:?} packet; dropped it");
-                (NfVerdict::Drop, false)
+                (NfVerdict::Drop, false, false)
             }
         }
     }
@@ -301,12 +329,27 @@ impl<E: PacketEngine> PacketLoop<E> {
         }
     }
 
+    /// Moves the engine's events to `pending`, keeping the journal in step
+    /// on the way.
+    fn take_events(&mut self, pending: &mut Vec<EngineEvent>) {
+        drain_events(&mut self.engine, self.journal.as_mut(), pending);
+    }
+
     /// Injects the engine's packets and passes on its events.
-    fn flush_engine(&mut self, waiters: &mut Vec<Waiter>, stats: &mut LoopStats) {
+    fn flush_engine(
+        &mut self,
+        pending: &mut Vec<EngineEvent>,
+        waiters: &mut Vec<Waiter>,
+        stats: &mut LoopStats,
+    ) {
+        // A packet injected for a connection that just became guarded must
+        // not leave before its journal line is written.
+        self.take_events(pending);
         if let Some(t) = self.engine.poll_transmit() {
             self.inject(&t, stats);
         }
-        while let Some(ev) = self.engine.poll_event() {
+        self.take_events(pending);
+        for ev in pending.drain(..) {
             let (local, remote) = ev.endpoints();
             if waiters
                 .iter()
@@ -368,6 +411,42 @@ impl<E: PacketEngine> PacketLoop<E> {
     }
 }
 
+/// Moves `engine`'s events to `pending`, recording each in `journal` as it
+/// goes, so that when this returns the journal is in step with the engine.
+fn drain_events<E: PacketEngine>(
+    engine: &mut E,
+    mut journal: Option<&mut Journal>,
+    pending: &mut Vec<EngineEvent>,
+) {
+    while let Some(ev) = engine.poll_event() {
+        if let Some(j) = journal.as_deref_mut() {
+            journal_event(j, &ev);
+        }
+        pending.push(ev);
+    }
+}
+
+/// Records guarded connections: from the negotiation on, not only once keys
+/// exist, since a connection in its key exchange must be aborted after a
+/// crash too.
+fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
+    let (local, remote) = ev.endpoints();
+    let key = ConnKey { local, remote };
+    let result = match ev {
+        EngineEvent::Guarding { .. } => journal.added(key),
+        EngineEvent::Aborted { .. } | EngineEvent::Closed { .. } | EngineEvent::Plain { .. } => {
+            journal.removed(key)
+        }
+        EngineEvent::Established { .. } => Ok(()),
+    };
+    if let Err(e) = result {
+        log::error!(
+            "writing {}: {e}; a daemon started after a crash may miss {local} <-> {remote}",
+            journal.path().display()
+        );
+    }
+}
+
 /// A one-line description of a TCP/IP packet for trace logs: ports,
 /// flags, sequence and acknowledgement numbers, payload length.
 fn packet_summary(p: &[u8]) -> String {
@@ -407,4 +486,117 @@ fn packet_summary(p: &[u8]) -> String {
         be16(tcp + 14).unwrap_or(0),
         p.len().saturating_sub(tcp + hdr)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn_journal;
+    use std::collections::VecDeque;
+
+    /// An engine that only hands out the events it was given.
+    struct Scripted(VecDeque<EngineEvent>);
+
+    impl PacketEngine for Scripted {
+        fn handle_packet(&mut self, _: Instant, _: Direction, _: &mut Vec<u8>) -> Verdict {
+            Verdict::Accept
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<EngineEvent> {
+            self.0.pop_front()
+        }
+        fn lookup(&self, _: SocketAddr, _: SocketAddr) -> LookupState {
+            LookupState::Unknown
+        }
+        fn connections(&self, _: Instant) -> Vec<ConnectionView> {
+            Vec::new()
+        }
+        fn flush_resumption(&mut self) -> usize {
+            0
+        }
+        fn handle_packet_with(
+            &mut self,
+            _: Instant,
+            _: Direction,
+            _: Checksum,
+            _: &mut Vec<u8>,
+        ) -> Verdict {
+            Verdict::Accept
+        }
+        fn last_packet_guarded(&self) -> bool {
+            false
+        }
+    }
+
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("tcpcryptd-loop-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn a_guarded_connection_is_in_the_journal_file_once_its_events_are_drained() {
+        let dir = TempDir::new("guarding");
+        let path = dir.0.join(conn_journal::FILE_NAME);
+        let mut journal = Journal::create(&path).expect("journal");
+        let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
+        let mut engine = Scripted(VecDeque::from([EngineEvent::Guarding { local, remote }]));
+        let mut pending = Vec::new();
+        drain_events(&mut engine, Some(&mut journal), &mut pending);
+        assert_eq!(
+            pending.len(),
+            1,
+            "the event still goes to the outcome thread"
+        );
+        let replay = conn_journal::read_previous(&path).expect("read");
+        assert_eq!(replay.open, vec![ConnKey { local, remote }]);
+    }
+
+    #[test]
+    fn a_port_guarded_again_after_its_predecessor_ended_stays_listed() {
+        let dir = TempDir::new("reuse");
+        let path = dir.0.join(conn_journal::FILE_NAME);
+        let mut journal = Journal::create(&path).expect("journal");
+        let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
+        let mut engine = Scripted(VecDeque::from([
+            EngineEvent::Guarding { local, remote },
+            EngineEvent::Aborted {
+                local,
+                remote,
+                reason: "reset".into(),
+            },
+            EngineEvent::Guarding { local, remote },
+            EngineEvent::Plain {
+                local: addr("10.0.0.1:40001"),
+                remote,
+                reason: "no ENO".into(),
+            },
+        ]));
+        let mut pending = Vec::new();
+        drain_events(&mut engine, Some(&mut journal), &mut pending);
+        let replay = conn_journal::read_previous(&path).expect("read");
+        assert_eq!(replay.open, vec![ConnKey { local, remote }]);
+        assert_eq!(pending.len(), 4);
+    }
 }

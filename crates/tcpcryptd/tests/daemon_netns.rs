@@ -311,7 +311,7 @@ fn daemon_only_on_server_falls_back_to_plain_tcp() {
 fn rules_dump(ns: &Netns) -> String {
     let mut out = String::new();
     for cmd in ["iptables", "ip6tables"] {
-        for table in ["raw", "mangle"] {
+        for table in ["raw", "mangle", "filter"] {
             let o = ns.exec(cmd, &["-t", table, "-S"]).expect("iptables -S");
             out.push_str(&String::from_utf8_lossy(&o.stdout));
         }
@@ -356,7 +356,7 @@ fn restart_after_kill9_removes_stale_rules_and_encrypts_again() {
         .lines()
         .filter(|l| l.contains("-j TCPCRYPT_"))
         .count();
-    assert_eq!(jumps, 4, "one jump per chain and family");
+    assert_eq!(jumps, 8, "one jump per chain and family");
     let to = SocketAddr::new(t.server_addrs.ip(false), 7008);
     echo_server(listen(&t.server, to.ip(), 7008));
     let id = one_connection(&t, &client_d, to);

@@ -1,6 +1,7 @@
 //! The daemon's I/O pieces against the real kernel, in namespaces: NFQUEUE
-//! binding and verdicts, injection towards the network and towards the local
-//! stack, and the firewall rules. Needs root.
+//! binding, verdicts and their marks, the checksum flag, injection towards
+//! the network and towards the local stack, and the firewall rules. Needs
+//! root.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -33,6 +34,18 @@ fn queue_loop(
     ns: &Netns,
     queue: u16,
     stop: Arc<AtomicBool>,
+    handle: impl FnMut(Hook, &[u8]) -> (NfVerdict, Option<Vec<u8>>) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    queue_loop_marking(ns, queue, stop, None, handle)
+}
+
+/// [`queue_loop`], and when `guarded` is given every accepted packet gets
+/// the daemon's verdict mark for a guarded (or not) connection.
+fn queue_loop_marking(
+    ns: &Netns,
+    queue: u16,
+    stop: Arc<AtomicBool>,
+    guarded: Option<bool>,
     mut handle: impl FnMut(Hook, &[u8]) -> (NfVerdict, Option<Vec<u8>>) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -51,7 +64,8 @@ fn queue_loop(
                 for m in tcpcryptd::nfqueue::parse_datagram(d) {
                     if let tcpcryptd::nfqueue::Message::Packet(p) = m {
                         let (v, payload) = handle(p.hook, p.payload);
-                        q.push_verdict(&mut verdicts, p.id, v, payload.as_deref())
+                        let mark = guarded.map(|g| firewall::verdict_mark(p.mark, g));
+                        q.push_verdict(&mut verdicts, p.id, v, mark, payload.as_deref())
                             .expect("verdict");
                     }
                 }
@@ -372,6 +386,94 @@ fn modified_payload_verdict_replaces_the_packet() {
     assert_eq!(&buf[..n], b"QUIET");
 }
 
+/// Reads what arrives within `wait`; an empty result means nothing came.
+fn read_for(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
+    let end = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Vec::new();
+        }
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut buf) {
+            Ok(n) => return buf[..n].to_vec(),
+            // Other tests' child processes end meanwhile: SIGCHLD.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Vec::new();
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_guarded_connection_stops_when_the_reader_goes_and_new_ones_bypass() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let cfg = config(&["--queue", "17", "--ports", "5017"]);
+    let backend = Backend::select(cfg.iptables).expect("backend");
+    t.client
+        .run(|| firewall::install_rules(&backend, &cfg))
+        .expect("install rules");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every packet counts as guarded, as the engine would say of an
+    // encrypted connection.
+    let lp = queue_loop_marking(&t.client, 17, stop.clone(), Some(true), |_, _| {
+        (NfVerdict::Accept, None)
+    });
+    let listener = t
+        .server
+        .run(|| TcpListener::bind("10.77.0.2:5017"))
+        .expect("listen");
+    let mut c = t
+        .client
+        .run(|| TcpStream::connect("10.77.0.2:5017"))
+        .expect("connect");
+    let (mut s, _) = listener.accept().expect("accept");
+    c.write_all(b"before").expect("write");
+    assert_eq!(read_for(&mut s, Duration::from_secs(5)), b"before");
+    // The reader goes away: the kernel bypasses the outbound queue now.
+    stop.store(true, Ordering::Relaxed);
+    lp.join().expect("loop");
+    c.write_all(b"after").expect("write");
+    assert_eq!(
+        read_for(&mut s, Duration::from_millis(1500)),
+        b"",
+        "a guarded connection's bytes left without the reader"
+    );
+    s.write_all(b"back").expect("write back");
+    assert_eq!(
+        read_for(&mut c, Duration::from_millis(1500)),
+        b"",
+        "a guarded connection's bytes reached the stack without the reader"
+    );
+    // A connection that was never guarded keeps the fail-open bypass.
+    let mut c2 = t
+        .client
+        .run(|| {
+            TcpStream::connect_timeout(
+                &"10.77.0.2:5017".parse().expect("addr"),
+                Duration::from_secs(5),
+            )
+        })
+        .expect("connect without a reader");
+    let (mut s2, _) = listener.accept().expect("accept");
+    c2.write_all(b"plain").expect("write");
+    assert_eq!(read_for(&mut s2, Duration::from_secs(5)), b"plain");
+    s2.write_all(b"reply").expect("write");
+    assert_eq!(read_for(&mut c2, Duration::from_secs(5)), b"reply");
+    t.client
+        .run(|| firewall::remove_rules(&backend))
+        .expect("remove rules");
+}
+
 #[test]
 fn second_bind_of_a_queue_in_the_same_namespace_is_refused() {
     require_root();
@@ -399,19 +501,26 @@ fn remove_rules_leaves_no_trace_and_finds_stale_ones() {
     ns.run(|| firewall::install_rules(&backend, &cfg))
         .expect("install");
     let during = ns.run(|| dump(&backend));
-    assert!(during.contains("TCPCRYPT_OUT") && during.contains("TCPCRYPT_IN"));
+    for chain in [
+        "TCPCRYPT_OUT",
+        "TCPCRYPT_IN",
+        "TCPCRYPT_OUT_GUARD",
+        "TCPCRYPT_IN_GUARD",
+    ] {
+        assert!(during.contains(&format!("-N {chain}")), "no {chain}");
+    }
     assert!(during.contains("--queue-bypass"));
-    // A fresh start finds what the "crashed" instance left: two jumps per
+    // A fresh start finds what the "crashed" instance left: four jumps per
     // address family.
     let found = ns.run(|| firewall::remove_rules(&backend)).expect("remove");
-    assert_eq!(found, 4);
+    assert_eq!(found, 8);
     assert_eq!(ns.run(|| dump(&backend)), before);
 }
 
 fn dump(backend: &Backend) -> String {
     let mut out = String::new();
     for cmd in [&backend.v4, &backend.v6] {
-        for table in ["raw", "mangle"] {
+        for table in ["raw", "mangle", "filter"] {
             let o = std::process::Command::new(cmd)
                 .args(["-t", table, "-S"])
                 .output()
@@ -420,4 +529,136 @@ fn dump(backend: &Backend) -> String {
         }
     }
     out
+}
+
+/// A TUN device `tun0` with 10.88.0.1/24 in `ns`. Packets written to it
+/// arrive as if from a network card that checked nothing (CHECKSUM_NONE),
+/// so whether a checksum counts as verified is up to the kernel's own
+/// checks.
+fn tun_device(ns: &Netns) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = ns
+        .run(|| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+        })
+        .expect("open /dev/net/tun");
+    // struct ifreq: the name, then the flags as a short.
+    let mut ifr = [0u8; 40];
+    ifr[..4].copy_from_slice(b"tun0");
+    let flags = (libc::IFF_TUN | libc::IFF_NO_PI) as i16;
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which `ifr` is large
+    // enough for.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    for args in [
+        &["addr", "add", "10.88.0.1/24", "dev", "tun0"][..],
+        &["link", "set", "tun0", "up"][..],
+    ] {
+        let out = ns.exec("ip", args).expect("ip");
+        assert!(out.status.success(), "ip {args:?} failed");
+    }
+    file
+}
+
+/// A TCP SYN 10.88.0.2:40000 -> 10.88.0.1:`port`, with a correct IP header
+/// checksum and a TCP checksum that is right or, if `corrupt`, wrong.
+fn syn_to_tun(port: u16, corrupt: bool) -> Vec<u8> {
+    let (src, dst) = ([10u8, 88, 0, 2], [10u8, 88, 0, 1]);
+    let mut p = vec![0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    let ip_sum = fold(csum(0, &p[..20]));
+    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&port.to_be_bytes());
+    p[24..28].copy_from_slice(&12345u32.to_be_bytes());
+    p[32] = 0x50;
+    p[33] = 0x02;
+    p[34..36].copy_from_slice(&0xffffu16.to_be_bytes());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    let mut tcp_sum = fold(csum(csum(0, &pseudo), &p[20..]));
+    if corrupt {
+        tcp_sum ^= 0x0101;
+    }
+    p[36..38].copy_from_slice(&tcp_sum.to_be_bytes());
+    p
+}
+
+/// Writes `packet` into the TUN device and returns the checksum flag of
+/// the copy the daemon's rules queue from `mangle INPUT`.
+fn queued_checksum_flag(tun: &mut std::fs::File, q: &Queue, packet: &[u8]) -> bool {
+    use std::os::fd::AsRawFd;
+    tun.write_all(packet).expect("write to tun");
+    let mut batch = RecvBatch::new(4);
+    let mut verdicts = VerdictBatch::new(q.queue_num());
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < end {
+        poll_readable(q.as_raw_fd(), 100);
+        if q.recv_batch(&mut batch).expect("recv") == 0 {
+            continue;
+        }
+        let mut flag = None;
+        for d in batch.datagrams() {
+            for (id, verified) in queued_ids_and_flags(d) {
+                q.push_verdict(&mut verdicts, id, NfVerdict::Drop, None, None)
+                    .expect("verdict");
+                flag = Some(verified);
+            }
+        }
+        q.send_verdicts(&mut verdicts).expect("send verdicts");
+        if let Some(f) = flag {
+            return f;
+        }
+    }
+    panic!("the packet was never queued");
+}
+
+/// (packet id, checksum verified) of every queued packet in a datagram.
+fn queued_ids_and_flags(d: &[u8]) -> Vec<(u32, bool)> {
+    tcpcryptd::nfqueue::parse_datagram(d)
+        .filter_map(|m| match m {
+            tcpcryptd::nfqueue::Message::Packet(p) => Some((p.id, p.checksum_verified)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_kernel_reports_inbound_checksums_verified_only_when_it_checked_them() {
+    require_root();
+    let ns = Netns::new("csum").expect("netns");
+    let mut tun = tun_device(&ns);
+    // The daemon's own rules; their conntrack matches also switch conntrack
+    // on in the namespace, which checks TCP checksums in PREROUTING.
+    let cfg = config(&["--queue", "18", "--ports", "5099"]);
+    let backend = Backend::select(cfg.iptables).expect("backend");
+    ns.run(|| firewall::install_rules(&backend, &cfg))
+        .expect("install rules");
+    let q = ns.run(|| Queue::bind(18, 64, 1 << 20)).expect("bind");
+    assert!(
+        queued_checksum_flag(&mut tun, &q, &syn_to_tun(5099, false)),
+        "conntrack verified a good checksum, yet the packet came as unverified"
+    );
+    assert!(
+        !queued_checksum_flag(&mut tun, &q, &syn_to_tun(5099, true)),
+        "a wrong checksum came as verified"
+    );
+    ns.sysctl("net.netfilter.nf_conntrack_checksum", "0")
+        .expect("sysctl");
+    assert!(
+        !queued_checksum_flag(&mut tun, &q, &syn_to_tun(5099, false)),
+        "nobody checked the checksum, yet it came as verified"
+    );
 }
