@@ -266,6 +266,9 @@ pub struct ConnectionInfo {
     /// Application bytes delivered to the local stack.
     pub bytes_received: u64,
     pub first_seen: Instant,
+    /// Its packets must not cross without the engine (encrypted,
+    /// negotiating or aborted): what a clean stop must abort.
+    pub guarded: bool,
 }
 
 /// Something the daemon should know (log, notify waiters).

@@ -448,6 +448,7 @@ impl Engine {
                 bytes_sent,
                 bytes_received,
                 first_seen: t.conn.first_seen,
+                guarded: t.conn.guards_plaintext(),
             }
         })
     }

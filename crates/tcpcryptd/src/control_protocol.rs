@@ -385,6 +385,7 @@ mod tests {
             bytes_sent: 3,
             bytes_received: 4,
             age: Duration::from_millis(1500),
+            guarded: false,
         };
         let v = parse(&list_response(&[c]));
         let e = &v["connections"][0];

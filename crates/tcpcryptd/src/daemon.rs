@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::conn_journal::{self, ConnKey, Journal};
 use crate::control_server::{ControlError, ControlSocket};
-use crate::engine_api::{LookupState, PacketEngine, Phase};
+use crate::engine_api::{PacketEngine, Phase};
 use crate::firewall::{self, Backend, FirewallError};
 use crate::inject::{InjectError, Injector};
 use crate::keylog::KeyLog;
@@ -252,10 +252,7 @@ fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
     };
     let live: Vec<_> = conns
         .iter()
-        .filter(|c| {
-            matches!(c.state, LookupState::Tcpcrypt(_) | LookupState::Pending)
-                && c.phase != Phase::Closed
-        })
+        .filter(|c| c.guarded && c.phase != Phase::Closed)
         .map(|c| ConnKey {
             local: c.local,
             remote: c.remote,

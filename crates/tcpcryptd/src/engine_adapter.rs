@@ -119,6 +119,7 @@ impl PacketEngine for eng::Engine {
                 bytes_sent: c.bytes_sent,
                 bytes_received: c.bytes_received,
                 age: now.saturating_duration_since(c.first_seen),
+                guarded: c.guarded,
             })
             .collect()
     }

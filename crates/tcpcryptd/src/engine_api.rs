@@ -72,6 +72,8 @@ pub struct ConnectionView {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub age: Duration,
+    /// Encrypted, negotiating or aborted: a clean stop aborts it.
+    pub guarded: bool,
 }
 
 /// Something that happened to a connection.
