@@ -367,7 +367,7 @@ impl Engine {
 
     /// Runs the timers due at `now`: Init retransmissions, handshake and
     /// idle timeouts, removal of closed connections; at most
-    /// [`MAX_TIMERS_PER_CALL`] of them, so call again while
+    /// 1024 of them, so call again while
     /// [`Engine::poll_timeout`] is not later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for _ in 0..MAX_TIMERS_PER_CALL {

@@ -3,7 +3,7 @@
 //! This crate turns the local kernel's plain TCP into tcpcrypt (RFC 8547
 //! TCP-ENO + RFC 8548) on the wire, one queued packet at a time. It owns:
 //! IPv4/IPv6/TCP parsing, emitting and checksums ([`wire`]); the connection
-//! table keyed by the 4-tuple, with no size limit and timed cleanup; per
+//! table keyed by the 4-tuple, with limits and timed cleanup; per
 //! connection the ENO handshake, the Init1/Init2 exchange, the
 //! sequence/ACK/SACK/window mapping between the two byte spaces, the
 //! retransmission store, MSS clamping, FIN ↔ FINp and URG ↔ URGp; verdicts,
@@ -103,6 +103,18 @@
 //! room, with data or a Fast Open option, or a failed negotiation, leaves
 //! the connection plain: its packets pass untouched (only our own SYN
 //! carries the ENO option).
+//!
+//! ## Forged segments and floods
+//!
+//! The kernel accepts whatever the engine rewrites, so the engine applies
+//! a receiving TCP's checks (RFC 793 section 3.9, RFC 5961) in the wire
+//! sequence space before a segment may change anything: checksums, RSTs
+//! only at the exact next byte, no SYN replacing a live connection, ACKs
+//! and data inside the window (see `conn::crypt::Crypt::screen`). Entries
+//! opened by a peer's SYN are capped, expire quickly and report nothing
+//! until the three-way handshake completes; the table, out-of-order
+//! storage and timer work per call are bounded ([`EngineConfig`],
+//! [`EngineStats`]). docs/architecture.md lists every rule.
 //!
 //! ## Never letting plaintext through
 //!
