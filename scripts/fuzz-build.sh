@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds every cargo-fuzz target of tcpcrypt-proto, so CI notices when one
-# stops compiling. Running them is a manual step (see
-# crates/tcpcrypt-proto/fuzz/README.md).
+# Builds every cargo-fuzz target of tcpcrypt-proto and tcpcrypt-engine, so CI
+# notices when one stops compiling. Running them is a manual step (see the
+# README.md in crates/tcpcrypt-proto/fuzz and crates/tcpcrypt-engine/fuzz).
 #
 # Works on the stable toolchain: cargo-fuzz hands rustc nightly-only flags
 # (-Zsanitizer, sancov passes), which RUSTC_BOOTSTRAP=1 lets stable accept.
@@ -15,14 +15,17 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
-fuzz_dir=crates/tcpcrypt-proto/fuzz
-targets=$(cargo fuzz list --fuzz-dir "$fuzz_dir")
-if [[ -z "$targets" ]]; then
-  echo "fuzz-build: no fuzz targets found in $fuzz_dir" >&2
-  exit 1
-fi
-for target in $targets; do
-  echo "fuzz-build: building $target"
-  cargo fuzz build --fuzz-dir "$fuzz_dir" "$target"
+built=0
+for fuzz_dir in crates/tcpcrypt-proto/fuzz crates/tcpcrypt-engine/fuzz; do
+  targets=$(cargo fuzz list --fuzz-dir "$fuzz_dir")
+  if [[ -z "$targets" ]]; then
+    echo "fuzz-build: no fuzz targets found in $fuzz_dir" >&2
+    exit 1
+  fi
+  for target in $targets; do
+    echo "fuzz-build: building $target"
+    cargo fuzz build --fuzz-dir "$fuzz_dir" "$target"
+    built=$((built + 1))
+  done
 done
-echo "fuzz-build: built $(wc -w <<<"$targets") targets"
+echo "fuzz-build: built $built targets"
