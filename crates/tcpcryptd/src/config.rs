@@ -17,6 +17,10 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tcpcrypt/control.sock";
 pub const DEFAULT_CONTROL_GROUP: &str = "tcpcrypt";
 pub const DEFAULT_QUEUE: u16 = 7463;
 pub const DEFAULT_MARK: u32 = 0x7463_7270;
+/// Seconds a control client has for each request: local clients ask one
+/// short question and get the answer in milliseconds, so ten seconds is
+/// generous for them and still frees a slot held by a stuck one quickly.
+pub const DEFAULT_CONTROL_CLIENT_TIMEOUT: u64 = 10;
 
 /// tcpcryptd: transparent tcpcrypt (RFC 8547/8548) for the TCP connections
 /// of this host.
@@ -94,6 +98,12 @@ pub struct Args {
     /// does not exist, the socket gets group root. [default: tcpcrypt]
     #[arg(long, value_name = "GROUP")]
     pub control_group: Option<String>,
+
+    /// Seconds a control-socket client has to send each complete request
+    /// (from connecting or from its previous answer) and to read each
+    /// answer; then it is disconnected (1-3600). [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub control_client_timeout: Option<String>,
 
     /// Log level: error, warn, info (one line per connection outcome),
     /// debug or trace. [default: info]
@@ -221,6 +231,7 @@ pub struct Config {
     pub iptables: IptablesBackend,
     pub control_socket: PathBuf,
     pub control_group: ControlGroup,
+    pub control_client_timeout: std::time::Duration,
     pub log_level: log::LevelFilter,
     pub cleanup_delay: std::time::Duration,
     pub keylog: Option<PathBuf>,
@@ -268,6 +279,7 @@ const FILE_KEYS: &[&str] = &[
     "iptables",
     "control-socket",
     "control-group",
+    "control-client-timeout",
     "log-level",
     "cleanup-delay",
     "keylog",
@@ -384,6 +396,20 @@ impl Config {
             }
             None => ControlGroup::Default,
         };
+        let control_client_timeout =
+            match pick("control-client-timeout", &args.control_client_timeout) {
+                Some(r) => r
+                    .value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        bad(&r, "control-client-timeout", "whole seconds from 1 to 3600")
+                    })?,
+                None => std::time::Duration::from_secs(DEFAULT_CONTROL_CLIENT_TIMEOUT),
+            };
         let log_level = match pick("log-level", &args.log_level) {
             Some(r) => r
                 .value
@@ -425,6 +451,7 @@ impl Config {
             iptables,
             control_socket,
             control_group,
+            control_client_timeout,
             log_level,
             cleanup_delay,
             keylog,
@@ -745,6 +772,20 @@ mod tests {
         assert_eq!(c.log_level, log::LevelFilter::Info);
         assert_eq!(c.keylog, None);
         assert_eq!(c.cleanup_delay, std::time::Duration::from_secs(30));
+        assert_eq!(
+            c.control_client_timeout,
+            std::time::Duration::from_secs(DEFAULT_CONTROL_CLIENT_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn control_client_timeout_is_whole_seconds_from_one() {
+        let c = Config::from_args(&args(&["--control-client-timeout", "3"])).expect("valid");
+        assert_eq!(c.control_client_timeout, std::time::Duration::from_secs(3));
+        for bad in ["0", "3601", "1.5", ""] {
+            let e = error_text(&[&format!("--control-client-timeout={bad}")]);
+            assert!(e.contains("option control-client-timeout:"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::conn_journal::{self, ConnKey, Journal};
-use crate::control_server::{ControlError, ControlSocket};
+use crate::control_server::{ClientLimits, ControlError, ControlSocket};
 use crate::engine_api::{LookupState, PacketEngine, Phase};
 use crate::firewall::{self, Backend, FirewallError};
 use crate::inject::{InjectError, Injector};
@@ -198,7 +198,9 @@ fn serve(
 ) -> Result<(), DaemonError> {
     firewall::install_rules(backend, config).map_err(DaemonError::Rules)?;
     let control = ControlSocket::bind(&config.control_socket, &config.control_group)?;
-    control.serve(handle).map_err(DaemonError::Thread)?;
+    control
+        .serve(handle, ClientLimits::new(config.control_client_timeout))
+        .map_err(DaemonError::Thread)?;
     log::info!(
         "ready: queue {}, {}, control socket {}",
         config.queue,
