@@ -23,6 +23,7 @@ use crate::inject::{InjectError, Injector};
 use crate::keylog::KeyLog;
 use crate::nfqueue::{NfqError, Queue};
 use crate::packet_loop::{EngineHandle, PacketLoop, REQUEST_QUEUE};
+use crate::stats_report::{REPORT_INTERVAL, StatsReport};
 use crate::sys::{self, EventFd};
 
 /// Kernel queue length (packets waiting for a verdict).
@@ -132,6 +133,7 @@ where
         wake: wake.clone(),
         events: ev_tx,
         stop: stop.clone(),
+        report: StatsReport::new(REPORT_INTERVAL, config.limits),
     };
     let failed_flag = failed.clone();
     let packet_thread = std::thread::Builder::new()

@@ -9,8 +9,8 @@ use tcpcrypt_engine as eng;
 
 use crate::config::Config;
 use crate::engine_api::{
-    ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Phase, SessionView,
-    Transmit, Verdict,
+    ConnectionView, Direction, EngineEvent, EngineStats, LookupState, PacketEngine, Phase,
+    SessionView, Transmit, Verdict,
 };
 
 /// Builds the engine with the operating system's RNG.
@@ -135,6 +135,10 @@ impl PacketEngine for eng::Engine {
 
     fn flush_resumption(&mut self) -> usize {
         eng::Engine::flush_resumption(self)
+    }
+
+    fn stats(&self) -> EngineStats {
+        eng::Engine::stats(self)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::engine_api::{
 };
 use crate::inject::Injector;
 use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
+use crate::stats_report::StatsReport;
 use crate::sys::{EventFd, poll_readable};
 
 /// Datagrams per `recvmmsg`.
@@ -148,6 +149,8 @@ pub struct PacketLoop<E: PacketEngine> {
     pub wake: Arc<EventFd>,
     pub events: Sender<EngineEvent>,
     pub stop: Arc<AtomicBool>,
+    /// Turns the engine's counters into rate-limited log lines.
+    pub report: StatsReport,
 }
 
 impl<E: PacketEngine> PacketLoop<E> {
@@ -164,6 +167,7 @@ impl<E: PacketEngine> PacketLoop<E> {
             let deadline = [
                 self.engine.poll_timeout(),
                 waiters.iter().map(|w| w.deadline).min(),
+                self.report.deadline(),
             ]
             .into_iter()
             .flatten()
@@ -221,6 +225,9 @@ impl<E: PacketEngine> PacketLoop<E> {
                 self.serve(req, &mut waiters, now);
             }
             self.expire_waiters(&mut waiters, Instant::now());
+            for line in self.report.poll(Instant::now(), &self.engine) {
+                log::log!(line.level, "{}", line.text);
+            }
         }
         Ok(stats)
     }
