@@ -568,7 +568,7 @@ mod tests {
                         let _ = reply.send(LookupState::Unknown);
                     }
                     EngineRequest::List { reply } => {
-                        let _ = reply.send(Vec::new());
+                        let _ = reply.send(Arc::new(Vec::new()));
                     }
                     EngineRequest::FlushResumption { reply } => {
                         let _ = reply.send(0);

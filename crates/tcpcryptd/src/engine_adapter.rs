@@ -49,9 +49,7 @@ fn session(info: eng::SessionInfo) -> SessionView {
 fn state(l: eng::Lookup) -> LookupState {
     match l {
         eng::Lookup::Tcpcrypt(info) => LookupState::Tcpcrypt(session(info)),
-        eng::Lookup::Plain(reason) => LookupState::Plain {
-            reason: reason.to_string(),
-        },
+        eng::Lookup::Plain(reason) => LookupState::Plain { reason },
         eng::Lookup::Pending => LookupState::Pending,
         eng::Lookup::Unknown => LookupState::Unknown,
     }
