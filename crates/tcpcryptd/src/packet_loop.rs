@@ -385,8 +385,9 @@ impl<E: PacketEngine> PacketLoop<E> {
     }
 }
 
-/// Copying the table for `list` may take at most about 1/`LIST_DUTY` of
-/// the packet thread's time, however many clients ask how often.
+/// A `list` snapshot is handed out again until `LIST_DUTY - 1` times its
+/// copy cost has passed, aiming at copies taking at most about
+/// 1/`LIST_DUTY` of the packet thread's time.
 const LIST_DUTY: u32 = 10;
 
 /// The last `list` snapshot, while control threads still hold it, with
