@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::conn_journal::{self, ConnKey, Journal};
-use crate::control_server::{ControlError, ControlSocket};
-use crate::engine_api::{PacketEngine, Phase};
+use crate::control_server::{ClientLimits, ControlError, ControlSocket};
+use crate::engine_api::{LookupState, PacketEngine, Phase};
 use crate::firewall::{self, Backend, FirewallError};
 use crate::inject::{InjectError, Injector};
 use crate::keylog::KeyLog;
 use crate::nfqueue::{NfqError, Queue};
 use crate::packet_loop::{EngineHandle, PacketLoop, REQUEST_QUEUE};
+use crate::stats_report::{REPORT_INTERVAL, StatsReport};
 use crate::sys::{self, EventFd};
 
 /// Kernel queue length (packets waiting for a verdict).
@@ -133,6 +134,7 @@ where
         events: ev_tx,
         stop: stop.clone(),
         journal: Some(journal),
+        report: StatsReport::new(REPORT_INTERVAL, config.limits),
     };
     let failed_flag = failed.clone();
     let packet_thread = std::thread::Builder::new()
@@ -208,7 +210,9 @@ fn serve(
 ) -> Result<(), DaemonError> {
     firewall::install_rules(backend, config).map_err(DaemonError::Rules)?;
     let control = ControlSocket::bind(&config.control_socket, &config.control_group)?;
-    control.serve(handle).map_err(DaemonError::Thread)?;
+    control
+        .serve(handle, ClientLimits::new(config.control_client_timeout))
+        .map_err(DaemonError::Thread)?;
     log::info!(
         "ready: queue {}, {}, control socket {}",
         config.queue,
@@ -252,7 +256,10 @@ fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
     };
     let live: Vec<_> = conns
         .iter()
-        .filter(|c| c.guarded && c.phase != Phase::Closed)
+        // Guarded ones, and those still negotiating (our SYN offered ENO):
+        // an application that asked for a connection while tcpcrypt was
+        // running does not get a plain one from a daemon going away.
+        .filter(|c| (c.guarded || c.state == LookupState::Pending) && c.phase != Phase::Closed)
         .map(|c| ConnKey {
             local: c.local,
             remote: c.remote,

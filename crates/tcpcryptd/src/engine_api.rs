@@ -13,7 +13,9 @@ use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
-pub use tcpcrypt_engine::{Checksum, Direction, KeylogSecrets, Transmit, Verdict};
+pub use tcpcrypt_engine::{
+    Checksum, Direction, EngineStats, KeylogSecrets, PlainReason, Transmit, Verdict,
+};
 
 /// What a tcpcrypt session is, as the control protocol reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +32,11 @@ pub struct SessionView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LookupState {
     Tcpcrypt(SessionView),
-    Plain { reason: String },
+    /// The reason stays typed until an answer is rendered, so copying a
+    /// large table for `list` on the packet thread formats no text.
+    Plain {
+        reason: PlainReason,
+    },
     Pending,
     Unknown,
 }
@@ -122,7 +128,6 @@ impl EngineEvent {
 
 /// The engine as the packet loop drives it (quinn-style: handle, then poll).
 pub trait PacketEngine {
-    fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict;
     fn handle_timeout(&mut self, now: Instant);
     fn poll_transmit(&mut self) -> Option<Transmit>;
     fn poll_timeout(&self) -> Option<Instant>;
@@ -130,8 +135,8 @@ pub trait PacketEngine {
     fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> LookupState;
     fn connections(&self, now: Instant) -> Vec<ConnectionView>;
     fn flush_resumption(&mut self) -> usize;
-    /// `handle_packet` for a packet whose TCP checksum the kernel may
-    /// already have verified.
+    /// Takes one queued packet; `csum` says whether the kernel already
+    /// verified its TCP checksum.
     fn handle_packet_with(
         &mut self,
         now: Instant,
@@ -143,4 +148,7 @@ pub trait PacketEngine {
     /// packets must never cross without the engine (the daemon marks it so
     /// the firewall rules can tell).
     fn last_packet_guarded(&self) -> bool;
+    /// Counters of what the limits and sequence checks turned away, and
+    /// the current table sizes.
+    fn stats(&self) -> EngineStats;
 }

@@ -29,6 +29,7 @@ use crate::engine_api::{
 use crate::firewall::verdict_mark;
 use crate::inject::Injector;
 use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
+use crate::stats_report::StatsReport;
 use crate::sys::{EventFd, poll_readable};
 
 /// Datagrams per `recvmmsg`.
@@ -48,8 +49,9 @@ pub enum EngineRequest {
         wait: Duration,
         reply: Sender<LookupState>,
     },
+    /// Answered with a snapshot shared by every `List` of the same round.
     List {
-        reply: Sender<Vec<ConnectionView>>,
+        reply: Sender<Arc<Vec<ConnectionView>>>,
     },
     FlushResumption {
         reply: Sender<usize>,
@@ -115,7 +117,7 @@ impl EngineHandle {
         )
     }
 
-    pub fn list(&self) -> Result<Vec<ConnectionView>, HandleError> {
+    pub fn list(&self) -> Result<Arc<Vec<ConnectionView>>, HandleError> {
         self.submit(
             |reply| EngineRequest::List { reply },
             Duration::from_secs(5),
@@ -158,6 +160,8 @@ pub struct PacketLoop<E: PacketEngine> {
     pub events: Sender<EngineEvent>,
     pub stop: Arc<AtomicBool>,
     pub journal: Option<Journal>,
+    /// Turns the engine's counters into rate-limited log lines.
+    pub report: StatsReport,
 }
 
 impl<E: PacketEngine> PacketLoop<E> {
@@ -170,12 +174,14 @@ impl<E: PacketEngine> PacketLoop<E> {
         let mut scratch = Vec::with_capacity(65536);
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut pending: Vec<EngineEvent> = Vec::new();
+        let mut last_list = ListSnapshot::default();
         let mut stats = LoopStats::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let deadline = [
                 self.engine.poll_timeout(),
                 waiters.iter().map(|w| w.deadline).min(),
+                self.report.deadline(),
             ]
             .into_iter()
             .flatten()
@@ -237,13 +243,18 @@ impl<E: PacketEngine> PacketLoop<E> {
                 self.flush_engine(&mut pending, &mut waiters, &mut stats);
             }
             self.wake.drain();
+            let mut lists = Vec::new();
             for _ in 0..REQUESTS_PER_ROUND {
                 let Ok(req) = self.requests.try_recv() else {
                     break;
                 };
-                self.serve(req, &mut waiters, now);
+                self.serve(req, &mut waiters, &mut lists, now);
             }
+            answer_lists(&self.engine, now, lists, &mut last_list);
             self.expire_waiters(&mut waiters, Instant::now());
+            for line in self.report.poll(Instant::now(), &self.engine) {
+                log::log!(line.level, "{}", line.text);
+            }
         }
         Ok((stats, self.journal.take()))
     }
@@ -370,7 +381,15 @@ impl<E: PacketEngine> PacketLoop<E> {
         }
     }
 
-    fn serve(&mut self, req: EngineRequest, waiters: &mut Vec<Waiter>, now: Instant) {
+    /// Answers a request, or parks it: a lookup that waits goes to
+    /// `waiters`, a list to `lists` (answered once per round).
+    fn serve(
+        &mut self,
+        req: EngineRequest,
+        waiters: &mut Vec<Waiter>,
+        lists: &mut Vec<Sender<Arc<Vec<ConnectionView>>>>,
+        now: Instant,
+    ) {
         match req {
             EngineRequest::Lookup {
                 local,
@@ -390,9 +409,7 @@ impl<E: PacketEngine> PacketLoop<E> {
                     let _ = reply.send(state);
                 }
             }
-            EngineRequest::List { reply } => {
-                let _ = reply.send(self.engine.connections(now));
-            }
+            EngineRequest::List { reply } => lists.push(reply),
             EngineRequest::FlushResumption { reply } => {
                 let _ = reply.send(self.engine.flush_resumption());
             }
@@ -447,6 +464,57 @@ fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
     }
 }
 
+/// A `list` snapshot is handed out again until `LIST_DUTY - 1` times its
+/// copy cost has passed, aiming at copies taking at most about
+/// 1/`LIST_DUTY` of the packet thread's time.
+const LIST_DUTY: u32 = 10;
+
+/// The last `list` snapshot, while control threads still hold it, with
+/// when it was taken and what the copy cost.
+#[derive(Default)]
+struct ListSnapshot {
+    last: Option<(Instant, Duration, std::sync::Weak<Vec<ConnectionView>>)>,
+}
+
+/// Answers every `list` of a round with one snapshot of the table. The copy
+/// is the only part done here, and it is the part that stops packets: the
+/// rows are copied with their state still typed, and the control threads
+/// render them. However many clients ask at once, a round pays for one
+/// copy; and a snapshot younger than `LIST_DUTY - 1` times its own cost is
+/// handed out again rather than copied anew, so clients asking in a loop
+/// cannot keep the packet thread copying. The snapshot is held weakly, so
+/// the last control thread done with it frees it, not the packet thread.
+fn answer_lists<E: PacketEngine>(
+    engine: &E,
+    now: Instant,
+    replies: Vec<Sender<Arc<Vec<ConnectionView>>>>,
+    last: &mut ListSnapshot,
+) {
+    if replies.is_empty() {
+        return;
+    }
+    let recent = last.last.as_ref().and_then(|(taken, cost, snapshot)| {
+        let fresh_until = *taken + cost.saturating_mul(LIST_DUTY - 1);
+        if now < fresh_until {
+            snapshot.upgrade()
+        } else {
+            None
+        }
+    });
+    let snapshot = match recent {
+        Some(s) => s,
+        None => {
+            let start = Instant::now();
+            let s = Arc::new(engine.connections(now));
+            last.last = Some((now, start.elapsed(), Arc::downgrade(&s)));
+            s
+        }
+    };
+    for reply in replies {
+        let _ = reply.send(snapshot.clone());
+    }
+}
+
 /// A one-line description of a TCP/IP packet for trace logs: ports,
 /// flags, sequence and acknowledgement numbers, payload length.
 fn packet_summary(p: &[u8]) -> String {
@@ -493,14 +561,155 @@ mod tests {
     use super::*;
     use crate::conn_journal;
     use std::collections::VecDeque;
+    use tcpcrypt_engine as eng;
+    use tcpcrypt_engine::wire::{IpLayer, Packet, TcpFlags, TcpOption, TcpRepr};
 
-    /// An engine that only hands out the events it was given.
-    struct Scripted(VecDeque<EngineEvent>);
-
-    impl PacketEngine for Scripted {
-        fn handle_packet(&mut self, _: Instant, _: Direction, _: &mut Vec<u8>) -> Verdict {
-            Verdict::Accept
+    /// An IPv4 SYN with an MSS option.
+    fn syn(src: ([u8; 4], u16), dst: ([u8; 4], u16), isn: u32) -> Vec<u8> {
+        Packet {
+            ip: IpLayer::new_minimal(src.0.into(), dst.0.into()),
+            tcp: TcpRepr {
+                src_port: src.1,
+                dst_port: dst.1,
+                seq: isn,
+                ack: 0,
+                flags: TcpFlags::SYN,
+                window: 65535,
+                urgent: 0,
+                options: vec![TcpOption::Mss(1460)],
+                payload: Vec::new(),
+            },
         }
+        .to_bytes()
+        .expect("a SYN emits")
+    }
+
+    /// A real engine tracking `n` connections: half opened by us (in their
+    /// handshake), half opened by peers without ENO (plain, with a reason).
+    fn engine_with(n: usize) -> eng::Engine {
+        let config = eng::EngineConfig {
+            max_connections: n * 2,
+            max_half_open: n * 2,
+            ..eng::EngineConfig::default()
+        };
+        let mut engine = eng::Engine::new(config, Box::new(tcpcrypt_proto::OsRng));
+        let now = Instant::now();
+        for i in 0..n {
+            let host = [10, 1, (i >> 8) as u8, i as u8];
+            let port = 1024 + (i % 60000) as u16;
+            let (dir, mut packet) = if i % 2 == 0 {
+                (
+                    Direction::Outbound,
+                    syn(([10, 0, 0, 1], port), (host, 80), i as u32),
+                )
+            } else {
+                (
+                    Direction::Inbound,
+                    syn((host, port), ([10, 0, 0, 1], 80), i as u32),
+                )
+            };
+            let _ = engine.handle_packet(now, dir, &mut packet);
+            while engine.poll_transmit().is_some() {}
+            while engine.poll_event().is_some() {}
+        }
+        engine
+    }
+
+    /// How long the packet thread is busy (handling no packet) answering
+    /// `clients` concurrent `list` requests, each paid for separately (as
+    /// before coalescing) or with one shared snapshot.
+    fn list_round(engine: &eng::Engine, clients: usize, coalesce: bool) -> (Duration, usize) {
+        let mut receivers = Vec::new();
+        let mut replies = Vec::new();
+        for _ in 0..clients {
+            let (tx, rx) = std::sync::mpsc::channel();
+            replies.push(tx);
+            receivers.push(rx);
+        }
+        let start = Instant::now();
+        if coalesce {
+            answer_lists(
+                engine,
+                Instant::now(),
+                replies,
+                &mut ListSnapshot::default(),
+            );
+        } else {
+            for reply in replies {
+                answer_lists(
+                    engine,
+                    Instant::now(),
+                    vec![reply],
+                    &mut ListSnapshot::default(),
+                );
+            }
+        }
+        let busy = start.elapsed();
+        let rows = receivers
+            .iter()
+            .map(|rx| rx.recv().expect("every client answered").len())
+            .min()
+            .unwrap_or(0);
+        (busy, rows)
+    }
+
+    /// Not a pass/fail check on time: prints how long the packet thread
+    /// stalls for `list` on a large table, for one client and for many at
+    /// once, and checks only that every client got the whole table.
+    #[test]
+    fn list_stall_on_a_large_table() {
+        for n in [4096usize, 65536] {
+            let engine = engine_with(n);
+            let tracked = PacketEngine::stats(&engine).connections;
+            println!(
+                "{n}: {tracked} connections tracked, {} bytes per copied row",
+                std::mem::size_of::<ConnectionView>()
+            );
+            for (clients, coalesce) in [(1, true), (16, false), (16, true)] {
+                let mut worst = Duration::ZERO;
+                for _ in 0..3 {
+                    let (busy, rows) = list_round(&engine, clients, coalesce);
+                    assert_eq!(rows, tracked, "a client got a partial table");
+                    worst = worst.max(busy);
+                }
+                println!(
+                    "{n}: {clients} concurrent list(s), {}: packet thread busy up to {worst:?}",
+                    if coalesce {
+                        "one shared snapshot"
+                    } else {
+                        "one copy each (before)"
+                    }
+                );
+            }
+        }
+    }
+
+    /// An engine that hands out the events it was given and whose table
+    /// copy takes `list_cost` and is counted.
+    #[derive(Default)]
+    struct Fake {
+        events: VecDeque<EngineEvent>,
+        list_cost: Duration,
+        copies: std::cell::Cell<usize>,
+    }
+
+    impl Fake {
+        fn with_events(events: impl IntoIterator<Item = EngineEvent>) -> Fake {
+            Fake {
+                events: events.into_iter().collect(),
+                ..Fake::default()
+            }
+        }
+
+        fn slow_list(list_cost: Duration) -> Fake {
+            Fake {
+                list_cost,
+                ..Fake::default()
+            }
+        }
+    }
+
+    impl PacketEngine for Fake {
         fn handle_timeout(&mut self, _: Instant) {}
         fn poll_transmit(&mut self) -> Option<Transmit> {
             None
@@ -509,12 +718,14 @@ mod tests {
             None
         }
         fn poll_event(&mut self) -> Option<EngineEvent> {
-            self.0.pop_front()
+            self.events.pop_front()
         }
         fn lookup(&self, _: SocketAddr, _: SocketAddr) -> LookupState {
             LookupState::Unknown
         }
         fn connections(&self, _: Instant) -> Vec<ConnectionView> {
+            self.copies.set(self.copies.get() + 1);
+            std::thread::sleep(self.list_cost);
             Vec::new()
         }
         fn flush_resumption(&mut self) -> usize {
@@ -531,6 +742,9 @@ mod tests {
         }
         fn last_packet_guarded(&self) -> bool {
             false
+        }
+        fn stats(&self) -> crate::engine_api::EngineStats {
+            crate::engine_api::EngineStats::default()
         }
     }
 
@@ -561,7 +775,7 @@ mod tests {
         let path = dir.0.join(conn_journal::FILE_NAME);
         let mut journal = Journal::create(&path).expect("journal");
         let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
-        let mut engine = Scripted(VecDeque::from([EngineEvent::Guarding { local, remote }]));
+        let mut engine = Fake::with_events([EngineEvent::Guarding { local, remote }]);
         let mut pending = Vec::new();
         drain_events(&mut engine, Some(&mut journal), &mut pending);
         assert_eq!(
@@ -579,7 +793,7 @@ mod tests {
         let path = dir.0.join(conn_journal::FILE_NAME);
         let mut journal = Journal::create(&path).expect("journal");
         let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
-        let mut engine = Scripted(VecDeque::from([
+        let mut engine = Fake::with_events([
             EngineEvent::Guarding { local, remote },
             EngineEvent::Aborted {
                 local,
@@ -592,11 +806,72 @@ mod tests {
                 remote,
                 reason: "no ENO".into(),
             },
-        ]));
+        ]);
         let mut pending = Vec::new();
         drain_events(&mut engine, Some(&mut journal), &mut pending);
         let replay = conn_journal::read_previous(&path).expect("read");
         assert_eq!(replay.open, vec![ConnKey { local, remote }]);
         assert_eq!(pending.len(), 4);
+    }
+    type ListReply = Arc<Vec<ConnectionView>>;
+
+    fn ask_lists(
+        n: usize,
+    ) -> (
+        Vec<Sender<ListReply>>,
+        Vec<std::sync::mpsc::Receiver<ListReply>>,
+    ) {
+        (0..n).map(|_| std::sync::mpsc::channel()).unzip()
+    }
+
+    #[test]
+    fn lists_of_one_round_share_one_copy() {
+        let engine = Fake::slow_list(Duration::ZERO);
+        let (tx, rx) = ask_lists(16);
+        answer_lists(&engine, Instant::now(), tx, &mut ListSnapshot::default());
+        assert_eq!(engine.copies.get(), 1);
+        assert!(
+            rx.iter().all(|r| r.recv().is_ok()),
+            "a client got no answer"
+        );
+    }
+
+    #[test]
+    fn a_held_recent_snapshot_is_reused_and_an_old_one_is_not() {
+        let cost = Duration::from_millis(20);
+        let engine = Fake::slow_list(cost);
+        let mut last = ListSnapshot::default();
+        let t0 = Instant::now();
+        let (tx, rx) = ask_lists(1);
+        answer_lists(&engine, t0, tx, &mut last);
+        let held = rx[0].recv().expect("answer");
+        assert_eq!(engine.copies.get(), 1);
+
+        // Within the duty window and still held by a control thread.
+        let (tx, rx) = ask_lists(1);
+        answer_lists(&engine, t0 + cost, tx, &mut last);
+        let again = rx[0].recv().expect("answer");
+        assert!(Arc::ptr_eq(&held, &again), "not the same snapshot");
+        assert_eq!(engine.copies.get(), 1);
+
+        // Past the window: copied anew.
+        let (tx, rx) = ask_lists(1);
+        answer_lists(&engine, t0 + cost * (LIST_DUTY + 5), tx, &mut last);
+        assert!(rx[0].recv().is_ok());
+        assert_eq!(engine.copies.get(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_nobody_holds_is_not_kept() {
+        let engine = Fake::slow_list(Duration::from_millis(20));
+        let mut last = ListSnapshot::default();
+        let t0 = Instant::now();
+        let (tx, rx) = ask_lists(1);
+        answer_lists(&engine, t0, tx, &mut last);
+        drop(rx[0].recv().expect("answer"));
+        let (tx, rx) = ask_lists(1);
+        answer_lists(&engine, t0, tx, &mut last);
+        assert!(rx[0].recv().is_ok());
+        assert_eq!(engine.copies.get(), 2);
     }
 }
