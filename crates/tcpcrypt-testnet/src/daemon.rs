@@ -38,6 +38,15 @@ impl DaemonOptions {
     }
 }
 
+/// Resident memory of a process, in KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the most it was ever resident (high-water mark).
+    pub peak_kib: u64,
+}
+
 /// A running daemon.
 pub struct Daemon {
     /// Removed on drop; `None` once handed on by [`Daemon::restart`].
@@ -143,6 +152,35 @@ impl Daemon {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// The daemon's resident memory now and at its peak, from
+    /// `/proc/PID/status` (`ip netns exec` execs the daemon in place, so
+    /// the child's pid is the daemon's).
+    pub fn memory(&self) -> Result<Memory> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| TestnetError::Daemon("the daemon was already reaped".into()))?;
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).map_err(|source| TestnetError::Io {
+            what: format!("reading {path}"),
+            source,
+        })?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| TestnetError::Daemon(format!("no {name} in {path}")))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// Size of the daemon's log file in bytes.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
     }
 
     /// The daemon's log so far.

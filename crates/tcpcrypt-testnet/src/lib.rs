@@ -13,11 +13,12 @@
 
 mod capture;
 mod daemon;
+pub mod forge;
 mod netns;
 mod topology;
 
 pub use capture::{Capture, Frame};
-pub use daemon::{Daemon, DaemonOptions};
+pub use daemon::{Daemon, DaemonOptions, Memory};
 pub use netns::{Netns, ProcessGuard};
 pub use topology::{Addrs, Topology};
 
@@ -43,6 +44,8 @@ pub enum TestnetError {
     },
     #[error("{0}")]
     Daemon(String),
+    #[error("forging a packet: {0}")]
+    Forge(#[from] tcpcrypt_engine::wire::WireError),
 }
 
 pub type Result<T> = std::result::Result<T, TestnetError>;
