@@ -316,7 +316,10 @@ pub struct Sniffer {
 
 impl Sniffer {
     /// Starts watching the connection between `a` and `b` (IPv4) from
-    /// inside `ns`; nothing that arrives after this returns is missed.
+    /// inside `ns`; nothing that arrives after this returns is missed. Port
+    /// 0 in `a` or `b` matches any port, so a sniffer started before a
+    /// client connects sees its SYN (and window scale); sides are then
+    /// known by their real addresses.
     pub fn start(ns: &Netns, a: SocketAddr, b: SocketAddr) -> Result<Sniffer> {
         let fd = ns.run(|| crate::capture::open_socket(None))?;
         let sides: Sides = Arc::new(Mutex::new(HashMap::new()));
@@ -442,7 +445,11 @@ fn observe(frame: &[u8], conn: (SocketAddr, SocketAddr)) -> Option<(SocketAddr, 
     }
     let p = Packet::parse(frame.get(ETH_HEADER_LEN..)?).ok()?;
     let (src, dst) = (p.src(), p.dst());
-    if !((src, dst) == conn || (dst, src) == conn) {
+    let is = |x: SocketAddr, pattern: SocketAddr| {
+        x.ip() == pattern.ip() && (pattern.port() == 0 || x.port() == pattern.port())
+    };
+    let (a, b) = conn;
+    if !((is(src, a) && is(dst, b)) || (is(src, b) && is(dst, a))) {
         return None;
     }
     let t = &p.tcp;
@@ -523,6 +530,11 @@ mod tests {
         assert_eq!(wscale, None);
         let other = (SocketAddr::V4(a()), "10.77.2.2:7101".parse().unwrap());
         assert!(observe(&frame, other).is_none());
+        let any_client_port = ("10.77.1.1:0".parse().unwrap(), SocketAddr::V4(b()));
+        assert_eq!(
+            observe(&frame, any_client_port).unwrap().0,
+            SocketAddr::V4(b())
+        );
         frame[12] = 0x86; // IPv6 ethertype: not read
         assert!(observe(&frame, conn).is_none());
     }
@@ -537,7 +549,8 @@ mod tests {
             let [a, b, c, d] = s.ip().octets();
             assert_eq!((a, b), (10, 77));
             assert!(c >= 128, "{s} outside 10.77.128.0/17");
-            assert!(!(c == 128 && d == 0) && !(c == 255 && d == 255), "{s}");
+            let network_or_broadcast = (c, d) == (128, 0) || (c, d) == (255, 255);
+            assert!(!network_or_broadcast, "{s}");
             assert!(s.port() >= 1024);
             seen.insert(*s.ip());
         }

@@ -11,6 +11,8 @@
 //!
 //! It must not be used by production code.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod capture;
 mod daemon;
 pub mod forge;
