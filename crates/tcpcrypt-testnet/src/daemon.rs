@@ -38,6 +38,9 @@ impl DaemonOptions {
     }
 }
 
+/// How much of the end of a daemon's log a failing test prints.
+const LOG_TAIL: usize = 64 << 10;
+
 /// Resident memory of a process, in KiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
@@ -253,10 +256,21 @@ impl Drop for Daemon {
             }
         }
         if std::thread::panicking() {
+            // A flood can make the log megabytes long; its end tells most.
+            let text = self.log_text();
+            let cut = text.len().saturating_sub(LOG_TAIL);
+            let start = (cut..text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            let omitted = if start > 0 {
+                format!("[{start} earlier bytes omitted]\n")
+            } else {
+                String::new()
+            };
             eprintln!(
-                "---- tcpcryptd log ({}) ----\n{}",
+                "---- tcpcryptd log ({}) ----\n{omitted}{}",
                 self.ns_name,
-                self.log_text()
+                &text[start..]
             );
         }
         if let Some(dir) = &self.dir {
