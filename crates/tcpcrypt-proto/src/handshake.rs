@@ -31,7 +31,7 @@ use crate::eno::{
 };
 use crate::frame::{FrameReader, FrameWriter, first_frame_offset};
 use crate::init::{Init1, Init2, InitError, InitKind, InitProgress, init_progress};
-use crate::kex::{EphemeralKey, KexError};
+use crate::kex::{DrawnKey, EphemeralKey, KexError};
 use crate::resume::{
     CacheLimits, DEFAULT_RESUME_NONCE_LEN, MAX_RESUME_NONCE_LEN, ResumeMatch, ResumeOffer,
     ResumeSecret, ResumptionCache, split_resumption_data,
@@ -582,11 +582,13 @@ fn fresh_handshake(
     rng: &mut dyn Rng,
 ) -> Result<Handshake, HandshakeError> {
     let common = common(negotiated, policy)?;
-    let key = EphemeralKey::generate(common.tep, rng)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)?;
+    // Key material is drawn before the nonce, as it always was, so seeded
+    // test runs stay reproducible.
     Ok(match common.role {
         Role::A => {
+            let key = EphemeralKey::generate(common.tep, rng)?;
+            let mut nonce = [0u8; NONCE_LEN];
+            rng.fill(&mut nonce)?;
             let init1 = Init1::new(
                 aeads.iter().map(|a| a.id()).collect(),
                 nonce,
@@ -602,13 +604,18 @@ fn fresh_handshake(
                 received: Vec::new(),
             })
         }
-        Role::B => Handshake::AwaitInit1(AwaitInit1 {
-            common,
-            key,
-            nonce,
-            preference: aeads.to_vec(),
-            received: Vec::new(),
-        }),
+        Role::B => {
+            let key = DrawnKey::draw(common.tep, rng)?;
+            let mut nonce = [0u8; NONCE_LEN];
+            rng.fill(&mut nonce)?;
+            Handshake::AwaitInit1(AwaitInit1 {
+                common,
+                key,
+                nonce,
+                preference: aeads.to_vec(),
+                received: Vec::new(),
+            })
+        }
     })
 }
 
@@ -788,10 +795,11 @@ impl AwaitInit2 {
     }
 }
 
-/// Host B collecting A's Init1.
+/// Host B collecting A's Init1. Its key pair is only drawn, not computed,
+/// until Init1 is complete (see [`DrawnKey`]).
 pub struct AwaitInit1 {
     common: Common,
-    key: EphemeralKey,
+    key: DrawnKey,
     nonce: [u8; NONCE_LEN],
     preference: Vec<Aead>,
     received: Vec<u8>,
@@ -828,8 +836,9 @@ impl AwaitInit1 {
             .ok_or_else(|| HandshakeError::NoCommonAead {
                 offered: init1.sym_ciphers.clone(),
             })?;
-        let es = self.key.agree(&init1.public_key)?;
-        let init2 = Init2::new(aead, self.nonce, self.key.public_key().clone()).encode()?;
+        let key = self.key.compute()?;
+        let es = key.agree(&init1.public_key)?;
+        let init2 = Init2::new(aead, self.nonce, key.public_key().clone()).encode()?;
         let ss0 = SessionSecret::extract(
             &init1.nonce,
             &self.common.transcript,

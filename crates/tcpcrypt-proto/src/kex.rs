@@ -91,19 +91,49 @@ pub fn private_key_len(tep: Tep) -> usize {
     }
 }
 
+/// Private key bytes drawn for a key pair not computed yet. Drawing is
+/// cheap; computing the public key is the costly step, so a passive opener
+/// draws when it answers a SYN and computes only once the peer's Init1
+/// shows the three-way handshake really completed: spoofed SYNs then cost
+/// no public-key operation.
+pub struct DrawnKey {
+    tep: Tep,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for DrawnKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DrawnKey({})", self.tep)
+    }
+}
+
+impl DrawnKey {
+    /// Draws private key bytes for `tep` from `rng`.
+    pub fn draw(tep: Tep, rng: &mut dyn Rng) -> Result<DrawnKey, KexError> {
+        let mut bytes = Zeroizing::new(vec![0u8; private_key_len(tep)]);
+        rng.fill(&mut bytes)?;
+        if tep == Tep::P521 {
+            // A P-521 scalar has 521 bits: keep one bit of the top byte.
+            if let Some(top) = bytes.first_mut() {
+                *top &= 0x01;
+            }
+        }
+        Ok(DrawnKey { tep, bytes })
+    }
+
+    /// The key pair. Fails only for a P-256/P-521 draw that is not a valid
+    /// scalar (zero or not below the group order), which happens with
+    /// negligible probability.
+    pub fn compute(self) -> Result<EphemeralKey, KexError> {
+        EphemeralKey::from_private_bytes(self.tep, &self.bytes)
+    }
+}
+
 impl EphemeralKey {
     /// Draws a fresh key pair from `rng`.
     pub fn generate(tep: Tep, rng: &mut dyn Rng) -> Result<EphemeralKey, KexError> {
-        let mut bytes = Zeroizing::new(vec![0u8; private_key_len(tep)]);
         for _ in 0..MAX_KEYGEN_ATTEMPTS {
-            rng.fill(&mut bytes)?;
-            if tep == Tep::P521 {
-                // A P-521 scalar has 521 bits: keep one bit of the top byte.
-                if let Some(top) = bytes.first_mut() {
-                    *top &= 0x01;
-                }
-            }
-            match EphemeralKey::from_private_bytes(tep, &bytes) {
+            match DrawnKey::draw(tep, rng)?.compute() {
                 Ok(key) => return Ok(key),
                 Err(KexError::KeyGeneration { .. }) => continue,
                 Err(other) => return Err(other),

@@ -16,6 +16,10 @@
 //! - Resumption data must be a 9-byte identifier half plus a 0..8-byte
 //!   nonce; shorter or longer data is treated as a fresh offer.
 //! - Bounded: a few chains per (peer, TEP), a global limit, oldest evicted.
+//! - Matching costs no key derivation: each chain keeps ss\[i\] ..
+//!   ss\[i+look_ahead\] with the peer's identifier half already derived, so a
+//!   SYN (which anyone can forge) only compares bytes; the derivations
+//!   happen when a chain starts or moves on.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -64,10 +68,69 @@ impl Default for CacheLimits {
 
 struct Entry {
     chain: ChainId,
-    secret: SessionSecret,
+    /// ss\[index\] .. ss\[index + look_ahead\], each with the identifier
+    /// half the peer would send for it.
+    window: VecDeque<Candidate>,
     index: u64,
     aead: Aead,
     original_role: Role,
+}
+
+struct Candidate {
+    secret: SessionSecret,
+    peer_half: [u8; RESUME_HALF_LEN],
+}
+
+impl Entry {
+    fn new(
+        chain: ChainId,
+        ss: SessionSecret,
+        index: u64,
+        aead: Aead,
+        original_role: Role,
+        look_ahead: u32,
+    ) -> Entry {
+        let mut e = Entry {
+            chain,
+            window: VecDeque::new(),
+            index,
+            aead,
+            original_role,
+        };
+        e.window.push_back(e.candidate(ss));
+        e.refill(look_ahead);
+        e
+    }
+
+    fn candidate(&self, secret: SessionSecret) -> Candidate {
+        let peer_half = secret.resume_half(self.original_role.peer());
+        Candidate { secret, peer_half }
+    }
+
+    /// Derives secrets until the window holds `look_ahead + 1` of them.
+    fn refill(&mut self, look_ahead: u32) {
+        while self.window.len() <= look_ahead as usize {
+            let Some(last) = self.window.back() else {
+                return;
+            };
+            let next = self.candidate(last.secret.next());
+            self.window.push_back(next);
+        }
+    }
+
+    /// Takes ss\[index + step\] out, dropping the secrets before it, and
+    /// moves the chain on past it.
+    fn take(&mut self, step: usize, look_ahead: u32) -> Option<(u64, SessionSecret)> {
+        let index = self.index.saturating_add(step as u64);
+        self.window.drain(..step.min(self.window.len()));
+        let taken = self.window.pop_front()?;
+        if self.window.is_empty() {
+            self.window.push_back(self.candidate(taken.secret.next()));
+        }
+        self.refill(look_ahead);
+        self.index = index.saturating_add(1);
+        Some((index, taken.secret))
+    }
 }
 
 /// A secret claimed for one connection, with what the key schedule needs.
@@ -198,17 +261,8 @@ impl<P: Eq + Hash + Clone> ResumptionCache<P> {
     ) -> ChainId {
         let chain = ChainId(self.next_chain);
         self.next_chain = self.next_chain.wrapping_add(1);
-        self.put(
-            peer,
-            tep,
-            Entry {
-                chain,
-                secret: ss1,
-                index: 1,
-                aead,
-                original_role,
-            },
-        );
+        let entry = Entry::new(chain, ss1, 1, aead, original_role, self.limits.look_ahead);
+        self.put(peer, tep, entry);
         chain
     }
 
@@ -276,18 +330,18 @@ impl<P: Eq + Hash + Clone> ResumptionCache<P> {
     /// and leaves ss\[i+1\] in its place.
     pub fn take_offer(&mut self, peer: &P, tep: Tep, nonce: Vec<u8>) -> Option<ResumeOffer> {
         let key = (peer.clone(), tep);
+        let look_ahead = self.limits.look_ahead;
         let list = self.chains.get_mut(&key)?;
         let entry = list.back_mut()?;
-        let next = entry.secret.next();
+        let (index, secret) = entry.take(0, look_ahead)?;
         let claimed = ResumeSecret {
             tep,
             aead: entry.aead,
             chain: entry.chain,
-            index: entry.index,
-            secret: std::mem::replace(&mut entry.secret, next),
+            index,
+            secret,
             original_role: entry.original_role,
         };
-        entry.index = entry.index.saturating_add(1);
         Some(ResumeOffer { claimed, nonce })
     }
 
@@ -297,30 +351,32 @@ impl<P: Eq + Hash + Clone> ResumptionCache<P> {
     /// to ss\[k+1\].
     pub fn match_offer(&mut self, peer: &P, tep: Tep, data: &[u8]) -> Option<ResumeMatch> {
         let (half, nonce) = split_resumption_data(data)?;
+        let look_ahead = self.limits.look_ahead;
         let list = self.chains.get_mut(&(peer.clone(), tep))?;
         for entry in list.iter_mut() {
-            let mut candidate = entry.secret.clone();
-            for step in 0..=u64::from(self.limits.look_ahead) {
-                let theirs = candidate.resume_half(entry.original_role.peer());
-                if verify_slices_are_equal(half, &theirs).is_ok() {
-                    let next = candidate.next();
-                    let claimed = ResumeSecret {
-                        tep,
-                        aead: entry.aead,
-                        chain: entry.chain,
-                        index: entry.index.saturating_add(step),
-                        secret: candidate,
-                        original_role: entry.original_role,
-                    };
-                    entry.secret = next;
-                    entry.index = claimed.index.saturating_add(1);
-                    return Some(ResumeMatch {
-                        claimed,
-                        peer_nonce: nonce.to_vec(),
-                    });
+            // Every candidate is compared, so the time taken does not tell
+            // how far along the chain a match was.
+            let mut found = None;
+            for (step, c) in entry.window.iter().enumerate() {
+                if verify_slices_are_equal(half, &c.peer_half).is_ok() && found.is_none() {
+                    found = Some(step);
                 }
-                candidate = candidate.next();
             }
+            let Some(step) = found else {
+                continue;
+            };
+            let (index, secret) = entry.take(step, look_ahead)?;
+            return Some(ResumeMatch {
+                claimed: ResumeSecret {
+                    tep,
+                    aead: entry.aead,
+                    chain: entry.chain,
+                    index,
+                    secret,
+                    original_role: entry.original_role,
+                },
+                peer_nonce: nonce.to_vec(),
+            });
         }
         None
     }
