@@ -206,6 +206,19 @@ impl RawSender {
         })
     }
 
+    /// Sends an IPv4 packet exactly as given, e.g. a captured one replayed.
+    /// It must parse as IPv4 + TCP, which also gives its destination.
+    pub fn send_bytes(&mut self, packet: &[u8]) -> Result<()> {
+        let p = Packet::parse(packet)?;
+        let IpAddr::V4(dst) = p.ip.dst else {
+            return Err(WireError::Unsupported("IPv6 forgery").into());
+        };
+        send_to(&self.fd, packet, dst).map_err(|source| TestnetError::Io {
+            what: format!("sending a replayed packet to {dst}"),
+            source,
+        })
+    }
+
     /// Sends each packet once, as fast as the kernel takes them; a packet
     /// refused for want of buffer space is counted, not retried.
     pub fn burst<'a>(&mut self, packets: impl IntoIterator<Item = &'a Packet>) -> BurstReport {

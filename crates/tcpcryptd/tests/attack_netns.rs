@@ -324,6 +324,10 @@ fn blind_attack(kinds: &[Blind], port: u16, protection: Protection) {
         .expect("daemons");
     let to = SocketAddr::new(t.server_addrs.ip(false), port);
     let listener = listen(&t.server, to);
+    // A large receive buffer (inherited by the accepted socket) lets a few
+    // MiB be in flight when the window closes, rather than the default
+    // few hundred KiB.
+    force_receive_buffer(&listener, 8 << 20);
     let cap = Capture::start(router, "veth1").expect("capture");
     let sniffer =
         Sniffer::start(router, SocketAddr::new(t.client_addrs.ip(false), 0), to).expect("sniffer");
@@ -755,6 +759,21 @@ fn syn_flood_without_eno_leaves_memory_bounded_and_encryption_working() {
     syn_flood(false, 7107);
 }
 
+/// Sets a socket's receive buffer past `net.core.rmem_max` (root only).
+fn force_receive_buffer(socket: &impl std::os::fd::AsRawFd, bytes: i32) {
+    // SAFETY: `bytes` is a live c_int of the size passed, on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
 /// Most a daemon's peak resident memory may grow while its application
 /// does not read: what is in flight is bounded by the kernels' windows
 /// (at most `tcp_rmem`'s 6 MiB by default), so anything past this means a
@@ -767,20 +786,32 @@ fn a_receiver_that_never_reads_keeps_both_daemons_bounded() {
     require_root();
     const PORT: u16 = 7108;
     const SIZE: usize = 64 << 20;
-    const STALL: Duration = Duration::from_secs(6);
+    const STALL: Duration = Duration::from_secs(8);
+    const REPLAYS: usize = 10;
     let t = Topology::routed().expect("topology");
+    let router = router(&t);
     let (client_d, server_d) = t.start_daemons(&options("7108")).expect("daemons");
     let to = SocketAddr::new(t.server_addrs.ip(false), PORT);
     let listener = listen(&t.server, to);
+    // A large receive buffer (inherited by the accepted socket) lets a few
+    // MiB be in flight when the window closes, rather than the default
+    // few hundred KiB.
+    force_receive_buffer(&listener, 8 << 20);
+    let cap = Capture::start(router, "veth1").expect("capture");
     let (c_before, s_before) = (memory(&client_d), memory(&server_d));
-    let server = std::thread::spawn(move || {
-        let (s, _) = listener.accept().expect("accept");
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        // The application is busy elsewhere: the window closes.
-        std::thread::sleep(STALL);
-        receive_stream(&s, SIZE)
-    });
+    let reading = Arc::new(AtomicBool::new(false));
+    let server = {
+        let reading = reading.clone();
+        std::thread::spawn(move || {
+            let (s, _) = listener.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(60)))?;
+            // The application is busy elsewhere: the window closes.
+            while !reading.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            receive_stream(&s, SIZE)
+        })
+    };
     let c = connect(&t.client, to);
     shared_session_id(&client_d, &server_d, &c);
     let written = Arc::new(AtomicU64::new(0));
@@ -802,15 +833,41 @@ fn a_receiver_that_never_reads_keeps_both_daemons_bounded() {
             Ok(ctx.finish().as_ref().to_vec())
         })
     };
-    std::thread::sleep(STALL - Duration::from_secs(1));
+    // While the window is closed, the router also replays every data
+    // segment the client sent so far, many times over: a sender that
+    // keeps sending whatever the window says. The receiving daemon must
+    // neither store the copies nor pass them on twice.
+    std::thread::sleep(STALL / 2);
     let stalled_at = written.load(Ordering::Relaxed);
+    let frames = cap.finish();
+    let data: Vec<&[u8]> = frames
+        .iter()
+        .filter_map(|f| {
+            let p = Packet::parse(f.ip()).ok()?;
+            (p.dst() == to && !p.tcp.payload.is_empty()).then(|| f.ip())
+        })
+        .collect();
+    let mut raw = RawSender::open(router).expect("raw socket");
+    let mut replayed = 0u64;
+    for _ in 0..REPLAYS {
+        for p in &data {
+            if raw.send_bytes(p).is_ok() {
+                replayed += 1;
+            }
+        }
+    }
+    std::thread::sleep(STALL / 2);
     let (c_stall, s_stall) = (memory(&client_d), memory(&server_d));
+    let still_stalled = written.load(Ordering::Relaxed) < (SIZE as u64);
+    reading.store(true, Ordering::Relaxed);
     let sent_hash = finished("client sending", writer);
     assert_eq!(finished("server receiving", server), sent_hash);
     let (c_after, s_after) = (memory(&client_d), memory(&server_d));
     eprintln!(
-        "receiver not reading: the sender got {:.1} MiB into its socket before the window closed",
-        stalled_at as f64 / f64::from(1 << 20)
+        "receiver not reading: the sender got {:.1} MiB into its socket before the window \
+         closed; the router replayed {} data segments {REPLAYS} times ({replayed} packets)",
+        stalled_at as f64 / f64::from(1 << 20),
+        data.len()
     );
     for (who, before, stall, after) in [
         ("server (receiving)", s_before, s_stall, s_after),
@@ -832,9 +889,10 @@ fn a_receiver_that_never_reads_keeps_both_daemons_bounded() {
         );
     }
     assert!(
-        (stalled_at as usize) < SIZE,
+        still_stalled,
         "the whole stream fit before the receiver read: the window never closed"
     );
+    assert!(replayed > 0, "nothing was replayed");
 }
 
 /// Most the server daemon's peak resident memory may grow from 10,000
