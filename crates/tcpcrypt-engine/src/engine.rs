@@ -14,6 +14,7 @@ use crate::api::{
 };
 use crate::conn::{Connection, Ctx};
 use crate::wire::ip::TcpRemnant;
+use crate::wire::tcp::kind;
 use crate::wire::{Packet, TcpFlags, canonical};
 
 type Key = (SocketAddr, SocketAddr);
@@ -38,13 +39,42 @@ pub struct Engine {
     /// connection that guards plaintext.
     last_guarded: bool,
     stats: EngineStats,
+    /// Entries opened by a peer's SYN and not through the handshake.
+    half_open: usize,
+    /// Out-of-order bytes held across all connections.
+    ooo_bytes: usize,
 }
 
 struct Tracked {
     conn: Connection,
     /// The earliest timer entry queued for this connection.
     scheduled: Option<Instant>,
+    /// `Event::Guarding` was sent for it.
+    announced: bool,
 }
+
+/// What one connection contributes to the engine-wide tallies.
+#[derive(Clone, Copy, Debug, Default)]
+struct Footprint {
+    guarded: bool,
+    half_open: bool,
+    ooo_bytes: usize,
+}
+
+impl Footprint {
+    fn of(conn: &Connection) -> Footprint {
+        Footprint {
+            guarded: conn.guards_plaintext(),
+            half_open: conn.is_half_open(),
+            ooo_bytes: conn.out_of_order_bytes(),
+        }
+    }
+}
+
+/// Timers run per [`Engine::handle_timeout`] call at most, so a mass
+/// expiry is spread over several rounds of the packet loop instead of
+/// stalling it.
+const MAX_TIMERS_PER_CALL: usize = 1024;
 
 impl Engine {
     /// An engine with `config`, drawing nonces and keys from `rng`.
@@ -83,6 +113,8 @@ impl Engine {
             guarded_pairs: HashMap::new(),
             last_guarded: false,
             stats: EngineStats::default(),
+            half_open: 0,
+            ooo_bytes: 0,
         })
     }
 
@@ -151,30 +183,35 @@ impl Engine {
         let key = (local, remote);
         let flags = pkt.tcp.flags;
         if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
-            // A SYN with a new ISN starts a new connection (port reuse); a
-            // repeated one is a retransmission; a SYN from the other side of
-            // a connection we opened is a simultaneous open.
-            let fresh = match self.table.get(&key) {
-                Some(t) => t.conn.is_closed() || t.conn.isn(dir).is_some_and(|i| i != pkt.tcp.seq),
+            let live = self.table.get(&key).filter(|t| !t.conn.is_closed());
+            // Only our own host starts a connection over a live entry (its
+            // kernel reused the port with a new ISN); a peer's SYN on a live
+            // connection is a retransmission or a forgery, which the
+            // connection itself screens (RFC 5961 section 4).
+            let fresh = match live {
                 None => true,
-            };
-            if fresh {
-                let old = self.table.insert(
-                    key,
-                    Tracked {
-                        conn: Connection::new(local, remote, now),
-                        scheduled: None,
-                    },
-                );
-                if let Some(old) = old {
-                    self.note_guard(&key, old.conn.guards_plaintext(), false);
+                Some(t) => {
+                    dir == Direction::Outbound && t.conn.isn(dir).is_some_and(|i| i != pkt.tcp.seq)
                 }
+            };
+            if fresh && !self.admit(now, key, dir) {
+                return Verdict::Accept;
             }
         }
         let Some(tracked) = self.table.get_mut(&key) else {
+            if dir == Direction::Inbound
+                && !flags.contains(TcpFlags::SYN)
+                && pkt.tcp.option(kind::ENO).is_some()
+            {
+                // The peer believes ENO is on for a connection we do not
+                // track (its handshake outlived the half-open timeout, or a
+                // daemon restarted): passing it would feed its tcpcrypt
+                // bytes to the application as data.
+                return Verdict::Drop;
+            }
             return Verdict::Accept;
         };
-        let was_guarded = tracked.conn.guards_plaintext();
+        let before = Footprint::of(&tracked.conn);
         let mut ctx = Ctx {
             config: &self.config,
             host: &mut self.host,
@@ -182,17 +219,94 @@ impl Engine {
             now,
             transmits: &mut self.transmits,
             events: &mut self.events,
+            stats: &mut self.stats,
+            ooo_budget: self
+                .config
+                .max_out_of_order_bytes_total
+                .saturating_sub(self.ooo_bytes),
         };
         let verdict = tracked.conn.handle(&mut ctx, dir, pkt, packet);
-        let d = tracked.conn.deadline(&self.config);
-        if tracked.scheduled.is_none_or(|s| d < s) {
-            tracked.scheduled = Some(d);
-            self.timers.push(Reverse((d, key)));
+        let after = Footprint::of(&tracked.conn);
+        self.last_guarded = before.guarded || after.guarded;
+        if tracked.conn.should_forget() {
+            self.forget(&key, before);
+        } else {
+            let d = tracked.conn.deadline(&self.config);
+            if tracked.scheduled.is_none_or(|s| d < s) {
+                tracked.scheduled = Some(d);
+                self.timers.push(Reverse((d, key)));
+            }
+            self.account(&key, before, after);
         }
-        let guarded = tracked.conn.guards_plaintext();
-        self.last_guarded = was_guarded || guarded;
-        self.note_guard(&key, was_guarded, guarded);
         verdict
+    }
+
+    /// Makes a table entry for a connection whose first SYN travels `dir`,
+    /// replacing a closed one. Returns false when a limit refuses it: the
+    /// connection then stays plain TCP, untracked.
+    fn admit(&mut self, now: Instant, key: Key, dir: Direction) -> bool {
+        let replaced = self.table.remove(&key);
+        if let Some(old) = replaced {
+            self.forget_removed(&key, Footprint::of(&old.conn));
+        }
+        let passive = dir == Direction::Inbound;
+        if self.table.len() >= self.config.max_connections {
+            self.stats.refused_table_full += 1;
+            return false;
+        }
+        if passive && self.half_open >= self.config.max_half_open {
+            self.stats.refused_half_open_full += 1;
+            return false;
+        }
+        let conn = Connection::new(key.0, key.1, now, passive);
+        let fp = Footprint::of(&conn);
+        self.table.insert(
+            key,
+            Tracked {
+                conn,
+                scheduled: None,
+                announced: false,
+            },
+        );
+        self.account(&key, Footprint::default(), fp);
+        true
+    }
+
+    /// Removes an entry now.
+    fn forget(&mut self, key: &Key, before: Footprint) {
+        if self.table.remove(key).is_some() {
+            self.forget_removed(key, before);
+        }
+    }
+
+    /// Bookkeeping for an entry that left the table with `fp`.
+    fn forget_removed(&mut self, key: &Key, fp: Footprint) {
+        self.account(key, fp, Footprint::default());
+    }
+
+    /// Keeps the engine-wide tallies in step with one connection whose
+    /// footprint went from `before` to `after`, and tells the daemon when
+    /// an established connection starts guarding plaintext.
+    fn account(&mut self, key: &Key, before: Footprint, after: Footprint) {
+        self.note_guard(key, before.guarded, after.guarded);
+        self.half_open =
+            self.half_open + usize::from(after.half_open) - usize::from(before.half_open);
+        self.ooo_bytes = (self.ooo_bytes + after.ooo_bytes).saturating_sub(before.ooo_bytes);
+        self.stats.half_open = self.half_open;
+        self.stats.out_of_order_bytes = self.ooo_bytes;
+        if after.guarded
+            && !after.half_open
+            && let Some(t) = self.table.get_mut(key)
+            && !t.announced
+        {
+            // Half-open entries are not announced: a flood of spoofed SYNs
+            // must not become a flood of journal writes.
+            t.announced = true;
+            self.events.push_back(Event::Guarding {
+                local: key.0,
+                remote: key.1,
+            });
+        }
     }
 
     /// The verdict on a packet that does not parse as one whole TCP
@@ -257,10 +371,15 @@ impl Engine {
         }
     }
 
-    /// Runs every timer due at `now`: Init retransmissions, handshake and
-    /// idle timeouts, removal of closed connections.
+    /// Runs the timers due at `now`: Init retransmissions, handshake and
+    /// idle timeouts, removal of closed connections; at most
+    /// [`MAX_TIMERS_PER_CALL`] of them, so call again while
+    /// [`Engine::poll_timeout`] is not later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+        for _ in 0..MAX_TIMERS_PER_CALL {
+            let Some(Reverse((t, key))) = self.timers.peek().copied() else {
+                break;
+            };
             if t > now {
                 break;
             }
@@ -272,7 +391,7 @@ impl Engine {
                 continue;
             }
             tracked.scheduled = None;
-            let was_guarded = tracked.conn.guards_plaintext();
+            let before = Footprint::of(&tracked.conn);
             let mut ctx = Ctx {
                 config: &self.config,
                 host: &mut self.host,
@@ -280,17 +399,21 @@ impl Engine {
                 now,
                 transmits: &mut self.transmits,
                 events: &mut self.events,
+                stats: &mut self.stats,
+                ooo_budget: 0,
             };
             if !tracked.conn.on_timeout(&mut ctx) {
-                self.table.remove(&key);
-                self.note_guard(&key, was_guarded, false);
+                if before.half_open {
+                    self.stats.half_open_expired += 1;
+                }
+                self.forget(&key, before);
                 continue;
             }
             let d = tracked.conn.deadline(&self.config);
             tracked.scheduled = Some(d);
             self.timers.push(Reverse((d, key)));
-            let guarded = tracked.conn.guards_plaintext();
-            self.note_guard(&key, was_guarded, guarded);
+            let after = Footprint::of(&tracked.conn);
+            self.account(&key, before, after);
         }
     }
 

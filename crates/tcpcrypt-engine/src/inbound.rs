@@ -23,6 +23,29 @@ use crate::seq::SeqSpace;
 /// Most wire bytes kept ahead of a gap, per connection.
 pub const MAX_OUT_OF_ORDER_BYTES: usize = 4 << 20;
 
+/// What one segment may add to the out-of-order store.
+#[derive(Debug, Clone, Copy)]
+pub struct OooLimits {
+    /// Wire offset past which nothing is kept: the right edge of the window
+    /// we advertised (the kernel would drop data beyond its window too).
+    pub right: u64,
+    /// Most separate pieces kept (adjacent and overlapping ones merge).
+    pub max_pieces: usize,
+    /// Bytes this connection may still add, from the engine-wide budget.
+    pub budget: usize,
+}
+
+impl OooLimits {
+    /// No limit but the per-connection byte bound, for unit tests.
+    pub fn unlimited() -> OooLimits {
+        OooLimits {
+            right: u64::MAX,
+            max_pieces: usize::MAX,
+            budget: usize::MAX,
+        }
+    }
+}
+
 /// A frame we authenticated and handed (or will hand) to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFrame {
@@ -64,6 +87,8 @@ pub struct InOutcome {
     pub duplicate: bool,
     /// The segment lies beyond a gap and was kept for later.
     pub stored_ahead: bool,
+    /// The segment lies beyond a gap and was not kept: a limit was reached.
+    pub refused_ahead: bool,
 }
 
 #[derive(Debug)]
@@ -172,8 +197,28 @@ impl InStream {
         Ok(out)
     }
 
+    /// Wire bytes held beyond a gap.
+    pub fn out_of_order_bytes(&self) -> usize {
+        self.ooo_bytes
+    }
+
+    /// The next wire offset the peer's segments should start at, as the
+    /// receiving TCP would see it: past every byte consumed and past the
+    /// peer's FIN once it arrived.
+    pub fn rcv_nxt(&self) -> i64 {
+        match self.fin {
+            Some(f) if self.consumed >= f.wire => f.wire as i64 + 1,
+            _ => self.consumed as i64,
+        }
+    }
+
     /// Takes the payload of one wire segment.
-    pub fn on_segment(&mut self, seq: u32, data: &[u8]) -> Result<InOutcome, EngineError> {
+    pub fn on_segment(
+        &mut self,
+        seq: u32,
+        data: &[u8],
+        limits: &OooLimits,
+    ) -> Result<InOutcome, EngineError> {
         let mut out = InOutcome::default();
         if data.is_empty() {
             return Ok(out);
@@ -186,17 +231,21 @@ impl InStream {
             return Ok(out);
         }
         if w0 > consumed {
+            let (a, b) = (w0 as u64, (w1 as u64).min(limits.right));
             let ahead = usize::try_from(w0 - consumed).unwrap_or(usize::MAX);
-            if ahead < MAX_OUT_OF_ORDER_BYTES
-                && self.ooo_bytes + data.len() <= MAX_OUT_OF_ORDER_BYTES
-            {
-                let (a, b) = (w0 as u64, w1 as u64);
-                self.store(a, data.to_vec());
+            let len = usize::try_from(b.saturating_sub(a)).unwrap_or(usize::MAX);
+            let fits = len > 0
+                && ahead < MAX_OUT_OF_ORDER_BYTES
+                && self.ooo_bytes.saturating_add(len) <= MAX_OUT_OF_ORDER_BYTES
+                && len <= limits.budget;
+            if fits && self.store(a, &data[..len], limits.max_pieces) {
                 self.sack_hint = match self.sack_hint {
                     Some((l, r)) if a <= r && b >= l => Some((l.min(a), r.max(b))),
                     _ => Some((a, b)),
                 };
                 out.stored_ahead = true;
+            } else {
+                out.refused_ahead = true;
             }
             return Ok(out);
         }
@@ -209,15 +258,50 @@ impl InStream {
         Ok(out)
     }
 
-    fn store(&mut self, at: u64, bytes: Vec<u8>) {
-        let len = bytes.len();
-        match self.ooo.get(&at) {
-            Some(old) if old.len() >= len => {}
-            old => {
-                self.ooo_bytes = self.ooo_bytes - old.map_or(0, Vec::len) + len;
-                self.ooo.insert(at, bytes);
+    /// Keeps `bytes` (wire offsets from `at`) beyond the gap, merged with
+    /// the pieces they touch; bytes already held win, as in TCP. Returns
+    /// false, keeping nothing, if that would need more than `max_pieces`
+    /// pieces.
+    fn store(&mut self, at: u64, bytes: &[u8], max_pieces: usize) -> bool {
+        let mut start = at;
+        let mut data = bytes.to_vec();
+        // A piece starting at or before `at` that reaches it: extend it.
+        if let Some((&p, prev)) = self.ooo.range(..=at).next_back()
+            && p + prev.len() as u64 >= at
+        {
+            let mut merged = prev.clone();
+            let overlap = usize::try_from(p + prev.len() as u64 - at).unwrap_or(usize::MAX);
+            merged.extend_from_slice(bytes.get(overlap..).unwrap_or_default());
+            start = p;
+            data = merged;
+        }
+        // Pieces that start inside or right after it: absorb them.
+        let end = start + data.len() as u64;
+        let absorbed: Vec<u64> = self.ooo.range(start..=end).map(|(k, _)| *k).collect();
+        let merging_pieces = absorbed.len();
+        if merging_pieces == 0 && self.ooo.len() >= max_pieces {
+            return false;
+        }
+        for k in absorbed {
+            if let Some(piece) = self.ooo.remove(&k) {
+                self.ooo_bytes -= piece.len();
+                let piece_end = k + piece.len() as u64;
+                let end = start + data.len() as u64;
+                if piece_end > end {
+                    let skip = usize::try_from(end - k).unwrap_or(usize::MAX);
+                    data.extend_from_slice(piece.get(skip..).unwrap_or_default());
+                }
+                // Bytes held before win where they overlap the new ones.
+                let from = usize::try_from(k - start).unwrap_or(usize::MAX);
+                let n = piece.len().min(data.len().saturating_sub(from));
+                if let (Some(dst), Some(src)) = (data.get_mut(from..from + n), piece.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
             }
         }
+        self.ooo_bytes += data.len();
+        self.ooo.insert(start, data);
+        true
     }
 
     /// Feeds stored segments that have become contiguous.
@@ -263,7 +347,9 @@ impl InStream {
                     }
                 }
                 Phase::AwaitKeys => {
-                    self.store(self.consumed, bytes.to_vec());
+                    // Kept at `consumed` until the reader exists; in order,
+                    // so it merges into one piece.
+                    self.store(self.consumed, bytes, usize::MAX);
                     return Ok(());
                 }
                 Phase::Frames { reader, shift } => {
@@ -433,12 +519,70 @@ mod tests {
         (s, wire)
     }
 
+    impl InStream {
+        fn on_segment_unlimited(
+            &mut self,
+            seq: u32,
+            data: &[u8],
+        ) -> Result<InOutcome, EngineError> {
+            self.on_segment(seq, data, &OooLimits::unlimited())
+        }
+    }
+
+    #[test]
+    fn adjacent_and_overlapping_pieces_merge_and_old_bytes_win() {
+        let (mut s, wire) = setup(&[b"0123456789abcdefghij"]);
+        let far = 5u64;
+        for i in (0..10u64).rev() {
+            let at = (far + i) as usize;
+            s.on_segment_unlimited(seq(far + i), &wire[at..at + 1])
+                .unwrap();
+        }
+        assert_eq!(s.ooo.len(), 1, "ten adjacent one-byte pieces are one piece");
+        assert_eq!(s.out_of_order_bytes(), 10);
+        let mut forged = wire[12..20].to_vec();
+        forged[0] ^= 0xff;
+        s.on_segment_unlimited(seq(12), &forged).unwrap();
+        assert_eq!(s.ooo.len(), 1);
+        assert_eq!(s.out_of_order_bytes(), 15, "5..20 held");
+        let o = s.on_segment_unlimited(seq(0), &wire[..5]).unwrap();
+        assert!(o.frames.is_empty());
+        assert_eq!(s.consumed(), 20, "the held piece was drained");
+        let o = s.on_segment_unlimited(seq(20), &wire[20..]).unwrap();
+        assert_eq!(o.frames.len(), 1, "the bytes held first were kept");
+    }
+
+    #[test]
+    fn out_of_order_pieces_respect_the_window_the_count_and_the_budget() {
+        let (mut s, wire) = setup(&[&[7u8; 400]]);
+        let limits = OooLimits {
+            right: 300,
+            max_pieces: 3,
+            budget: 50,
+        };
+        let keep = |s: &mut InStream, at: u64, len: usize| {
+            s.on_segment(seq(at), &wire[at as usize..at as usize + len], &limits)
+                .unwrap()
+        };
+        assert!(keep(&mut s, 10, 5).stored_ahead);
+        assert!(keep(&mut s, 30, 5).stored_ahead);
+        assert!(keep(&mut s, 50, 5).stored_ahead);
+        assert!(keep(&mut s, 70, 5).refused_ahead, "a fourth piece");
+        assert!(
+            keep(&mut s, 35, 5).stored_ahead,
+            "merging needs no new piece"
+        );
+        assert!(keep(&mut s, 100, 60).refused_ahead, "over the budget");
+        assert!(keep(&mut s, 310, 5).refused_ahead, "beyond the window");
+        assert_eq!(s.out_of_order_bytes(), 20);
+    }
+
     #[test]
     fn a_frame_split_over_segments_is_delivered_once_complete() {
         let (mut s, wire) = setup(&[b"hello world"]);
-        let o = s.on_segment(seq(0), &wire[..10]).unwrap();
+        let o = s.on_segment_unlimited(seq(0), &wire[..10]).unwrap();
         assert!(o.frames.is_empty());
-        let o = s.on_segment(seq(10), &wire[10..]).unwrap();
+        let o = s.on_segment_unlimited(seq(10), &wire[10..]).unwrap();
         assert_eq!(o.frames.len(), 1);
         assert_eq!(o.frames[0].data, b"hello world");
         assert_eq!(o.frames[0].local, 0..11);
@@ -447,9 +591,9 @@ mod tests {
     #[test]
     fn out_of_order_segments_wait_for_the_gap() {
         let (mut s, wire) = setup(&[b"one", b"two"]);
-        let o = s.on_segment(seq(23), &wire[23..]).unwrap();
+        let o = s.on_segment_unlimited(seq(23), &wire[23..]).unwrap();
         assert!(o.frames.is_empty());
-        let o = s.on_segment(seq(0), &wire[..23]).unwrap();
+        let o = s.on_segment_unlimited(seq(0), &wire[..23]).unwrap();
         let got: Vec<_> = o.frames.iter().map(|f| f.data.clone()).collect();
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
     }
@@ -459,16 +603,16 @@ mod tests {
         let (mut s, wire) = setup(&[b"payload"]);
         let mut bad = wire.clone();
         bad[5] ^= 1;
-        assert!(s.on_segment(seq(0), &bad).is_err());
+        assert!(s.on_segment_unlimited(seq(0), &bad).is_err());
         assert_eq!(s.consumed(), 0);
-        let o = s.on_segment(seq(0), &wire).unwrap();
+        let o = s.on_segment_unlimited(seq(0), &wire).unwrap();
         assert_eq!(o.frames[0].data, b"payload");
     }
 
     #[test]
     fn kernel_acks_map_to_the_end_of_completely_covered_frames() {
         let (mut s, wire) = setup(&[b"aaaa", b"bbbb"]);
-        s.on_segment(seq(0), &wire).unwrap();
+        s.on_segment_unlimited(seq(0), &wire).unwrap();
         assert_eq!(s.on_local_ack(seq(2)), 0, "inside the first frame");
         assert_eq!(s.on_local_ack(seq(4)), 24);
         assert_eq!(s.on_local_ack(seq(8)), 48);
@@ -487,7 +631,7 @@ mod tests {
         w.seal(&last, &mut wire).unwrap();
         let mut s = InStream::without_init(ISN);
         s.set_reader(r, 0).unwrap();
-        s.on_segment(seq(0), &wire).unwrap();
+        s.on_segment_unlimited(seq(0), &wire).unwrap();
         let fin_wire = wire.len() as u64;
         assert_eq!(s.local_offset_for_control(seq(fin_wire)), 3, "the FIN");
         assert_eq!(s.local_offset_for_control(seq(fin_wire + 1)), 4);
@@ -499,8 +643,8 @@ mod tests {
     #[test]
     fn a_retransmission_of_unacknowledged_frames_can_be_delivered_again() {
         let (mut s, wire) = setup(&[b"again"]);
-        s.on_segment(seq(0), &wire).unwrap();
-        let o = s.on_segment(seq(0), &wire).unwrap();
+        s.on_segment_unlimited(seq(0), &wire).unwrap();
+        let o = s.on_segment_unlimited(seq(0), &wire).unwrap();
         assert!(o.duplicate);
         let again = s.undelivered_in(seq(0), wire.len());
         assert_eq!(again.len(), 1);

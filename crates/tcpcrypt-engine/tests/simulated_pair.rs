@@ -762,11 +762,38 @@ fn a_connection_not_seen_from_its_syn_is_left_alone() {
     sim.connect();
     // A third host's engine never saw the handshake.
     let mut stranger = harness::engine(77);
-    let (_, pkt) = sim.tap[3].clone();
+    let has_eno =
+        |p: &[u8]| Packet::parse(p).is_ok_and(|p| p.tcp.options.iter().any(|o| o.kind() == 69));
+    let (_, pkt) = sim
+        .tap
+        .iter()
+        .skip(3)
+        .find(|(_, p)| !has_eno(p))
+        .expect("a segment without ENO")
+        .clone();
     let mut copy = pkt.clone();
     let v = stranger.handle_packet(sim.now, Direction::Inbound, &mut copy);
     assert_eq!(v, Verdict::Accept);
     assert_eq!(copy, pkt);
+    assert_eq!(stranger.connection_count(), 0);
+}
+
+#[test]
+fn an_untracked_segment_carrying_eno_never_reaches_the_kernel() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    // Host A's Init1 segment still carries its ENO option; a host that
+    // lost track of the connection must not hand those bytes to its kernel
+    // as application data.
+    let mut stranger = harness::engine(77);
+    let (from, pkt) = sim.tap[3].clone();
+    assert_eq!(from, Side::A);
+    let parsed = Packet::parse(&pkt).unwrap();
+    assert!(parsed.tcp.options.iter().any(|o| o.kind() == 69));
+    assert!(!parsed.tcp.payload.is_empty());
+    let mut copy = pkt.clone();
+    let v = stranger.handle_packet(sim.now, Direction::Inbound, &mut copy);
+    assert_eq!(v, Verdict::Drop);
     assert_eq!(stranger.connection_count(), 0);
 }
 

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::api::{Direction, Event, KeylogSecrets, SessionInfo, Verdict};
 use crate::error::EngineError;
-use crate::inbound::{InFrame, InStream};
+use crate::inbound::{InFrame, InStream, OooLimits};
 use crate::outbound::{OutPlan, OutStream};
 use crate::wire::tcp::{kind, options_len};
 use crate::wire::{IpLayer, Packet, TcpFlags, TcpOption};
@@ -26,6 +26,15 @@ pub(super) enum Pending {
     A(AwaitInit2),
     B(AwaitInit1),
 }
+
+/// Least time between two challenge ACKs of one connection (Linux's
+/// `tcp_invalid_ratelimit` default): forged segments must not turn us into
+/// a packet amplifier.
+const CHALLENGE_ACK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Bytes past the right edge of the window we advertised that we still
+/// take: the scaled window field rounds down.
+const RECV_WINDOW_SLACK: u64 = 4096;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct InitTimer {
@@ -54,9 +63,17 @@ pub(super) struct Crypt {
     /// Last (ACK, window) given to the kernel in a rewritten packet.
     pub(super) last_kernel_ack: Option<(u32, u16)>,
     pub(super) init_timer: Option<InitTimer>,
+    /// Frames that failed authentication since the last one that passed.
     pub(super) auth_failures: u32,
     /// (local port, remote port).
     pub(super) ports: (u16, u16),
+    /// The furthest wire offset our advertised windows ever allowed the
+    /// peer to send up to (a TCP receiver never moves it back).
+    pub(super) adv_right: u64,
+    /// The largest window the peer advertised, in bytes (RFC 5961 section
+    /// 5.2 accepts ACKs this far below the acknowledged point).
+    pub(super) peer_max_window: u64,
+    pub(super) last_challenge: Option<Instant>,
 }
 
 impl Crypt {
@@ -133,6 +150,78 @@ impl Crypt {
     pub(super) fn wire_ack_packet(&self) -> Packet {
         let seq = self.out.wire_next() + u64::from(self.out.fin().is_some());
         self.wire_packet(seq, Vec::new(), TcpFlags::default(), false)
+    }
+
+    /// Sends our current wire ACK in answer to a segment that failed the
+    /// checks, at most once per [`CHALLENGE_ACK_INTERVAL`].
+    pub(super) fn challenge_ack(&mut self, ctx: &mut Ctx<'_>) {
+        if self
+            .last_challenge
+            .is_some_and(|t| ctx.now < t + CHALLENGE_ACK_INTERVAL)
+        {
+            return;
+        }
+        self.last_challenge = Some(ctx.now);
+        ctx.stats.challenge_acks += 1;
+        let p = self.wire_ack_packet();
+        push_transmit(ctx, Direction::Outbound, &p);
+    }
+
+    /// The wire offset the peer may send up to: the right edge of the
+    /// window we advertised.
+    pub(super) fn recv_right(&self) -> u64 {
+        let (l_ws, _) = self.facts.scales();
+        let now = u64::try_from(self.inb.wire_ack()).unwrap_or(0)
+            + (u64::from(self.last_wire_window) << l_ws);
+        let rcv_nxt = u64::try_from(self.inb.rcv_nxt()).unwrap_or(0);
+        self.adv_right.max(now).max(rcv_nxt) + RECV_WINDOW_SLACK.max(1 << l_ws)
+    }
+
+    /// The checks a receiving TCP applies before a segment may change
+    /// anything (RFC 793 section 3.9 and RFC 5961), in the wire sequence
+    /// space that only we see on this host: the kernel would accept
+    /// whatever we rewrite, so a forged segment must stop here. Returns
+    /// whether the segment may go on.
+    pub(super) fn screen(&mut self, ctx: &mut Ctx<'_>, tcp: &crate::wire::TcpRepr) -> bool {
+        let flags = tcp.flags;
+        let rcv_nxt = self.inb.rcv_nxt();
+        let acked_by_us = self.inb.wire_ack();
+        let right = i64::try_from(self.recv_right()).unwrap_or(i64::MAX);
+        let seq = self.inb.space().offset(tcp.seq, rcv_nxt);
+        if flags.contains(TcpFlags::RST) {
+            // Exactly the next expected byte, as the peer's TCP would send
+            // it, or the acknowledgment we sent last (a reset answering our
+            // challenge ACK carries that).
+            if seq == rcv_nxt || seq == acked_by_us {
+                return true;
+            }
+            if seq > acked_by_us && seq < right {
+                self.challenge_ack(ctx);
+            }
+            return false;
+        }
+        if !flags.contains(TcpFlags::ACK) {
+            return false;
+        }
+        let acked = self
+            .out
+            .space()
+            .offset(tcp.ack, self.out.wire_acked() as i64);
+        let snd_nxt = self.out.wire_next() as i64 + i64::from(self.out.fin().is_some());
+        if acked > snd_nxt {
+            // Acknowledges bytes we never sent: discarded, data and all.
+            return false;
+        }
+        if acked < self.out.wire_acked() as i64 - self.peer_max_window as i64 {
+            self.challenge_ack(ctx);
+            return false;
+        }
+        let len = tcp.payload.len() + usize::from(flags.contains(TcpFlags::FIN));
+        if len > 0 && seq >= right {
+            self.challenge_ack(ctx);
+            return false;
+        }
+        true
     }
 
     /// Option bytes of the packets the engine makes (timestamps, ENO).
@@ -252,12 +341,19 @@ impl Crypt {
             let peer = self.ts.map_or(0, |t| t.1);
             self.ts = Some((tsval, peer));
         }
+        let mut acked_wire = None;
         if tcp.flags.contains(TcpFlags::ACK) {
             let w = self.inb.on_local_ack(tcp.ack);
             tcp.ack = self.inb.space().seq(w);
+            acked_wire = Some(w);
         }
         tcp.window = self.map_window_out(tcp.window);
         self.last_wire_window = tcp.window;
+        if let Some(w) = acked_wire {
+            let (l_ws, _) = self.facts.scales();
+            let right = u64::try_from(w).unwrap_or(0) + (u64::from(tcp.window) << l_ws);
+            self.adv_right = self.adv_right.max(right);
+        }
         // The kernel only ever holds in-order data from us, so its SACK
         // blocks can only be D-SACKs of local ranges: meaningless on the wire.
         tcp.options.retain(|o| !matches!(o, TcpOption::Sack(_)));
@@ -341,9 +437,21 @@ impl Crypt {
             let kernel = self.ts.map_or(0, |t| t.0);
             self.ts = Some((kernel, tsval));
         }
+        let (_, p_ws) = self.facts.scales();
+        self.peer_max_window = self.peer_max_window.max(u64::from(pkt.tcp.window) << p_ws);
         let seq = pkt.tcp.seq;
-        let payload = std::mem::take(&mut pkt.tcp.payload);
-        let wire_fin = pkt.tcp.flags.contains(TcpFlags::FIN);
+        let mut payload = std::mem::take(&mut pkt.tcp.payload);
+        let mut wire_fin = pkt.tcp.flags.contains(TcpFlags::FIN);
+        let right = self.recv_right();
+        let w0 = self.inb.space().offset(seq, self.inb.consumed() as i64);
+        if let Ok(room) = usize::try_from(right as i64 - w0)
+            && payload.len() > room
+        {
+            // What lies beyond the window is not ours to keep yet.
+            payload.truncate(room);
+            wire_fin = false;
+            pkt.tcp.flags.set(TcpFlags::FIN, false);
+        }
         self.map_inbound_control(pkt);
         let wire_off = self.inb.space().offset(seq, self.inb.consumed() as i64);
         let fin_at = wire_off + payload.len() as i64;
@@ -356,8 +464,19 @@ impl Crypt {
             tcp.seq = self.inb.space().seq(self.inb.local_next() as i64);
             return Ok(emit_into(pkt, buf));
         }
-        let mut outcome = self.inb.on_segment(seq, &payload)?;
+        let limits = OooLimits {
+            right,
+            max_pieces: ctx.config.max_out_of_order_pieces,
+            budget: ctx.ooo_budget,
+        };
+        let mut outcome = self.inb.on_segment(seq, &payload, &limits)?;
+        if outcome.refused_ahead {
+            ctx.stats.out_of_order_refused += 1;
+        }
         let mut frames = std::mem::take(&mut outcome.frames);
+        if !frames.is_empty() {
+            self.auth_failures = 0;
+        }
         if let Some(init) = outcome.init.take() {
             frames.extend(self.complete_keying(ctx, &init)?);
         }

@@ -16,7 +16,7 @@ use tcpcrypt_proto::{Rng, Role};
 use crypt::{Crypt, Pending};
 
 use crate::api::{
-    ConnPhase, Direction, EngineConfig, Event, Lookup, PlainReason, Transmit, Verdict,
+    ConnPhase, Direction, EngineConfig, EngineStats, Event, Lookup, PlainReason, Transmit, Verdict,
 };
 use crate::error::EngineError;
 use crate::inbound::InStream;
@@ -41,6 +41,10 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub transmits: &'a mut VecDeque<Transmit>,
     pub events: &'a mut VecDeque<Event>,
+    pub stats: &'a mut EngineStats,
+    /// Out-of-order bytes this connection may still add (what is left of
+    /// the engine-wide budget).
+    pub ooo_budget: usize,
 }
 
 /// Handshake facts learned from the SYNs.
@@ -91,7 +95,20 @@ pub struct Connection {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub first_seen: Instant,
+    /// The local stack's last packet: a connection is idle when its own
+    /// host has sent nothing, whatever arrives from outside.
     last_activity: Instant,
+    /// Opened by the peer's SYN and the three-way handshake not complete:
+    /// anyone can forge such a SYN, so these entries are capped, expire
+    /// quickly and report nothing until the handshake completes.
+    half_open: bool,
+    /// The last SYN or SYN-ACK of this connection.
+    handshake_at: Instant,
+    /// Our kernel refused the connection (RST to the peer's SYN): forget
+    /// it now.
+    forget: bool,
+    /// A `Plain` event held back until the handshake completes.
+    deferred_plain: bool,
     mode: Mode,
     closed_at: Option<Instant>,
     /// Set once the connection ended abnormally; later packets are dropped.
@@ -186,12 +203,17 @@ fn emit_into(pkt: &Packet, out: &mut Vec<u8>) -> Verdict {
 }
 
 impl Connection {
-    pub fn new(local: SocketAddr, remote: SocketAddr, now: Instant) -> Connection {
+    /// A connection seen from its first SYN; `passive` when the peer sent it.
+    pub fn new(local: SocketAddr, remote: SocketAddr, now: Instant, passive: bool) -> Connection {
         Connection {
             local,
             remote,
             first_seen: now,
             last_activity: now,
+            half_open: passive,
+            handshake_at: now,
+            forget: false,
+            deferred_plain: false,
             mode: Mode::Eno(Box::new(EnoState {
                 active: None,
                 local_option: None,
@@ -220,6 +242,54 @@ impl Connection {
         self.closed_at.is_some()
     }
 
+    /// Opened by the peer and not through the three-way handshake yet.
+    pub fn is_half_open(&self) -> bool {
+        self.half_open
+    }
+
+    /// The engine should drop the entry at once.
+    pub fn should_forget(&self) -> bool {
+        self.forget
+    }
+
+    /// Out-of-order wire bytes held.
+    pub fn out_of_order_bytes(&self) -> usize {
+        match &self.mode {
+            Mode::Crypt(c) => c.inb.out_of_order_bytes(),
+            _ => 0,
+        }
+    }
+
+    /// The three-way handshake completed: report what was held back.
+    fn handshake_completed(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.half_open {
+            return;
+        }
+        self.half_open = false;
+        if std::mem::take(&mut self.deferred_plain)
+            && let Mode::Plain(reason) = &self.mode
+        {
+            ctx.events.push_back(Event::Plain {
+                local: self.local,
+                remote: self.remote,
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Whether an inbound segment is the peer's answer to our SYN-ACK: an
+    /// ACK of our ISN at the sequence number right after the peer's SYN.
+    /// Only such a segment may complete a passive handshake or decide what
+    /// the peer supports; anything else may be forged blind.
+    fn completes_passive_handshake(&self, tcp: &crate::wire::TcpRepr) -> bool {
+        let (Some(l), Some(r)) = self.isns else {
+            return false;
+        };
+        tcp.flags.contains(TcpFlags::ACK)
+            && !tcp.flags.contains(TcpFlags::RST)
+            && tcp.ack == l.wrapping_add(1)
+            && tcp.seq == r.wrapping_add(1)
+    }
     /// Whether this connection's bytes must never cross untouched: it is
     /// encrypted, in its key exchange, past a successful ENO negotiation,
     /// or aborted (its packets are dropped until it is forgotten).
@@ -272,6 +342,9 @@ impl Connection {
             return t + config.cleanup_delay;
         }
         let mut d = self.last_activity + config.idle_timeout;
+        if self.half_open {
+            d = d.min(self.handshake_at + config.half_open_timeout);
+        }
         match &self.mode {
             Mode::Eno(_) => d = d.min(self.first_seen + config.handshake_timeout),
             Mode::Crypt(c) => {
@@ -292,6 +365,11 @@ impl Connection {
         let now = ctx.now;
         if let Some(t) = self.closed_at {
             return now < t + ctx.config.cleanup_delay;
+        }
+        if self.half_open && now >= self.handshake_at + ctx.config.half_open_timeout {
+            // Nothing was reported for it, and no socket exists yet: a
+            // late ACK carrying ENO is dropped as untracked (engine.rs).
+            return false;
         }
         if now >= self.last_activity + ctx.config.idle_timeout {
             if matches!(self.mode, Mode::Crypt(_)) {
@@ -348,8 +426,10 @@ impl Connection {
         mut pkt: Packet,
         buf: &mut Vec<u8>,
     ) -> Verdict {
-        self.last_activity = ctx.now;
         let flags = pkt.tcp.flags;
+        if dir == Direction::Outbound {
+            self.last_activity = ctx.now;
+        }
         if self.aborted {
             return if flags.contains(TcpFlags::RST) {
                 Verdict::Accept
@@ -357,15 +437,31 @@ impl Connection {
                 Verdict::Drop
             };
         }
+        if self.half_open && dir == Direction::Outbound && flags.contains(TcpFlags::RST) {
+            // Our kernel refused the peer's SYN: no connection was made.
+            self.forget = true;
+            return Verdict::Accept;
+        }
         if flags.contains(TcpFlags::SYN) {
-            match dir {
-                Direction::Outbound => self.isns.0 = Some(pkt.tcp.seq),
-                Direction::Inbound => self.isns.1 = Some(pkt.tcp.seq),
-            }
             return self.handle_syn(ctx, dir, pkt, buf);
         }
         match &mut self.mode {
             Mode::Plain(_) => {
+                if self.half_open && dir == Direction::Inbound {
+                    if self.completes_passive_handshake(&pkt.tcp) {
+                        self.handshake_completed(ctx);
+                    } else if flags.contains(TcpFlags::RST)
+                        && self
+                            .isns
+                            .1
+                            .is_some_and(|r| pkt.tcp.seq == r.wrapping_add(1))
+                    {
+                        // The peer withdrew its SYN; the kernel drops its
+                        // half-open socket for this exact RST as well.
+                        self.forget = true;
+                        return Verdict::Accept;
+                    }
+                }
                 self.track_plain(ctx, dir, &pkt.tcp);
                 Verdict::Accept
             }
@@ -418,11 +514,17 @@ impl Connection {
     }
 
     fn go_plain(&mut self, ctx: &mut Ctx<'_>, reason: PlainReason) {
-        ctx.events.push_back(Event::Plain {
-            local: self.local,
-            remote: self.remote,
-            reason: reason.clone(),
-        });
+        if self.half_open {
+            // Possibly a spoofed SYN: report it only once the handshake
+            // completes, so a flood of them cannot flood the log.
+            self.deferred_plain = true;
+        } else {
+            ctx.events.push_back(Event::Plain {
+                local: self.local,
+                remote: self.remote,
+                reason: reason.clone(),
+            });
+        }
         self.mode = Mode::Plain(reason);
     }
 
@@ -435,6 +537,29 @@ impl Connection {
     ) -> Verdict {
         let ack = pkt.tcp.flags.contains(TcpFlags::ACK);
         let peer_ip = self.remote.ip();
+        let seq = pkt.tcp.seq;
+        match dir {
+            Direction::Outbound => self.isns.0 = Some(seq),
+            Direction::Inbound => {
+                // The peer's SYN is its first one or a retransmission of it;
+                // a SYN-ACK must acknowledge our SYN. Anything else on a
+                // live connection may be forged and changes nothing (RFC
+                // 5961 section 4: a challenge ACK at most).
+                let own = match (ack, self.isns) {
+                    (false, (_, None)) => true,
+                    (false, (_, Some(r))) => r == seq && !matches!(self.mode, Mode::Crypt(_)),
+                    (true, (Some(l), r)) => {
+                        pkt.tcp.ack == l.wrapping_add(1) && r.is_none_or(|r| r == seq)
+                    }
+                    (true, (None, _)) => false,
+                };
+                if !own {
+                    return self.reject_inbound(ctx);
+                }
+                self.isns.1 = Some(seq);
+            }
+        }
+        self.handshake_at = ctx.now;
         let Mode::Eno(st) = &mut self.mode else {
             // Plain connections pass; in an encrypted one this is a
             // retransmitted handshake packet of a settled negotiation.
@@ -483,12 +608,10 @@ impl Connection {
                 }
                 emit_into(&pkt, buf)
             }
-            // Both sides sent a SYN: simultaneous open is not supported.
-            (Direction::Inbound, false) if st.active.is_some() => {
-                let r = PlainReason::Negotiation("simultaneous open".to_string());
-                self.go_plain(ctx, r);
-                Verdict::Accept
-            }
+            // A SYN from the peer while ours is out. Only our kernel's
+            // answer (a SYN-ACK, above) makes it a simultaneous open; a
+            // forged SYN must not turn the connection plain by itself.
+            (Direction::Inbound, false) if st.active.is_some() => Verdict::Accept,
             // Passive open: the peer's SYN (or its retransmission).
             (Direction::Inbound, false) => {
                 if st.handshake.is_none() {
@@ -517,6 +640,13 @@ impl Connection {
                 // tcpcrypt defines no SYN data: discard it (RFC 8547 4.7).
                 pkt.tcp.payload.clear();
                 emit_into(&pkt, buf)
+            }
+            // Our kernel answered a peer's SYN while its own SYN was out:
+            // a simultaneous open, which we do not support.
+            (Direction::Outbound, true) if st.active.is_some() => {
+                let r = PlainReason::Negotiation("simultaneous open".to_string());
+                self.go_plain(ctx, r);
+                Verdict::Accept
             }
             // Our SYN-ACK as passive opener.
             (Direction::Outbound, true) => {
@@ -564,6 +694,24 @@ impl Connection {
         }
     }
 
+    /// An inbound segment that failed the checks for its connection:
+    /// dropped, answered with a challenge ACK where we own the wire
+    /// sequence space. A plain connection is the kernel's to check.
+    fn reject_inbound(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        match &mut self.mode {
+            Mode::Plain(_) => Verdict::Accept,
+            Mode::Crypt(c) => {
+                ctx.stats.out_of_window += 1;
+                c.challenge_ack(ctx);
+                Verdict::Drop
+            }
+            Mode::Eno(_) => {
+                ctx.stats.out_of_window += 1;
+                Verdict::Drop
+            }
+        }
+    }
+
     /// A non-SYN segment while ENO is being settled: A's first ACK going
     /// out, or that ACK arriving at B. ENO is enabled once an ACK carrying
     /// it was both sent and received (RFC 8547 section 4.6).
@@ -574,6 +722,13 @@ impl Connection {
         mut pkt: Packet,
         buf: &mut Vec<u8>,
     ) -> Verdict {
+        let completes = dir == Direction::Inbound && self.completes_passive_handshake(&pkt.tcp);
+        let peer_withdrew = dir == Direction::Inbound
+            && pkt.tcp.flags.contains(TcpFlags::RST)
+            && self
+                .isns
+                .1
+                .is_some_and(|r| pkt.tcp.seq == r.wrapping_add(1));
         let Mode::Eno(st) = &mut self.mode else {
             return Verdict::Accept;
         };
@@ -588,12 +743,23 @@ impl Connection {
                 }
                 true
             }
-            // Host B: A's first ACK must carry ENO.
+            // Host B: A's first ACK must carry ENO. Only the genuine ACK
+            // (it acknowledges our ISN) may decide that it does not: a
+            // forged one would split the two ends into plain and encrypted.
             Direction::Inbound if st.handshake.is_some() && st.sent_syn_ack => {
+                if !completes {
+                    if peer_withdrew {
+                        self.forget = true;
+                        return Verdict::Accept;
+                    }
+                    ctx.stats.out_of_window += 1;
+                    return Verdict::Drop;
+                }
                 if eno_options(&pkt.tcp).is_empty() {
                     let r =
                         PlainReason::Negotiation("the first ACK carried no ENO option".to_string());
                     self.go_plain(ctx, r);
+                    self.handshake_completed(ctx);
                     return Verdict::Accept;
                 }
                 true
@@ -608,6 +774,7 @@ impl Connection {
         };
         let facts = st.facts.clone();
         let option = st.local_option.clone().unwrap_or_default();
+        self.handshake_completed(ctx);
         let early = match self.start_crypt(ctx, handshake, facts, option, &pkt) {
             Ok(early) => early,
             Err(e) => {
@@ -678,6 +845,7 @@ impl Connection {
             _ => None,
         };
         let syn_window = u32::from(facts.local_syn_window) >> l_ws;
+        let syn_right = u64::from(facts.local_syn_window);
         let mut crypt = Crypt {
             ports: (self.local.port(), self.remote.port()),
             local_option,
@@ -696,6 +864,9 @@ impl Connection {
             last_kernel_ack: None,
             init_timer: None,
             auth_failures: 0,
+            adv_right: syn_right,
+            peer_max_window: u64::from(u16::MAX),
+            last_challenge: None,
         };
         if let Some(session) = resumed {
             // No Init messages: frames start at offset 0 both ways.
@@ -789,6 +960,10 @@ impl Connection {
         let Mode::Crypt(c) = &mut self.mode else {
             return Verdict::Accept;
         };
+        if !c.screen(ctx, &pkt.tcp) {
+            ctx.stats.out_of_window += 1;
+            return Verdict::Drop;
+        }
         if pkt.tcp.flags.contains(TcpFlags::RST) {
             let seq = pkt.tcp.seq;
             c.map_inbound_control(pkt);
