@@ -10,12 +10,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use tcpcrypt_engine::EngineConfig;
 use tcpcrypt_proto::{Aead, Tep};
 
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tcpcrypt/control.sock";
 pub const DEFAULT_CONTROL_GROUP: &str = "tcpcrypt";
 pub const DEFAULT_QUEUE: u16 = 7463;
 pub const DEFAULT_MARK: u32 = 0x7463_7270;
+/// Seconds a control client has for each request: local clients ask one
+/// short question and get the answer in milliseconds, so ten seconds is
+/// generous for them and still frees a slot held by a stuck one quickly.
+pub const DEFAULT_CONTROL_CLIENT_TIMEOUT: u64 = 10;
 
 /// tcpcryptd: transparent tcpcrypt (RFC 8547/8548) for the TCP connections
 /// of this host.
@@ -94,6 +99,12 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub control_group: Option<String>,
 
+    /// Seconds a control-socket client has to send each complete request
+    /// (from connecting or from its previous answer) and to read each
+    /// answer; then it is disconnected (1-3600). [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub control_client_timeout: Option<String>,
+
     /// Log level: error, warn, info (one line per connection outcome),
     /// debug or trace. [default: info]
     #[arg(long, value_name = "LEVEL")]
@@ -109,6 +120,70 @@ pub struct Args {
     /// connections. Off by default.
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<String>,
+
+    // The limits below print their defaults from `EngineConfig::default()`
+    // rather than from the text, so the help cannot drift from the engine.
+    #[arg(long, value_name = "SECONDS", help = with_default(
+        "Seconds a connection opened by a peer's SYN may take to complete its \
+         three-way handshake before it is forgotten (1-3600).",
+        EngineConfig::default().half_open_timeout.as_secs(),
+    ))]
+    pub half_open_timeout: Option<String>,
+
+    #[arg(long, value_name = "N", help = with_default(
+        "Most connections opened by a peer's SYN and not yet through their \
+         three-way handshake; past it new SYNs pass untouched, as plain TCP.",
+        EngineConfig::default().max_half_open,
+    ))]
+    pub max_half_open: Option<String>,
+
+    #[arg(long, value_name = "N", help = with_default(
+        "Most connections tracked at once; past it new connections are plain TCP.",
+        EngineConfig::default().max_connections,
+    ))]
+    pub max_connections: Option<String>,
+
+    #[arg(long, value_name = "N", help = with_default(
+        "Most out-of-order pieces of wire data kept per connection; later \
+         pieces are dropped and the peer retransmits them.",
+        EngineConfig::default().max_out_of_order_pieces,
+    ))]
+    pub max_out_of_order_pieces: Option<String>,
+
+    #[arg(long, value_name = "BYTES", help = with_default(
+        "Most out-of-order wire bytes kept across all connections; a number \
+         with an optional K, M or G suffix (powers of 1024).",
+        EngineConfig::default().max_out_of_order_bytes_total,
+    ))]
+    pub max_out_of_order_bytes: Option<String>,
+}
+
+fn with_default(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// The engine's resource limits, as configured (defaults from
+/// [`EngineConfig::default`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub half_open_timeout: std::time::Duration,
+    pub max_half_open: usize,
+    pub max_connections: usize,
+    pub max_out_of_order_pieces: usize,
+    pub max_out_of_order_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        let e = EngineConfig::default();
+        Limits {
+            half_open_timeout: e.half_open_timeout,
+            max_half_open: e.max_half_open,
+            max_connections: e.max_connections,
+            max_out_of_order_pieces: e.max_out_of_order_pieces,
+            max_out_of_order_bytes: e.max_out_of_order_bytes_total,
+        }
+    }
 }
 
 /// The iptables command family to use.
@@ -156,9 +231,11 @@ pub struct Config {
     pub iptables: IptablesBackend,
     pub control_socket: PathBuf,
     pub control_group: ControlGroup,
+    pub control_client_timeout: std::time::Duration,
     pub log_level: log::LevelFilter,
     pub cleanup_delay: std::time::Duration,
     pub keylog: Option<PathBuf>,
+    pub limits: Limits,
 }
 
 /// A configuration error naming the option, the bad value and where it came
@@ -202,9 +279,15 @@ const FILE_KEYS: &[&str] = &[
     "iptables",
     "control-socket",
     "control-group",
+    "control-client-timeout",
     "log-level",
     "cleanup-delay",
     "keylog",
+    "half-open-timeout",
+    "max-half-open",
+    "max-connections",
+    "max-out-of-order-pieces",
+    "max-out-of-order-bytes",
 ];
 
 /// A raw value and where it came from, for error messages.
@@ -313,6 +396,20 @@ impl Config {
             }
             None => ControlGroup::Default,
         };
+        let control_client_timeout =
+            match pick("control-client-timeout", &args.control_client_timeout) {
+                Some(r) => r
+                    .value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        bad(&r, "control-client-timeout", "whole seconds from 1 to 3600")
+                    })?,
+                None => std::time::Duration::from_secs(DEFAULT_CONTROL_CLIENT_TIMEOUT),
+            };
         let log_level = match pick("log-level", &args.log_level) {
             Some(r) => r
                 .value
@@ -342,6 +439,7 @@ impl Config {
             }
             None => None,
         };
+        let limits = parse_limits(&pick, args)?;
         Ok(Config {
             teps,
             aeads,
@@ -353,11 +451,101 @@ impl Config {
             iptables,
             control_socket,
             control_group,
+            control_client_timeout,
             log_level,
             cleanup_delay,
             keylog,
+            limits,
         })
     }
+}
+
+/// Upper bounds of the counts: far above any sane setting, low enough that
+/// a typo (an extra digit or two) is caught instead of letting the tables
+/// grow until the host runs out of memory.
+const MAX_CONNECTIONS_LIMIT: usize = 16 << 20;
+const MAX_PIECES_LIMIT: usize = 1 << 20;
+const MAX_OUT_OF_ORDER_BYTES_LIMIT: usize = 64 << 30;
+
+fn parse_limits(
+    pick: &dyn Fn(&str, &Option<String>) -> Option<Raw>,
+    args: &Args,
+) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let half_open_timeout = match pick("half-open-timeout", &args.half_open_timeout) {
+        Some(r) => r
+            .value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=3600).contains(s))
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| bad(&r, "half-open-timeout", "whole seconds from 1 to 3600"))?,
+        None => d.half_open_timeout,
+    };
+    let count = |option: &str, flag: &Option<String>, max: usize, default: usize| match pick(
+        option, flag,
+    ) {
+        Some(r) => r
+            .value
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| bad(&r, option, &format!("a whole number from 1 to {max}"))),
+        None => Ok(default),
+    };
+    let max_connections = count(
+        "max-connections",
+        &args.max_connections,
+        MAX_CONNECTIONS_LIMIT,
+        d.max_connections,
+    )?;
+    let max_half_open = count(
+        "max-half-open",
+        &args.max_half_open,
+        MAX_CONNECTIONS_LIMIT,
+        d.max_half_open,
+    )?;
+    let max_out_of_order_pieces = count(
+        "max-out-of-order-pieces",
+        &args.max_out_of_order_pieces,
+        MAX_PIECES_LIMIT,
+        d.max_out_of_order_pieces,
+    )?;
+    let max_out_of_order_bytes = match pick("max-out-of-order-bytes", &args.max_out_of_order_bytes)
+    {
+        Some(r) => parse_size(&r.value)
+            .filter(|n| (1..=MAX_OUT_OF_ORDER_BYTES_LIMIT).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    &r,
+                    "max-out-of-order-bytes",
+                    "a size from 1 byte to 64G: a whole number, optionally followed by K, M or G",
+                )
+            })?,
+        None => d.max_out_of_order_bytes,
+    };
+    Ok(Limits {
+        half_open_timeout,
+        max_half_open,
+        max_connections,
+        max_out_of_order_pieces,
+        max_out_of_order_bytes,
+    })
+}
+
+/// `1234`, `64K`, `64M`, `1G` (powers of 1024; case-insensitive).
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n = digits.trim().parse::<usize>().ok()?;
+    n.checked_mul(1usize << shift)
 }
 
 fn bad(raw: &Raw, option: &str, expected: &str) -> ConfigError {
@@ -584,6 +772,20 @@ mod tests {
         assert_eq!(c.log_level, log::LevelFilter::Info);
         assert_eq!(c.keylog, None);
         assert_eq!(c.cleanup_delay, std::time::Duration::from_secs(30));
+        assert_eq!(
+            c.control_client_timeout,
+            std::time::Duration::from_secs(DEFAULT_CONTROL_CLIENT_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn control_client_timeout_is_whole_seconds_from_one() {
+        let c = Config::from_args(&args(&["--control-client-timeout", "3"])).expect("valid");
+        assert_eq!(c.control_client_timeout, std::time::Duration::from_secs(3));
+        for bad in ["0", "3601", "1.5", ""] {
+            let e = error_text(&[&format!("--control-client-timeout={bad}")]);
+            assert!(e.contains("option control-client-timeout:"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -696,5 +898,156 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert_eq!(c.queue, 9);
         assert!(c.fail_closed);
+    }
+
+    #[test]
+    fn limits_default_to_the_engine_defaults() {
+        let c = Config::from_args(&args(&[])).expect("defaults valid");
+        let e = EngineConfig::default();
+        assert_eq!(c.limits.half_open_timeout, e.half_open_timeout);
+        assert_eq!(c.limits.max_half_open, e.max_half_open);
+        assert_eq!(c.limits.max_connections, e.max_connections);
+        assert_eq!(c.limits.max_out_of_order_pieces, e.max_out_of_order_pieces);
+        assert_eq!(
+            c.limits.max_out_of_order_bytes,
+            e.max_out_of_order_bytes_total
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_flags() {
+        let c = Config::from_args(&args(&[
+            "--half-open-timeout",
+            "4",
+            "--max-half-open",
+            "10",
+            "--max-connections",
+            "100",
+            "--max-out-of-order-pieces",
+            "7",
+            "--max-out-of-order-bytes",
+            "3M",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.limits,
+            Limits {
+                half_open_timeout: std::time::Duration::from_secs(4),
+                max_half_open: 10,
+                max_connections: 100,
+                max_out_of_order_pieces: 7,
+                max_out_of_order_bytes: 3 << 20,
+            }
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_the_config_file() {
+        let map = parse_config_text(
+            "max_half_open = 12\nmax-out-of-order-bytes = 5k\n",
+            "f.conf",
+        )
+        .expect("valid");
+        assert_eq!(map.get("max-half-open").map(|v| v.0.as_str()), Some("12"));
+        assert_eq!(
+            map.get("max-out-of-order-bytes").map(|v| v.0.as_str()),
+            Some("5k")
+        );
+    }
+
+    #[test]
+    fn out_of_range_limits_name_the_option() {
+        for (flag, value) in [
+            ("--half-open-timeout", "0"),
+            ("--half-open-timeout", "3601"),
+            ("--max-half-open", "0"),
+            ("--max-half-open", "-1"),
+            ("--max-connections", "99999999999"),
+            ("--max-out-of-order-pieces", "many"),
+            ("--max-out-of-order-bytes", "0"),
+            ("--max-out-of-order-bytes", "65G"),
+            ("--max-out-of-order-bytes", "12X"),
+        ] {
+            // `=` so that clap takes "-1" as the value, not as a flag.
+            let e = error_text(&[&format!("{flag}={value}")]);
+            let option = flag.trim_start_matches("--");
+            assert!(
+                e.contains(&format!("option {option}:")) && e.contains(value),
+                "{flag} {value}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("1234"), Some(1234));
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size(" 2 m"), Some(2 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("K"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("1.5M"), None);
+        assert_eq!(parse_size(&format!("{}G", usize::MAX)), None);
+    }
+
+    #[test]
+    fn help_shows_the_engine_defaults_of_the_limits() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        let e = EngineConfig::default();
+        for (flag, default) in [
+            (
+                "--half-open-timeout",
+                e.half_open_timeout.as_secs() as usize,
+            ),
+            ("--max-half-open", e.max_half_open),
+            ("--max-connections", e.max_connections),
+            ("--max-out-of-order-pieces", e.max_out_of_order_pieces),
+            ("--max-out-of-order-bytes", e.max_out_of_order_bytes_total),
+        ] {
+            let start = help.find(flag).unwrap_or_else(|| panic!("{flag} missing"));
+            let entry = &help[start..];
+            let end = entry[2..].find("\n      --").map_or(entry.len(), |i| i + 2);
+            assert!(
+                entry[..end].contains(&format!("[default: {default}]")),
+                "{flag}: {}",
+                &entry[..end]
+            );
+        }
+    }
+
+    #[test]
+    fn shipped_config_shows_the_engine_defaults_of_the_limits() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dist/etc/tcpcryptd.conf");
+        let text = std::fs::read_to_string(path).expect("read the shipped config");
+        let shown = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("#{key} = ")))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("{key} missing from {path}"))
+                .to_string()
+        };
+        let e = EngineConfig::default();
+        let raw = |v: String| Raw {
+            value: v,
+            origin: path.into(),
+        };
+        assert_eq!(
+            shown("half-open-timeout"),
+            e.half_open_timeout.as_secs().to_string()
+        );
+        assert_eq!(shown("max-half-open"), e.max_half_open.to_string());
+        assert_eq!(shown("max-connections"), e.max_connections.to_string());
+        assert_eq!(
+            shown("max-out-of-order-pieces"),
+            e.max_out_of_order_pieces.to_string()
+        );
+        let bytes = raw(shown("max-out-of-order-bytes"));
+        assert_eq!(
+            parse_size(&bytes.value),
+            Some(e.max_out_of_order_bytes_total),
+            "max-out-of-order-bytes from {}",
+            bytes.origin
+        );
     }
 }

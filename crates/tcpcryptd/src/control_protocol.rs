@@ -192,7 +192,7 @@ fn state_fields(m: &mut Map<String, Value>, state: &LookupState) {
         }
         LookupState::Plain { reason } => {
             m.insert("state".into(), json!("plain"));
-            m.insert("reason".into(), json!(reason));
+            m.insert("reason".into(), json!(reason.to_string()));
         }
         LookupState::Pending => {
             m.insert("state".into(), json!("pending"));
@@ -368,11 +368,17 @@ mod tests {
 
     #[test]
     fn plain_answer_carries_reason() {
+        let reason = crate::engine_api::PlainReason::Negotiation("peer sent no ENO option".into());
         let v = parse(&lookup_response(&LookupState::Plain {
-            reason: "peer sent no ENO option".into(),
+            reason: reason.clone(),
         }));
         assert_eq!(v["state"], "plain");
-        assert_eq!(v["reason"], "peer sent no ENO option");
+        assert_eq!(v["reason"], reason.to_string());
+        assert!(
+            v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("peer sent no ENO option"))
+        );
     }
 
     #[test]

@@ -1,29 +1,68 @@
 //! The control socket server.
 //!
-//! One thread accepts; each client gets its own thread, up to a limit, with
-//! read and write timeouts, so a slow or hostile client only ever holds its
-//! own thread. Questions reach the packet thread through [`EngineHandle`],
-//! which never makes the packet thread wait for a client.
+//! One thread accepts; each admitted client gets its own thread. Questions
+//! reach the packet thread through [`EngineHandle`], which never makes the
+//! packet thread wait for a client.
+//!
+//! Hostile or broken local clients are bounded in two ways:
+//!
+//! - **A deadline per request, not per read.** A client has
+//!   `--control-client-timeout` from its connect, or from its previous
+//!   answer, to send a complete request line, and as long again to take each
+//!   answer. A per-read timeout alone would let a client keep its slot for
+//!   ever by sending one byte just before each read times out.
+//! - **Eviction when full.** At most `MAX_CLIENTS` clients are served at
+//!   once. When a new client arrives and every slot is taken, the client that
+//!   has waited longest without completing a request is disconnected to make
+//!   room; clients whose request is being answered are never evicted. A
+//!   well-behaved client completes its request moments after connecting, so
+//!   it is the last candidate for eviction, and slots full of slow clients
+//!   cannot lock it out. Only when every slot is busy answering is a new
+//!   client turned away with "too many control clients".
+//!
+//! Eviction was chosen over a single-threaded poll loop because a `lookup`
+//! may wait up to `MAX_WAIT` for a handshake; a thread per client keeps that
+//! wait a plain blocking receive, and the deadline plus eviction are enough
+//! to keep the thread count bounded and honest clients served.
+//!
+//! The socket is bound inside a fresh directory only root can enter, given
+//! its owner and mode there, and only then renamed to its public path, so
+//! no other user can ever connect to it with the wrong permissions.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::config::ControlGroup;
 use crate::control_protocol::{self as proto, ErrorCode, MAX_LINE, ProtocolError, Request};
 use crate::packet_loop::{EngineHandle, HandleError};
 use crate::sys;
 
-/// Clients served at once; more are told the daemon is busy.
-const MAX_CLIENTS: usize = 256;
-/// A client idle this long is disconnected (documented).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client that does not read its answer within this time is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once; see the module documentation for what happens
+/// to more.
+pub const MAX_CLIENTS: usize = 256;
+
+/// How the server treats its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Time to send each complete request, and to read each answer.
+    pub timeout: Duration,
+    /// Clients served at once.
+    pub max_clients: usize,
+}
+
+impl ClientLimits {
+    pub fn new(timeout: Duration) -> ClientLimits {
+        ClientLimits {
+            timeout,
+            max_clients: MAX_CLIENTS,
+        }
+    }
+}
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +79,14 @@ pub enum ControlError {
     Group { group: String, source: io::Error },
     #[error("setting owner and mode of {path}: {source}")]
     Permissions { path: PathBuf, source: io::Error },
+    #[error("creating the private directory {path} to bind the control socket in: {source}")]
+    Staging { path: PathBuf, source: io::Error },
+    #[error("moving the control socket from {from} to {path}: {source}")]
+    Rename {
+        from: PathBuf,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// The bound socket, removed from the file system on drop.
@@ -90,29 +137,16 @@ impl ControlSocket {
             })?;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ControlError::InUse {
-                    path: path.to_path_buf(),
-                });
-            }
-            let _ = std::fs::remove_file(path);
+        if path.exists() && UnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse {
+                path: path.to_path_buf(),
+            });
         }
-        let listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let sock = ControlSocket {
+        let listener = bind_private(path, gid)?;
+        Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
-        };
-        let perm = |source| ControlError::Permissions {
-            path: path.to_path_buf(),
-            source,
-        };
-        sys::chown_root_group(path, gid).map_err(perm)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(perm)?;
-        Ok(sock)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -120,11 +154,15 @@ impl ControlSocket {
     }
 
     /// Starts the accept thread. The socket file stays until `self` drops.
-    pub fn serve(&self, engine: EngineHandle) -> io::Result<std::thread::JoinHandle<()>> {
+    pub fn serve(
+        &self,
+        engine: EngineHandle,
+        limits: ClientLimits,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
         let listener = self.listener.try_clone()?;
         std::thread::Builder::new()
             .name("control-accept".into())
-            .spawn(move || accept_loop(listener, engine))
+            .spawn(move || accept_loop(listener, engine, limits))
     }
 }
 
@@ -134,8 +172,137 @@ impl Drop for ControlSocket {
     }
 }
 
-fn accept_loop(listener: UnixListener, engine: EngineHandle) {
-    let active = Arc::new(AtomicUsize::new(0));
+/// Binds the socket at `path` with owner root:`gid` and mode 0660 without
+/// ever exposing it otherwise: it is bound in a new directory of mode 0700
+/// next to `path`, fixed up there, and renamed into place (replacing a
+/// stale socket file atomically).
+fn bind_private(path: &Path, gid: u32) -> Result<UnixListener, ControlError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ControlError::Bind {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
+        });
+    };
+    let staging = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // A directory of that name can only be left by a crashed instance with
+    // our pid; nothing in it is worth keeping.
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|source| ControlError::Staging {
+            path: staging.clone(),
+            source,
+        })?;
+    let result = bind_in(&staging.join(name), path, gid);
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn bind_in(temp: &Path, path: &Path, gid: u32) -> Result<UnixListener, ControlError> {
+    let listener = UnixListener::bind(temp).map_err(|source| ControlError::Bind {
+        path: temp.to_path_buf(),
+        source,
+    })?;
+    let perm = |source| ControlError::Permissions {
+        path: temp.to_path_buf(),
+        source,
+    };
+    sys::chown_root_group(temp, gid).map_err(perm)?;
+    std::fs::set_permissions(temp, std::fs::Permissions::from_mode(0o660)).map_err(perm)?;
+    std::fs::rename(temp, path).map_err(|source| ControlError::Rename {
+        from: temp.to_path_buf(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(listener)
+}
+
+/// One admitted client, as the accept thread sees it.
+struct Slot {
+    /// A second handle on the client's socket, to shut it down on eviction.
+    stream: UnixStream,
+    /// Since when the client has owed us a complete request; `None` while
+    /// its request is being answered (it is then not evictable).
+    waiting_since: Option<Instant>,
+}
+
+/// The admitted clients, shared by the accept thread and the client threads.
+#[derive(Default)]
+struct Clients {
+    next_id: u64,
+    slots: HashMap<u64, Slot>,
+}
+
+#[derive(Clone, Default)]
+struct Registry(Arc<Mutex<Clients>>);
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Clients> {
+        // The map stays consistent whatever a panicking holder was doing:
+        // every change is a single insert, remove or field store.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits `stream`, evicting the client that has waited longest for a
+    /// complete request if every slot is taken. `None` if every slot is
+    /// busy answering.
+    fn admit(&self, stream: &UnixStream, max: usize, now: Instant) -> io::Result<Option<u64>> {
+        let handle = stream.try_clone()?;
+        let mut clients = self.lock();
+        if clients.slots.len() >= max {
+            let oldest = clients
+                .slots
+                .iter()
+                .filter_map(|(id, slot)| slot.waiting_since.map(|t| (t, *id)))
+                .min();
+            let Some((since, id)) = oldest else {
+                return Ok(None);
+            };
+            if let Some(slot) = clients.slots.remove(&id) {
+                log::debug!(
+                    "control client evicted after {:?} without a complete request: all {max} slots taken",
+                    now.saturating_duration_since(since)
+                );
+                let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let id = clients.next_id;
+        clients.next_id += 1;
+        clients.slots.insert(
+            id,
+            Slot {
+                stream: handle,
+                waiting_since: Some(now),
+            },
+        );
+        Ok(Some(id))
+    }
+
+    fn set_waiting(&self, id: u64, since: Option<Instant>) {
+        if let Some(slot) = self.lock().slots.get_mut(&id) {
+            slot.waiting_since = since;
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().slots.remove(&id);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+}
+
+fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimits) {
+    let registry = Registry::default();
     for conn in listener.incoming() {
         let mut stream = match conn {
             Ok(s) => s,
@@ -145,75 +312,183 @@ fn accept_loop(listener: UnixListener, engine: EngineHandle) {
                 continue;
             }
         };
-        if active.load(Ordering::Relaxed) >= MAX_CLIENTS {
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let e = ProtocolError::new(ErrorCode::Internal, "too many control clients");
-            let _ = stream.write_all(format!("{}\n", e.to_line()).as_bytes());
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let (engine, counter) = (engine.clone(), active.clone());
+        let id = match registry.admit(&stream, limits.max_clients, Instant::now()) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let e = ProtocolError::new(ErrorCode::Internal, "too many control clients");
+                let _ = stream.write_all(format!("{}\n", e.to_line()).as_bytes());
+                continue;
+            }
+            Err(e) => {
+                log::warn!("control client: {e}");
+                continue;
+            }
+        };
+        let (engine, clients) = (engine.clone(), registry.clone());
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = serve_client(stream, &engine) {
+                if let Err(e) = serve_client(&stream, id, &clients, &engine, limits.timeout) {
                     log::debug!("control client: {e}");
                 }
-                counter.fetch_sub(1, Ordering::Relaxed);
+                clients.remove(id);
             });
         if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::Relaxed);
+            registry.remove(id);
             log::warn!("cannot start a control client thread: {e}");
         }
     }
 }
 
-/// Reads one line of at most `MAX_LINE` bytes. `Ok(None)` at a clean end of
-/// stream; `Err(InvalidData)` for a line that is too long.
-fn read_line(reader: &mut BufReader<UnixStream>, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
-    buf.clear();
-    let mut limited = reader.by_ref().take(MAX_LINE as u64);
-    let n = limited.read_until(b'\n', buf)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') {
-        if n >= MAX_LINE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
-        }
-        // End of stream without a newline: serve what came.
-    } else {
-        buf.pop();
-    }
-    Ok(Some(()))
+/// Why no request line came.
+#[derive(Debug)]
+enum LineError {
+    /// No newline within `MAX_LINE` bytes.
+    TooLong,
+    Io(io::Error),
 }
 
-fn serve_client(stream: UnixStream, engine: &EngineHandle) -> io::Result<()> {
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let is_root = sys::peer_uid(&stream).map(|uid| uid == 0).unwrap_or(false);
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::with_capacity(256);
+/// Splits a client's byte stream into request lines, each of which must be
+/// complete by a deadline however the bytes trickle in.
+struct LineReader {
+    pending: Vec<u8>,
+    eof: bool,
+}
+
+impl LineReader {
+    fn new() -> LineReader {
+        LineReader {
+            pending: Vec::with_capacity(512),
+            eof: false,
+        }
+    }
+
+    /// The next line without its newline; `Ok(None)` at the end of the
+    /// stream. Bytes after the last newline at the end of the stream make a
+    /// last line. `Err(Io(TimedOut))` once `deadline` passes.
+    fn next_line(
+        &mut self,
+        mut stream: &UnixStream,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, LineError> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+                if i >= MAX_LINE {
+                    return Err(LineError::TooLong);
+                }
+                let line = self.pending[..i].to_vec();
+                self.pending.drain(..=i);
+                return Ok(Some(line));
+            }
+            if self.pending.len() >= MAX_LINE {
+                return Err(LineError::TooLong);
+            }
+            if self.eof {
+                return Ok((!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending)));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(LineError::Io(timed_out()));
+            }
+            stream
+                .set_read_timeout(Some(remaining))
+                .map_err(LineError::Io)?;
+            match stream.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(LineError::Io(timed_out())),
+                Err(e) => return Err(LineError::Io(e)),
+            }
+        }
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client deadline passed (--control-client-timeout)",
+    )
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes all of `data` by `deadline`, however slowly the client reads.
+fn write_all_by(mut stream: &UnixStream, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+    while !data.is_empty() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(timed_out());
+        }
+        stream.set_write_timeout(Some(remaining))?;
+        match stream.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(timed_out()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads away what the client already sent (at most 64 KiB, without
+/// waiting), because closing a Unix socket with unread input resets the
+/// connection and the client might then lose the error line we just sent.
+fn discard_queued_input(mut stream: &UnixStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut chunk = [0u8; 8192];
+    for _ in 0..8 {
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+fn serve_client(
+    stream: &UnixStream,
+    id: u64,
+    registry: &Registry,
+    engine: &EngineHandle,
+    timeout: Duration,
+) -> io::Result<()> {
+    let is_root = sys::peer_uid(stream).map(|uid| uid == 0).unwrap_or(false);
+    let mut reader = LineReader::new();
     loop {
-        match read_line(&mut reader, &mut buf) {
+        let line = match reader.next_line(stream, Instant::now() + timeout) {
+            Ok(Some(line)) => line,
             Ok(None) => return Ok(()),
-            Ok(Some(())) => {}
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(LineError::TooLong) => {
                 let err = ProtocolError::new(
                     ErrorCode::BadRequest,
                     format!("request line longer than {MAX_LINE} bytes"),
                 );
-                return writer.write_all(format!("{}\n", err.to_line()).as_bytes());
+                let text = format!("{}\n", err.to_line());
+                write_all_by(stream, text.as_bytes(), Instant::now() + timeout)?;
+                discard_queued_input(stream);
+                return Ok(());
             }
-            Err(e) => return Err(e),
-        }
-        let (answer, close) = answer(&buf, is_root, engine);
-        writer.write_all(answer.as_bytes())?;
-        writer.write_all(b"\n")?;
+            Err(LineError::Io(e)) => return Err(e),
+        };
+        registry.set_waiting(id, None);
+        let (mut answer, close) = answer(&line, is_root, engine);
+        answer.push('\n');
+        write_all_by(stream, answer.as_bytes(), Instant::now() + timeout)?;
         if close {
+            discard_queued_input(stream);
             return Ok(());
         }
+        registry.set_waiting(id, Some(Instant::now()));
     }
 }
 
@@ -271,9 +546,15 @@ mod tests {
     use crate::packet_loop::EngineRequest;
     use crate::sys::EventFd;
 
+    use std::io::{BufRead, BufReader};
+
     /// A control socket whose questions are answered by a thread standing in
     /// for the packet thread: every connection is unknown.
     fn server(tag: &str) -> (ControlSocket, PathBuf) {
+        server_with(tag, ClientLimits::new(Duration::from_secs(30)))
+    }
+
+    fn server_with(tag: &str, limits: ClientLimits) -> (ControlSocket, PathBuf) {
         let dir = std::env::temp_dir().join(format!("tcpcryptd-ctl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("control.sock");
@@ -287,7 +568,7 @@ mod tests {
                         let _ = reply.send(LookupState::Unknown);
                     }
                     EngineRequest::List { reply } => {
-                        let _ = reply.send(Vec::new());
+                        let _ = reply.send(Arc::new(Vec::new()));
                     }
                     EngineRequest::FlushResumption { reply } => {
                         let _ = reply.send(0);
@@ -296,7 +577,8 @@ mod tests {
             }
         });
         let wake = Arc::new(EventFd::new().expect("eventfd"));
-        sock.serve(EngineHandle::new(tx, wake)).expect("serve");
+        sock.serve(EngineHandle::new(tx, wake), limits)
+            .expect("serve");
         (sock, dir)
     }
 
@@ -389,6 +671,229 @@ mod tests {
         s.write_all(b"{\"v\":1,\"op\":\"version\"}\n")
             .expect("send");
         assert_eq!(answer_line(&mut r)["ok"], true);
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Reads until the server closes the connection; how long that took.
+    fn time_to_close(s: &mut UnixStream, limit: Duration) -> Duration {
+        let start = Instant::now();
+        s.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return start.elapsed(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return start.elapsed(),
+                Err(e) => panic!("connection still open after {:?}: {e}", start.elapsed()),
+            }
+        }
+    }
+
+    #[test]
+    fn dribbling_client_is_closed_when_its_deadline_passes() {
+        let timeout = Duration::from_millis(1000);
+        let (sock, dir) = server_with(
+            "dribble",
+            ClientLimits {
+                timeout,
+                max_clients: 8,
+            },
+        );
+        let s = UnixStream::connect(sock.path()).expect("connect");
+        let start = Instant::now();
+        // One byte every 200 ms: each read would finish long before a
+        // per-read timeout of the same length.
+        let mut writer = s.try_clone().expect("clone");
+        let dribbler = std::thread::spawn(move || {
+            for b in b"{\"v\":1,\"op\":\"version\"}" {
+                if writer.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let mut reader = s;
+        time_to_close(&mut reader, Duration::from_secs(10));
+        let closed_after = start.elapsed();
+        println!("dribbling client closed after {closed_after:?} (deadline {timeout:?})");
+        assert!(closed_after >= timeout, "closed early: {closed_after:?}");
+        let _ = dribbler.join();
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn deadline_restarts_after_each_answer() {
+        let timeout = Duration::from_millis(600);
+        let (sock, dir) = server_with(
+            "restart",
+            ClientLimits {
+                timeout,
+                max_clients: 8,
+            },
+        );
+        let (mut s, mut r) = client(sock.path());
+        // Three requests, each well within the deadline but together longer.
+        for _ in 0..3 {
+            std::thread::sleep(timeout / 2);
+            s.write_all(b"{\"v\":1,\"op\":\"version\"}\n")
+                .expect("send");
+            assert_eq!(answer_line(&mut r)["ok"], true);
+        }
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn full_server_evicts_the_longest_waiting_client_for_a_new_one() {
+        let (sock, dir) = server_with(
+            "evict",
+            ClientLimits {
+                timeout: Duration::from_secs(60),
+                max_clients: 4,
+            },
+        );
+        let mut slow: Vec<UnixStream> = Vec::new();
+        for _ in 0..4 {
+            let mut s = UnixStream::connect(sock.path()).expect("connect");
+            s.write_all(b"{\"v\":").expect("partial line");
+            slow.push(s);
+            // Distinct admission times, so the eviction order is defined.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (mut s, mut r) = client(sock.path());
+        s.write_all(b"{\"v\":1,\"op\":\"version\"}\n")
+            .expect("send");
+        assert_eq!(answer_line(&mut r)["ok"], true);
+        let closed = time_to_close(&mut slow[0], Duration::from_secs(5));
+        println!("oldest slow client closed {closed:?} after the answer");
+        // The newer slow clients keep their slots.
+        slow[1]
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        let still_open = matches!(
+            slow[1].read(&mut buf),
+            Err(e) if is_timeout(&e)
+        );
+        assert!(still_open, "a newer slow client was closed too");
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn registry_never_evicts_a_client_being_answered() {
+        let registry = Registry::default();
+        let (a, _a) = UnixStream::pair().expect("pair");
+        let (b, _b) = UnixStream::pair().expect("pair");
+        let now = Instant::now();
+        let first = registry.admit(&a, 1, now).expect("admit").expect("slot");
+        registry.set_waiting(first, None);
+        assert_eq!(registry.admit(&b, 1, now).expect("admit"), None);
+        registry.set_waiting(first, Some(now));
+        let second = registry.admit(&b, 1, now).expect("admit").expect("slot");
+        assert_ne!(first, second);
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn pipelined_and_unterminated_lines_are_split_correctly() {
+        let (mut w, r) = UnixStream::pair().expect("pair");
+        w.write_all(b"one\ntwo\nthree").expect("write");
+        drop(w);
+        let mut reader = LineReader::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut lines = Vec::new();
+        while let Some(line) = reader.next_line(&r, deadline).expect("line") {
+            lines.push(String::from_utf8(line).expect("utf-8"));
+        }
+        assert_eq!(lines, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn line_of_exactly_the_maximum_is_accepted_and_one_more_byte_is_not() {
+        let (mut w, r) = UnixStream::pair().expect("pair");
+        let mut data = vec![b'a'; MAX_LINE - 1];
+        data.push(b'\n');
+        data.extend(vec![b'b'; MAX_LINE]);
+        data.push(b'\n');
+        let writer = std::thread::spawn(move || w.write_all(&data));
+        let mut reader = LineReader::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let first = reader.next_line(&r, deadline).expect("first line");
+        assert_eq!(first.map(|l| l.len()), Some(MAX_LINE - 1));
+        assert!(matches!(
+            reader.next_line(&r, deadline),
+            Err(LineError::TooLong)
+        ));
+        drop(r);
+        let _ = writer.join();
+    }
+
+    #[test]
+    fn socket_is_never_visible_with_other_permissions_while_binding() {
+        let dir = std::env::temp_dir().join(format!("tcpcryptd-ctl-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("control.sock");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Watches the socket's directory as another user would see it: any
+        // socket there must already be 0660, and anything else must be
+        // closed to others.
+        let watcher = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileTypeExt;
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(entries) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    for entry in entries.flatten() {
+                        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                            continue;
+                        };
+                        let mode = meta.permissions().mode() & 0o777;
+                        let t = meta.file_type();
+                        if (t.is_socket() && mode != 0o660) || (!t.is_socket() && mode & 0o007 != 0)
+                        {
+                            seen.push(format!("{} mode {mode:o}", entry.path().display()));
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        for _ in 0..50 {
+            let sock =
+                ControlSocket::bind(&path, &ControlGroup::Named("root".into())).expect("bind");
+            drop(sock);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let exposed = watcher.join().expect("watcher");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("read dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(exposed.is_empty(), "exposed: {exposed:?}");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn stale_socket_file_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("tcpcryptd-ctl-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("control.sock");
+        // A socket nobody listens on any more, as a killed daemon leaves it.
+        drop(UnixListener::bind(&path).expect("stale socket"));
+        let sock = ControlSocket::bind(&path, &ControlGroup::Named("root".into())).expect("bind");
+        assert!(UnixStream::connect(&path).is_ok());
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
         drop(sock);
         std::fs::remove_dir_all(dir).ok();
     }

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::conn_journal::{self, ConnKey, Journal};
-use crate::control_server::{ControlError, ControlSocket};
+use crate::control_server::{ClientLimits, ControlError, ControlSocket};
 use crate::engine_api::{LookupState, PacketEngine, Phase};
 use crate::firewall::{self, Backend, FirewallError};
 use crate::inject::{InjectError, Injector};
 use crate::keylog::KeyLog;
 use crate::nfqueue::{NfqError, Queue};
 use crate::packet_loop::{EngineHandle, PacketLoop, REQUEST_QUEUE};
+use crate::stats_report::{REPORT_INTERVAL, StatsReport};
 use crate::sys::{self, EventFd};
 
 /// Kernel queue length (packets waiting for a verdict).
@@ -132,6 +133,7 @@ where
         wake: wake.clone(),
         events: ev_tx,
         stop: stop.clone(),
+        report: StatsReport::new(REPORT_INTERVAL, config.limits),
     };
     let failed_flag = failed.clone();
     let packet_thread = std::thread::Builder::new()
@@ -198,7 +200,9 @@ fn serve(
 ) -> Result<(), DaemonError> {
     firewall::install_rules(backend, config).map_err(DaemonError::Rules)?;
     let control = ControlSocket::bind(&config.control_socket, &config.control_group)?;
-    control.serve(handle).map_err(DaemonError::Thread)?;
+    control
+        .serve(handle, ClientLimits::new(config.control_client_timeout))
+        .map_err(DaemonError::Thread)?;
     log::info!(
         "ready: queue {}, {}, control socket {}",
         config.queue,

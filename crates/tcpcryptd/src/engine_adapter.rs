@@ -9,20 +9,30 @@ use tcpcrypt_engine as eng;
 
 use crate::config::Config;
 use crate::engine_api::{
-    ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Phase, SessionView,
-    Transmit, Verdict,
+    ConnectionView, Direction, EngineEvent, EngineStats, LookupState, PacketEngine, Phase,
+    SessionView, Transmit, Verdict,
 };
 
-/// Builds the engine with the configured TEPs, AEADs and cleanup delay and
-/// the operating system's RNG.
+/// Builds the engine with the operating system's RNG.
 pub fn build(config: &Config) -> eng::Engine {
-    let engine_config = eng::EngineConfig {
+    eng::Engine::new(engine_config(config), Box::new(tcpcrypt_proto::OsRng))
+}
+
+/// The engine settings the daemon's configuration determines; the rest
+/// keep the engine's defaults.
+pub fn engine_config(config: &Config) -> eng::EngineConfig {
+    let limits = &config.limits;
+    eng::EngineConfig {
         teps: config.teps.clone(),
         aeads: config.aeads.clone(),
         cleanup_delay: config.cleanup_delay,
+        half_open_timeout: limits.half_open_timeout,
+        max_half_open: limits.max_half_open,
+        max_connections: limits.max_connections,
+        max_out_of_order_pieces: limits.max_out_of_order_pieces,
+        max_out_of_order_bytes_total: limits.max_out_of_order_bytes,
         ..eng::EngineConfig::default()
-    };
-    eng::Engine::new(engine_config, Box::new(tcpcrypt_proto::OsRng))
+    }
 }
 
 fn session(info: eng::SessionInfo) -> SessionView {
@@ -39,9 +49,7 @@ fn session(info: eng::SessionInfo) -> SessionView {
 fn state(l: eng::Lookup) -> LookupState {
     match l {
         eng::Lookup::Tcpcrypt(info) => LookupState::Tcpcrypt(session(info)),
-        eng::Lookup::Plain(reason) => LookupState::Plain {
-            reason: reason.to_string(),
-        },
+        eng::Lookup::Plain(reason) => LookupState::Plain { reason },
         eng::Lookup::Pending => LookupState::Pending,
         eng::Lookup::Unknown => LookupState::Unknown,
     }
@@ -125,5 +133,41 @@ impl PacketEngine for eng::Engine {
 
     fn flush_resumption(&mut self) -> usize {
         eng::Engine::flush_resumption(self)
+    }
+
+    fn stats(&self) -> EngineStats {
+        eng::Engine::stats(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Args;
+    use clap::Parser;
+
+    #[test]
+    fn configured_limits_reach_the_engine() {
+        let args = Args::try_parse_from([
+            "tcpcryptd",
+            "--half-open-timeout",
+            "3",
+            "--max-half-open",
+            "5",
+            "--max-connections",
+            "50",
+            "--max-out-of-order-pieces",
+            "6",
+            "--max-out-of-order-bytes",
+            "2K",
+        ])
+        .expect("flags parse");
+        let config = Config::from_args(&args).expect("valid");
+        let e = engine_config(&config);
+        assert_eq!(e.half_open_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(e.max_half_open, 5);
+        assert_eq!(e.max_connections, 50);
+        assert_eq!(e.max_out_of_order_pieces, 6);
+        assert_eq!(e.max_out_of_order_bytes_total, 2048);
     }
 }

@@ -13,7 +13,7 @@ use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
-pub use tcpcrypt_engine::{Direction, KeylogSecrets, Transmit, Verdict};
+pub use tcpcrypt_engine::{Direction, EngineStats, KeylogSecrets, PlainReason, Transmit, Verdict};
 
 /// What a tcpcrypt session is, as the control protocol reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +30,11 @@ pub struct SessionView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LookupState {
     Tcpcrypt(SessionView),
-    Plain { reason: String },
+    /// The reason stays typed until an answer is rendered, so copying a
+    /// large table for `list` on the packet thread formats no text.
+    Plain {
+        reason: PlainReason,
+    },
     Pending,
     Unknown,
 }
@@ -128,4 +132,7 @@ pub trait PacketEngine {
     fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> LookupState;
     fn connections(&self, now: Instant) -> Vec<ConnectionView>;
     fn flush_resumption(&mut self) -> usize;
+    /// Counters of what the limits and sequence checks turned away, and
+    /// the current table sizes.
+    fn stats(&self) -> EngineStats;
 }

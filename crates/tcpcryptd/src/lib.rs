@@ -25,4 +25,5 @@ pub mod logging;
 pub mod nfqueue;
 pub mod outcomes;
 pub mod packet_loop;
+pub mod stats_report;
 pub mod sys;
