@@ -1,7 +1,8 @@
 //! Test support for integration tests that need real kernels on both ends
 //! of a TCP connection: uniquely named network namespaces joined by veth
 //! pairs, closures and processes run inside them, `tcpcryptd` instances with
-//! their own control sockets, and packet captures on a veth.
+//! their own control sockets, packet captures on a veth, and attacker tools
+//! ([`forge`]: forged segments, SYN floods, an on-path sniffer).
 //!
 //! Everything it creates is torn down on `Drop` (processes killed, namespaces
 //! deleted), also when a test panics. Addresses are 10.77.x.x and fd00:77::
