@@ -675,6 +675,26 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A fresh directory under the system's temporary one, removed on drop
+    /// (also when an assertion fails).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("tcpcryptd-ctl-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temporary directory");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// Reads until the server closes the connection; how long that took.
     fn time_to_close(s: &mut UnixStream, limit: Duration) -> Duration {
         let start = Instant::now();
@@ -833,9 +853,8 @@ mod tests {
 
     #[test]
     fn socket_is_never_visible_with_other_permissions_while_binding() {
-        let dir = std::env::temp_dir().join(format!("tcpcryptd-ctl-perm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+        let tmp = TempDir::new("perm");
+        let dir = tmp.0.clone();
         let path = dir.join("control.sock");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Watches the socket's directory as another user would see it: any
@@ -877,17 +896,14 @@ mod tests {
             .flatten()
             .map(|e| e.path())
             .collect();
-        std::fs::remove_dir_all(&dir).ok();
         assert!(exposed.is_empty(), "exposed: {exposed:?}");
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     #[test]
     fn stale_socket_file_is_replaced() {
-        let dir = std::env::temp_dir().join(format!("tcpcryptd-ctl-stale-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("control.sock");
+        let tmp = TempDir::new("stale");
+        let path = tmp.0.join("control.sock");
         // A socket nobody listens on any more, as a killed daemon leaves it.
         drop(UnixListener::bind(&path).expect("stale socket"));
         let sock = ControlSocket::bind(&path, &ControlGroup::Named("root".into())).expect("bind");
@@ -895,6 +911,5 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o660);
         drop(sock);
-        std::fs::remove_dir_all(dir).ok();
     }
 }

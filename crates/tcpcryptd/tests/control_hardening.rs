@@ -237,6 +237,14 @@ fn control_socket_is_root_and_control_group_0660_from_the_start() {
     // moment may a socket there have another mode, nor may anything else
     // there be open to other users.
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the watcher however this test ends.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop_guard = StopOnDrop(stop.clone());
     let watcher = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -284,7 +292,7 @@ fn control_socket_is_root_and_control_group_0660_from_the_start() {
         .arg("--control-group")
         .arg(group.clone());
     let daemon = Daemon::start(&ns, &opts).expect("daemon starts");
-    stop.store(true, Ordering::Relaxed);
+    drop(stop_guard);
     let (exposed, looks) = watcher.join().expect("watcher");
     println!("looked at {looks} directory entries while the daemon started");
 
