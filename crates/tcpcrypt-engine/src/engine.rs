@@ -352,13 +352,7 @@ impl Engine {
     fn note_guard(&mut self, key: &Key, was: bool, is: bool) {
         let pair = host_pair(key.0.ip(), key.1.ip());
         match (was, is) {
-            (false, true) => {
-                *self.guarded_pairs.entry(pair).or_insert(0) += 1;
-                self.events.push_back(Event::Guarding {
-                    local: key.0,
-                    remote: key.1,
-                });
-            }
+            (false, true) => *self.guarded_pairs.entry(pair).or_insert(0) += 1,
             (true, false) => {
                 if let Some(n) = self.guarded_pairs.get_mut(&pair) {
                     *n = n.saturating_sub(1);

@@ -225,6 +225,7 @@ impl InStream {
         }
         let w0 = self.space.offset(seq, self.consumed as i64);
         let w1 = w0 + data.len() as i64;
+        self.recheck_partial_frame(w0, data);
         let consumed = self.consumed as i64;
         if w1 <= consumed {
             out.duplicate = true;
@@ -262,6 +263,40 @@ impl InStream {
     /// the pieces they touch; bytes already held win, as in TCP. Returns
     /// false, keeping nothing, if that would need more than `max_pieces`
     /// pieces.
+    /// Bytes of a frame not complete yet are not authenticated: if a
+    /// segment brings other bytes for the same offsets, one of the two was
+    /// forged, and keeping the first would stall the stream (a forged
+    /// length can make the reader wait for up to 64 KiB that never come).
+    /// The later bytes win: a genuine retransmission displaces an earlier
+    /// forgery, and a later forgery fails authentication and is displaced
+    /// by the next retransmission in turn.
+    fn recheck_partial_frame(&mut self, w0: i64, data: &[u8]) {
+        let Phase::Frames { reader, shift } = &mut self.phase else {
+            return;
+        };
+        let held = reader.partial();
+        if held.is_empty() {
+            return;
+        }
+        let frame_start = (reader.next_offset() + *shift) as i64;
+        let from = w0.max(frame_start);
+        let to = (w0 + data.len() as i64).min(self.consumed as i64);
+        if from >= to {
+            return;
+        }
+        let (Ok(a), Ok(b), Ok(n)) = (
+            usize::try_from(from - frame_start),
+            usize::try_from(from - w0),
+            usize::try_from(to - from),
+        ) else {
+            return;
+        };
+        if held.get(a..a + n) != data.get(b..b + n) {
+            reader.discard_partial();
+            self.consumed = frame_start as u64;
+        }
+    }
+
     fn store(&mut self, at: u64, bytes: &[u8], max_pieces: usize) -> bool {
         let mut start = at;
         let mut data = bytes.to_vec();
@@ -413,9 +448,14 @@ impl InStream {
     pub fn undelivered_in(&self, seq: u32, len: usize) -> Vec<InFrame> {
         let w0 = self.space.offset(seq, self.consumed as i64);
         let w1 = w0 + len as i64;
+        // `delivered` is in wire order: a search, not a scan, since forged
+        // duplicates may ask this for every segment.
+        let first = self
+            .delivered
+            .partition_point(|f| (f.wire.end as i64) <= w0);
         self.delivered
-            .iter()
-            .filter(|f| (f.wire.start as i64) < w1 && (f.wire.end as i64) > w0)
+            .range(first..)
+            .take_while(|f| (f.wire.start as i64) < w1)
             .cloned()
             .collect()
     }

@@ -460,6 +460,18 @@ impl FrameReader {
         self.partial.len()
     }
 
+    /// The bytes of the incomplete frame held, from [`FrameReader::next_offset`].
+    pub fn partial(&self) -> &[u8] {
+        &self.partial
+    }
+
+    /// Forgets the incomplete frame, so that its bytes can be fed again
+    /// from [`FrameReader::next_offset`] (a caller that learns they were
+    /// not the peer's, e.g. a retransmission disagrees with them).
+    pub fn discard_partial(&mut self) {
+        self.partial.clear();
+    }
+
     /// Offset the next fed byte is taken to have.
     pub fn stream_offset(&self) -> u64 {
         self.next_offset.saturating_add(self.partial.len() as u64)

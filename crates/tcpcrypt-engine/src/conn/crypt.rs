@@ -163,8 +163,7 @@ impl Crypt {
         }
         self.last_challenge = Some(ctx.now);
         ctx.stats.challenge_acks += 1;
-        let p = self.wire_ack_packet();
-        push_transmit(ctx, Direction::Outbound, &p);
+        self.send_ack(ctx);
     }
 
     /// The wire offset the peer may send up to: the right edge of the
@@ -221,7 +220,24 @@ impl Crypt {
             self.challenge_ack(ctx);
             return false;
         }
+        if seq + (len as i64) < acked_by_us {
+            // Wholly below what we acknowledged: a stale duplicate or a
+            // keepalive probe. TCP answers with its ACK (at once for data,
+            // rate-limited otherwise) and ignores the segment's own ACK.
+            if len > 0 {
+                self.send_ack(ctx);
+            } else {
+                self.challenge_ack(ctx);
+            }
+            return false;
+        }
         true
+    }
+
+    /// Our current wire ACK to the peer, now.
+    fn send_ack(&mut self, ctx: &mut Ctx<'_>) {
+        let p = self.wire_ack_packet();
+        push_transmit(ctx, Direction::Outbound, &p);
     }
 
     /// Option bytes of the packets the engine makes (timestamps, ENO).

@@ -516,6 +516,12 @@ impl Sim {
         self.drain_engine(side);
     }
 
+    /// Delivers a packet that did not come from the other host (a forgery,
+    /// or a third host's) to `to`, through its engine, as if from the wire.
+    pub fn forge(&mut self, to: Side, p: Vec<u8>) {
+        self.wire_delivers(to, p);
+    }
+
     /// Lets time pass and runs the engines' timers.
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
