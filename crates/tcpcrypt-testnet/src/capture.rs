@@ -100,7 +100,7 @@ impl Capture {
     /// Starts capturing every frame on `iface` in `ns`.
     pub fn start(ns: &Netns, iface: &str) -> Result<Capture> {
         let iface = iface.to_string();
-        let fd = ns.run(move || open_socket(&iface))?;
+        let fd = ns.run(move || open_socket(Some(&iface)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let frames = Arc::new(Mutex::new((Vec::new(), 0usize, false)));
         let (s, f) = (stop.clone(), frames.clone());
@@ -141,9 +141,12 @@ impl Drop for Capture {
     }
 }
 
-fn open_socket(iface: &str) -> Result<OwnedFd> {
+/// An AF_PACKET socket for every frame on `iface`, or on every interface of
+/// the calling thread's namespace when `iface` is `None`.
+pub(crate) fn open_socket(iface: Option<&str>) -> Result<OwnedFd> {
+    let name = iface.unwrap_or("all interfaces");
     let io = |what: &str| TestnetError::Io {
-        what: format!("{what} for capture on {iface}"),
+        what: format!("{what} for capture on {name}"),
         source: std::io::Error::last_os_error(),
     };
     let proto = (libc::ETH_P_ALL as u16).to_be();
@@ -154,15 +157,22 @@ fn open_socket(iface: &str) -> Result<OwnedFd> {
     }
     // SAFETY: fresh descriptor owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let cname = std::ffi::CString::new(iface).map_err(|_| TestnetError::Io {
-        what: format!("interface name {iface:?}"),
-        source: std::io::ErrorKind::InvalidInput.into(),
-    })?;
-    // SAFETY: `cname` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        return Err(io("looking up the interface"));
-    }
+    // Index 0 binds to every interface.
+    let index = match iface {
+        None => 0,
+        Some(iface) => {
+            let cname = std::ffi::CString::new(iface).map_err(|_| TestnetError::Io {
+                what: format!("interface name {iface:?}"),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            })?;
+            // SAFETY: `cname` is a valid NUL-terminated string.
+            let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+            if index == 0 {
+                return Err(io("looking up the interface"));
+            }
+            index
+        }
+    };
     // SAFETY: sockaddr_ll is plain data; all-zero is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;

@@ -38,6 +38,18 @@ impl DaemonOptions {
     }
 }
 
+/// How much of the end of a daemon's log a failing test prints.
+const LOG_TAIL: usize = 64 << 10;
+
+/// Resident memory of a process, in KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the most it was ever resident (high-water mark).
+    pub peak_kib: u64,
+}
+
 /// A running daemon.
 pub struct Daemon {
     /// Removed on drop; `None` once handed on by [`Daemon::restart`].
@@ -145,6 +157,35 @@ impl Daemon {
         self.process.pid()
     }
 
+    /// The daemon's resident memory now and at its peak, from
+    /// `/proc/PID/status` (`ip netns exec` execs the daemon in place, so
+    /// the child's pid is the daemon's).
+    pub fn memory(&self) -> Result<Memory> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| TestnetError::Daemon("the daemon was already reaped".into()))?;
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).map_err(|source| TestnetError::Io {
+            what: format!("reading {path}"),
+            source,
+        })?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| TestnetError::Daemon(format!("no {name} in {path}")))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// Size of the daemon's log file in bytes.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -215,10 +256,21 @@ impl Drop for Daemon {
             }
         }
         if std::thread::panicking() {
+            // A flood can make the log megabytes long; its end tells most.
+            let text = self.log_text();
+            let cut = text.len().saturating_sub(LOG_TAIL);
+            let start = (cut..text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            let omitted = if start > 0 {
+                format!("[{start} earlier bytes omitted]\n")
+            } else {
+                String::new()
+            };
             eprintln!(
-                "---- tcpcryptd log ({}) ----\n{}",
+                "---- tcpcryptd log ({}) ----\n{omitted}{}",
                 self.ns_name,
-                self.log_text()
+                &text[start..]
             );
         }
         if let Some(dir) = &self.dir {

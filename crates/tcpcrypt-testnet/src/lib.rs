@@ -1,7 +1,8 @@
 //! Test support for integration tests that need real kernels on both ends
 //! of a TCP connection: uniquely named network namespaces joined by veth
 //! pairs, closures and processes run inside them, `tcpcryptd` instances with
-//! their own control sockets, and packet captures on a veth.
+//! their own control sockets, packet captures on a veth, and attacker tools
+//! ([`forge`]: forged segments, SYN floods, an on-path sniffer).
 //!
 //! Everything it creates is torn down on `Drop` (processes killed, namespaces
 //! deleted), also when a test panics. Addresses are 10.77.x.x and fd00:77::
@@ -11,13 +12,16 @@
 //!
 //! It must not be used by production code.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod capture;
 mod daemon;
+pub mod forge;
 mod netns;
 mod topology;
 
 pub use capture::{Capture, Frame};
-pub use daemon::{Daemon, DaemonOptions};
+pub use daemon::{Daemon, DaemonOptions, Memory};
 pub use netns::{Netns, ProcessGuard};
 pub use topology::{Addrs, Topology};
 
@@ -43,6 +47,8 @@ pub enum TestnetError {
     },
     #[error("{0}")]
     Daemon(String),
+    #[error("forging a packet: {0}")]
+    Forge(#[from] tcpcrypt_engine::wire::WireError),
 }
 
 pub type Result<T> = std::result::Result<T, TestnetError>;
