@@ -438,19 +438,21 @@ impl Engine {
 
     /// Every tracked connection.
     pub fn connections(&self) -> impl Iterator<Item = ConnectionInfo> + '_ {
-        self.table.values().map(|t| {
-            let (bytes_sent, bytes_received) = t.conn.byte_counts();
-            ConnectionInfo {
-                local: t.conn.local,
-                remote: t.conn.remote,
-                state: t.conn.lookup(),
-                phase: t.conn.phase(),
-                bytes_sent,
-                bytes_received,
-                first_seen: t.conn.first_seen,
-                guarded: t.conn.guards_plaintext(),
-            }
-        })
+        self.table.values().map(|t| info(&t.conn))
+    }
+
+    /// The (local, remote) pair of every tracked connection: cheap to
+    /// copy, so a caller can then read a large table a slice at a time
+    /// with [`Engine::connection`], handling packets in between.
+    pub fn connection_keys(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.table.keys().copied().collect()
+    }
+
+    /// One tracked connection, if it still is.
+    pub fn connection(&self, local: SocketAddr, remote: SocketAddr) -> Option<ConnectionInfo> {
+        self.table
+            .get(&(canonical(local), canonical(remote)))
+            .map(|t| info(&t.conn))
     }
 
     /// Number of tracked connections.
@@ -468,6 +470,20 @@ impl Engine {
     /// Resumption secrets currently cached.
     pub fn resumption_cache_len(&self) -> usize {
         self.host.cache().len()
+    }
+}
+
+fn info(conn: &Connection) -> ConnectionInfo {
+    let (bytes_sent, bytes_received) = conn.byte_counts();
+    ConnectionInfo {
+        local: conn.local,
+        remote: conn.remote,
+        state: conn.lookup(),
+        phase: conn.phase(),
+        bytes_sent,
+        bytes_received,
+        first_seen: conn.first_seen,
+        guarded: conn.guards_plaintext(),
     }
 }
 

@@ -108,24 +108,31 @@ impl PacketEngine for eng::Engine {
         state(eng::Engine::lookup(self, local, remote))
     }
 
-    fn connections(&self, now: Instant) -> Vec<ConnectionView> {
-        eng::Engine::connections(self)
-            .map(|c| ConnectionView {
-                local: c.local,
-                remote: c.remote,
-                state: state(c.state),
-                phase: match c.phase {
-                    eng::ConnPhase::Handshake => Phase::Handshake,
-                    eng::ConnPhase::Established => Phase::Established,
-                    eng::ConnPhase::Closing => Phase::Closing,
-                    eng::ConnPhase::Closed => Phase::Closed,
-                },
-                bytes_sent: c.bytes_sent,
-                bytes_received: c.bytes_received,
-                age: now.saturating_duration_since(c.first_seen),
-                guarded: c.guarded,
-            })
-            .collect()
+    fn connection_keys(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        eng::Engine::connection_keys(self)
+    }
+
+    fn connection(
+        &self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<ConnectionView> {
+        eng::Engine::connection(self, local, remote).map(|c| ConnectionView {
+            local: c.local,
+            remote: c.remote,
+            state: state(c.state),
+            phase: match c.phase {
+                eng::ConnPhase::Handshake => Phase::Handshake,
+                eng::ConnPhase::Established => Phase::Established,
+                eng::ConnPhase::Closing => Phase::Closing,
+                eng::ConnPhase::Closed => Phase::Closed,
+            },
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            age: now.saturating_duration_since(c.first_seen),
+            guarded: c.guarded,
+        })
     }
 
     fn flush_resumption(&mut self) -> usize {

@@ -133,7 +133,16 @@ pub trait PacketEngine {
     fn poll_timeout(&self) -> Option<Instant>;
     fn poll_event(&mut self) -> Option<EngineEvent>;
     fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> LookupState;
-    fn connections(&self, now: Instant) -> Vec<ConnectionView>;
+    /// Every tracked connection's (local, remote) pair; `list` reads the
+    /// rows a slice at a time with [`PacketEngine::connection`].
+    fn connection_keys(&self) -> Vec<(SocketAddr, SocketAddr)>;
+    /// One row of `list`, if the connection is still tracked.
+    fn connection(
+        &self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<ConnectionView>;
     fn flush_resumption(&mut self) -> usize;
     /// Takes one queued packet; `csum` says whether the kernel already
     /// verified its TCP checksum.

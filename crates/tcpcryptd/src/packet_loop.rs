@@ -174,7 +174,7 @@ impl<E: PacketEngine> PacketLoop<E> {
         let mut scratch = Vec::with_capacity(65536);
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut pending: Vec<EngineEvent> = Vec::new();
-        let mut last_list = ListSnapshot::default();
+        let mut list = ListBuilder::default();
         let mut stats = LoopStats::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -186,7 +186,13 @@ impl<E: PacketEngine> PacketLoop<E> {
             .into_iter()
             .flatten()
             .min();
-            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            let timeout = if list.busy() {
+                // A `list` copy is under way: go on with it after the
+                // packets already queued, without sleeping.
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|d| d.saturating_duration_since(now))
+            };
             let [queue_ready, _] =
                 poll_readable([self.queue.as_raw_fd(), self.wake.as_raw_fd()], timeout);
             if queue_ready {
@@ -250,7 +256,8 @@ impl<E: PacketEngine> PacketLoop<E> {
                 };
                 self.serve(req, &mut waiters, &mut lists, now);
             }
-            answer_lists(&self.engine, now, lists, &mut last_list);
+            list.ask(&self.engine, now, lists);
+            list.step(&self.engine, now);
             self.expire_waiters(&mut waiters, Instant::now());
             for line in self.report.poll(Instant::now(), &self.engine) {
                 log::log!(line.level, "{}", line.text);
@@ -469,49 +476,107 @@ fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
 /// 1/`LIST_DUTY` of the packet thread's time.
 const LIST_DUTY: u32 = 10;
 
-/// The last `list` snapshot, while control threads still hold it, with
-/// when it was taken and what the copy cost.
+/// Rows of `list` copied per round of the packet loop: a large table is
+/// copied a slice at a time, with packets handled in between, so no single
+/// round holds packets up for long.
+const LIST_ROWS_PER_ROUND: usize = 1024;
+
+type ListReply = Sender<Arc<Vec<ConnectionView>>>;
+
+/// Answers `list` with snapshots of the table. The packet thread only
+/// copies rows, with their state still typed; the control threads render
+/// them. One copy serves every request that arrives while it is being
+/// made, and a finished snapshot younger than `LIST_DUTY - 1` times its own
+/// cost is handed out again rather than copied anew, so clients asking in
+/// a loop cannot keep the packet thread copying. Finished snapshots are
+/// held weakly: the last control thread done with one frees it.
 #[derive(Default)]
-struct ListSnapshot {
+struct ListBuilder {
+    building: Option<ListBuild>,
+    /// The last finished snapshot: when its copy started, what it cost the
+    /// packet thread, and the snapshot while someone still holds it.
     last: Option<(Instant, Duration, std::sync::Weak<Vec<ConnectionView>>)>,
 }
 
-/// Answers every `list` of a round with one snapshot of the table. The copy
-/// is the only part done here, and it is the part that stops packets: the
-/// rows are copied with their state still typed, and the control threads
-/// render them. However many clients ask at once, a round pays for one
-/// copy; and a snapshot younger than `LIST_DUTY - 1` times its own cost is
-/// handed out again rather than copied anew, so clients asking in a loop
-/// cannot keep the packet thread copying. The snapshot is held weakly, so
-/// the last control thread done with it frees it, not the packet thread.
-fn answer_lists<E: PacketEngine>(
-    engine: &E,
-    now: Instant,
-    replies: Vec<Sender<Arc<Vec<ConnectionView>>>>,
-    last: &mut ListSnapshot,
-) {
-    if replies.is_empty() {
-        return;
+/// A copy under way.
+struct ListBuild {
+    keys: Vec<(SocketAddr, SocketAddr)>,
+    next: usize,
+    rows: Vec<ConnectionView>,
+    replies: Vec<ListReply>,
+    started: Instant,
+    /// Packet-thread time spent on it so far.
+    cost: Duration,
+}
+
+impl ListBuilder {
+    /// Takes this round's `list` requests.
+    fn ask<E: PacketEngine>(&mut self, engine: &E, now: Instant, replies: Vec<ListReply>) {
+        if replies.is_empty() {
+            return;
+        }
+        if let Some(b) = &mut self.building {
+            b.replies.extend(replies);
+            return;
+        }
+        let recent = self.last.as_ref().and_then(|(taken, cost, snapshot)| {
+            let fresh_until = *taken + cost.saturating_mul(LIST_DUTY - 1);
+            if now < fresh_until {
+                snapshot.upgrade()
+            } else {
+                None
+            }
+        });
+        if let Some(snapshot) = recent {
+            for reply in replies {
+                let _ = reply.send(snapshot.clone());
+            }
+            return;
+        }
+        let start = Instant::now();
+        let keys = engine.connection_keys();
+        self.building = Some(ListBuild {
+            rows: Vec::with_capacity(keys.len()),
+            keys,
+            next: 0,
+            replies,
+            started: now,
+            cost: start.elapsed(),
+        });
     }
-    let recent = last.last.as_ref().and_then(|(taken, cost, snapshot)| {
-        let fresh_until = *taken + cost.saturating_mul(LIST_DUTY - 1);
-        if now < fresh_until {
-            snapshot.upgrade()
-        } else {
-            None
+
+    /// Copies the next slice of rows; answers everyone waiting once the
+    /// copy is complete. Connections gone since the copy started are left
+    /// out, and those opened since are not in it.
+    fn step<E: PacketEngine>(&mut self, engine: &E, now: Instant) {
+        let Some(b) = &mut self.building else {
+            return;
+        };
+        let start = Instant::now();
+        let end = (b.next + LIST_ROWS_PER_ROUND).min(b.keys.len());
+        for (local, remote) in b.keys.get(b.next..end).unwrap_or_default() {
+            if let Some(row) = engine.connection(now, *local, *remote) {
+                b.rows.push(row);
+            }
         }
-    });
-    let snapshot = match recent {
-        Some(s) => s,
-        None => {
-            let start = Instant::now();
-            let s = Arc::new(engine.connections(now));
-            last.last = Some((now, start.elapsed(), Arc::downgrade(&s)));
-            s
+        b.next = end;
+        b.cost += start.elapsed();
+        if b.next < b.keys.len() {
+            return;
         }
-    };
-    for reply in replies {
-        let _ = reply.send(snapshot.clone());
+        let Some(done) = self.building.take() else {
+            return;
+        };
+        let snapshot = Arc::new(done.rows);
+        self.last = Some((done.started, done.cost, Arc::downgrade(&snapshot)));
+        for reply in done.replies {
+            let _ = reply.send(snapshot.clone());
+        }
+    }
+
+    /// A copy is under way.
+    fn busy(&self) -> bool {
+        self.building.is_some()
     }
 }
 
@@ -615,80 +680,64 @@ mod tests {
         engine
     }
 
-    /// How long the packet thread is busy (handling no packet) answering
-    /// `clients` concurrent `list` requests, each paid for separately (as
-    /// before coalescing) or with one shared snapshot.
-    fn list_round(engine: &eng::Engine, clients: usize, coalesce: bool) -> (Duration, usize) {
-        let mut receivers = Vec::new();
-        let mut replies = Vec::new();
-        for _ in 0..clients {
-            let (tx, rx) = std::sync::mpsc::channel();
-            replies.push(tx);
-            receivers.push(rx);
-        }
-        let start = Instant::now();
-        if coalesce {
-            answer_lists(
-                engine,
-                Instant::now(),
-                replies,
-                &mut ListSnapshot::default(),
-            );
-        } else {
-            for reply in replies {
-                answer_lists(
-                    engine,
-                    Instant::now(),
-                    vec![reply],
-                    &mut ListSnapshot::default(),
-                );
+    /// Answers `clients` concurrent `list` requests with a fresh builder,
+    /// round after round as the packet loop would. Returns the longest
+    /// round (the longest the packet thread holds packets up), the number
+    /// of rounds, and the rows each client got (the fewest).
+    fn list_rounds<E: PacketEngine>(engine: &E, clients: usize) -> (Duration, usize, usize) {
+        let (replies, receivers): (Vec<_>, Vec<_>) =
+            (0..clients).map(|_| std::sync::mpsc::channel()).unzip();
+        let mut list = ListBuilder::default();
+        let mut worst = Duration::ZERO;
+        let mut rounds = 0;
+        let mut replies = Some(replies);
+        loop {
+            let start = Instant::now();
+            list.ask(engine, Instant::now(), replies.take().unwrap_or_default());
+            list.step(engine, Instant::now());
+            worst = worst.max(start.elapsed());
+            rounds += 1;
+            if !list.busy() {
+                break;
             }
         }
-        let busy = start.elapsed();
         let rows = receivers
             .iter()
-            .map(|rx| rx.recv().expect("every client answered").len())
+            .map(|rx: &std::sync::mpsc::Receiver<Arc<Vec<ConnectionView>>>| {
+                rx.recv().expect("every client answered").len()
+            })
             .min()
             .unwrap_or(0);
-        (busy, rows)
+        (worst, rounds, rows)
     }
 
     /// Not a pass/fail check on time: prints how long the packet thread
-    /// stalls for `list` on a large table, for one client and for many at
-    /// once, and checks only that every client got the whole table.
+    /// holds packets up for `list` on a large table, and checks only that
+    /// every client got the whole table, in as many rounds as the slices
+    /// make.
     #[test]
     fn list_stall_on_a_large_table() {
         for n in [4096usize, 65536] {
             let engine = engine_with(n);
             let tracked = PacketEngine::stats(&engine).connections;
-            println!(
-                "{n}: {tracked} connections tracked, {} bytes per copied row",
-                std::mem::size_of::<ConnectionView>()
-            );
-            for (clients, coalesce) in [(1, true), (16, false), (16, true)] {
-                let mut worst = Duration::ZERO;
-                for _ in 0..3 {
-                    let (busy, rows) = list_round(&engine, clients, coalesce);
-                    assert_eq!(rows, tracked, "a client got a partial table");
-                    worst = worst.max(busy);
-                }
+            for clients in [1, 16] {
+                let (worst, rounds, rows) = list_rounds(&engine, clients);
+                assert_eq!(rows, tracked, "a client got a partial table");
+                assert_eq!(rounds, tracked.div_ceil(LIST_ROWS_PER_ROUND).max(1));
                 println!(
-                    "{n}: {clients} concurrent list(s), {}: packet thread busy up to {worst:?}",
-                    if coalesce {
-                        "one shared snapshot"
-                    } else {
-                        "one copy each (before)"
-                    }
+                    "{n}: {tracked} connections, {clients} concurrent list(s): {rounds} rounds, \
+                     packet thread held up at most {worst:?} per round"
                 );
             }
         }
     }
 
-    /// An engine that hands out the events it was given and whose table
-    /// copy takes `list_cost` and is counted.
+    /// An engine that hands out the events it was given, and tracks
+    /// `rows` connections whose key copy takes `list_cost` and is counted.
     #[derive(Default)]
     struct Fake {
         events: VecDeque<EngineEvent>,
+        rows: usize,
         list_cost: Duration,
         copies: std::cell::Cell<usize>,
     }
@@ -723,10 +772,35 @@ mod tests {
         fn lookup(&self, _: SocketAddr, _: SocketAddr) -> LookupState {
             LookupState::Unknown
         }
-        fn connections(&self, _: Instant) -> Vec<ConnectionView> {
+        fn connection_keys(&self) -> Vec<(SocketAddr, SocketAddr)> {
             self.copies.set(self.copies.get() + 1);
             std::thread::sleep(self.list_cost);
-            Vec::new()
+            (0..self.rows)
+                .map(|i| {
+                    let port = 1024 + i as u16;
+                    (
+                        addr("10.0.0.1:80"),
+                        SocketAddr::new(addr("10.0.0.2:1").ip(), port),
+                    )
+                })
+                .collect()
+        }
+        fn connection(
+            &self,
+            _: Instant,
+            local: SocketAddr,
+            remote: SocketAddr,
+        ) -> Option<ConnectionView> {
+            Some(ConnectionView {
+                local,
+                remote,
+                state: LookupState::Pending,
+                phase: crate::engine_api::Phase::Handshake,
+                bytes_sent: 0,
+                bytes_received: 0,
+                age: Duration::ZERO,
+                guarded: false,
+            })
         }
         fn flush_resumption(&mut self) -> usize {
             0
@@ -813,22 +887,40 @@ mod tests {
         assert_eq!(replay.open, vec![ConnKey { local, remote }]);
         assert_eq!(pending.len(), 4);
     }
-    type ListReply = Arc<Vec<ConnectionView>>;
+
+    type Snapshot = Arc<Vec<ConnectionView>>;
 
     fn ask_lists(
         n: usize,
     ) -> (
-        Vec<Sender<ListReply>>,
-        Vec<std::sync::mpsc::Receiver<ListReply>>,
+        Vec<Sender<Snapshot>>,
+        Vec<std::sync::mpsc::Receiver<Snapshot>>,
     ) {
         (0..n).map(|_| std::sync::mpsc::channel()).unzip()
+    }
+
+    /// Asks, then runs rounds until the copy is complete; returns the
+    /// number of rounds.
+    fn answer_lists<E: PacketEngine>(
+        engine: &E,
+        now: Instant,
+        replies: Vec<Sender<Snapshot>>,
+        list: &mut ListBuilder,
+    ) -> usize {
+        list.ask(engine, now, replies);
+        let mut rounds = 0;
+        while list.busy() {
+            list.step(engine, now);
+            rounds += 1;
+        }
+        rounds
     }
 
     #[test]
     fn lists_of_one_round_share_one_copy() {
         let engine = Fake::slow_list(Duration::ZERO);
         let (tx, rx) = ask_lists(16);
-        answer_lists(&engine, Instant::now(), tx, &mut ListSnapshot::default());
+        answer_lists(&engine, Instant::now(), tx, &mut ListBuilder::default());
         assert_eq!(engine.copies.get(), 1);
         assert!(
             rx.iter().all(|r| r.recv().is_ok()),
@@ -837,26 +929,56 @@ mod tests {
     }
 
     #[test]
+    fn a_large_table_is_copied_a_slice_per_round_and_late_askers_share_it() {
+        let engine = Fake {
+            rows: 3 * LIST_ROWS_PER_ROUND + 5,
+            ..Fake::default()
+        };
+        let mut list = ListBuilder::default();
+        let now = Instant::now();
+        let (tx, first) = ask_lists(1);
+        list.ask(&engine, now, tx);
+        list.step(&engine, now);
+        assert!(
+            first[0].try_recv().is_err(),
+            "answered before the copy ended"
+        );
+        let (tx, late) = ask_lists(1);
+        list.ask(&engine, now, tx);
+        let mut rounds = 1;
+        while list.busy() {
+            list.step(&engine, now);
+            rounds += 1;
+        }
+        assert_eq!(rounds, 4);
+        assert_eq!(engine.copies.get(), 1, "the late request joined the copy");
+        let a = first[0].recv().expect("answer");
+        let b = late[0].recv().expect("answer");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.len(), engine.rows);
+    }
+
+    #[test]
     fn a_held_recent_snapshot_is_reused_and_an_old_one_is_not() {
         let cost = Duration::from_millis(20);
         let engine = Fake::slow_list(cost);
-        let mut last = ListSnapshot::default();
+        let mut list = ListBuilder::default();
         let t0 = Instant::now();
         let (tx, rx) = ask_lists(1);
-        answer_lists(&engine, t0, tx, &mut last);
+        answer_lists(&engine, t0, tx, &mut list);
         let held = rx[0].recv().expect("answer");
         assert_eq!(engine.copies.get(), 1);
 
         // Within the duty window and still held by a control thread.
         let (tx, rx) = ask_lists(1);
-        answer_lists(&engine, t0 + cost, tx, &mut last);
+        answer_lists(&engine, t0 + cost, tx, &mut list);
         let again = rx[0].recv().expect("answer");
         assert!(Arc::ptr_eq(&held, &again), "not the same snapshot");
         assert_eq!(engine.copies.get(), 1);
 
         // Past the window: copied anew.
         let (tx, rx) = ask_lists(1);
-        answer_lists(&engine, t0 + cost * (LIST_DUTY + 5), tx, &mut last);
+        answer_lists(&engine, t0 + cost * (LIST_DUTY + 5), tx, &mut list);
         assert!(rx[0].recv().is_ok());
         assert_eq!(engine.copies.get(), 2);
     }
@@ -864,13 +986,13 @@ mod tests {
     #[test]
     fn a_snapshot_nobody_holds_is_not_kept() {
         let engine = Fake::slow_list(Duration::from_millis(20));
-        let mut last = ListSnapshot::default();
+        let mut list = ListBuilder::default();
         let t0 = Instant::now();
         let (tx, rx) = ask_lists(1);
-        answer_lists(&engine, t0, tx, &mut last);
+        answer_lists(&engine, t0, tx, &mut list);
         drop(rx[0].recv().expect("answer"));
         let (tx, rx) = ask_lists(1);
-        answer_lists(&engine, t0, tx, &mut last);
+        answer_lists(&engine, t0, tx, &mut list);
         assert!(rx[0].recv().is_ok());
         assert_eq!(engine.copies.get(), 2);
     }

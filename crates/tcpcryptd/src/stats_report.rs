@@ -238,8 +238,11 @@ mod tests {
         fn lookup(&self, _: SocketAddr, _: SocketAddr) -> LookupState {
             LookupState::Unknown
         }
-        fn connections(&self, _: Instant) -> Vec<ConnectionView> {
+        fn connection_keys(&self) -> Vec<(SocketAddr, SocketAddr)> {
             Vec::new()
+        }
+        fn connection(&self, _: Instant, _: SocketAddr, _: SocketAddr) -> Option<ConnectionView> {
+            None
         }
         fn flush_resumption(&mut self) -> usize {
             0
