@@ -122,6 +122,13 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<String>,
 
+    /// Start a rekey (RFC 8548 section 3.8) once this many bytes went out
+    /// under one key: a size with an optional K, M or G suffix (powers of
+    /// 1024), at least 64K, or `off`. The peer's rekeys are always
+    /// followed. [default: off]
+    #[arg(long, value_name = "BYTES")]
+    pub rekey_after: Option<String>,
+
     // The limits below print their defaults from `EngineConfig::default()`
     // rather than from the text, so the help cannot drift from the engine.
     #[arg(long, value_name = "SECONDS", help = with_default(
@@ -236,6 +243,9 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub cleanup_delay: std::time::Duration,
     pub keylog: Option<PathBuf>,
+    /// Rekey after this many bytes under one key; `None`: only follow the
+    /// peer's rekeys.
+    pub rekey_after: Option<u64>,
     pub limits: Limits,
 }
 
@@ -284,6 +294,7 @@ const FILE_KEYS: &[&str] = &[
     "log-level",
     "cleanup-delay",
     "keylog",
+    "rekey-after",
     "half-open-timeout",
     "max-half-open",
     "max-connections",
@@ -440,6 +451,22 @@ impl Config {
             }
             None => None,
         };
+        let rekey_after = match pick("rekey-after", &args.rekey_after) {
+            Some(r) if r.value.trim().eq_ignore_ascii_case("off") => None,
+            Some(r) => Some(
+                parse_size(&r.value)
+                    .filter(|n| (MIN_REKEY_AFTER..=MAX_OUT_OF_ORDER_BYTES_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        bad(
+                            &r,
+                            "rekey-after",
+                            "off, or a size from 64K to 64G: a whole number, optionally \
+                             followed by K, M or G",
+                        )
+                    })? as u64,
+            ),
+            None => None,
+        };
         let limits = parse_limits(&pick, args)?;
         Ok(Config {
             teps,
@@ -456,10 +483,15 @@ impl Config {
             log_level,
             cleanup_delay,
             keylog,
+            rekey_after,
             limits,
         })
     }
 }
+
+/// Below this a rekey would follow nearly every frame: each costs the peer a
+/// key derivation, for no gain.
+const MIN_REKEY_AFTER: usize = 64 << 10;
 
 /// Upper bounds of the counts: far above any sane setting, low enough that
 /// a typo (an extra digit or two) is caught instead of letting the tables
@@ -986,6 +1018,32 @@ mod tests {
                 "{flag} {value}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn rekey_after_is_off_by_default_and_takes_sizes() {
+        let c = Config::from_args(&args(&[])).expect("defaults");
+        assert_eq!(c.rekey_after, None);
+        let c = Config::from_args(&args(&["--rekey-after", "1M"])).expect("1M");
+        assert_eq!(c.rekey_after, Some(1 << 20));
+        assert_eq!(
+            engine_adapter_rekey(&c),
+            Some(1 << 20),
+            "reaches the engine"
+        );
+        let c = Config::from_args(&args(&["--rekey-after", "OFF"])).expect("off");
+        assert_eq!(c.rekey_after, None);
+        for value in ["0", "1000", "65G", "soon"] {
+            let e = error_text(&[&format!("--rekey-after={value}")]);
+            assert!(
+                e.contains("option rekey-after:") && e.contains(value),
+                "{value}: {e}"
+            );
+        }
+    }
+
+    fn engine_adapter_rekey(c: &Config) -> Option<u64> {
+        crate::engine_adapter::engine_config(c).rekey_after_bytes
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub fn engine_config(config: &Config) -> eng::EngineConfig {
         teps: config.teps.clone(),
         aeads: config.aeads.clone(),
         cleanup_delay: config.cleanup_delay,
+        rekey_after_bytes: config.rekey_after,
         half_open_timeout: limits.half_open_timeout,
         max_half_open: limits.max_half_open,
         max_connections: limits.max_connections,

@@ -810,3 +810,140 @@ fn second_instance_on_the_same_control_socket_refuses_and_leaves_the_first_alone
     );
     assert!(first.list().is_ok(), "first instance stopped answering");
 }
+
+/// The wire stream one way, from a capture: payloads placed by sequence
+/// number (retransmissions overlap), from the byte after the SYN up to the
+/// first hole.
+fn wire_stream(frames: &[tcpcrypt_testnet::Frame], src_port: u16) -> Vec<u8> {
+    let port_of = |f: &tcpcrypt_testnet::Frame| {
+        f.tcp()
+            .and_then(|t| t.get(0..2))
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let seq_of = |f: &tcpcrypt_testnet::Frame| {
+        f.tcp()
+            .and_then(|t| t.get(4..8))
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let ours: Vec<_> = frames
+        .iter()
+        .filter(|f| port_of(f) == Some(src_port))
+        .collect();
+    let Some(isn) = ours
+        .iter()
+        .find(|f| f.tcp_flags().is_some_and(|fl| fl & 0x02 != 0))
+        .and_then(|f| seq_of(f))
+    else {
+        return Vec::new();
+    };
+    let mut pieces: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+    for f in &ours {
+        let (Some(seq), Some(data)) = (seq_of(f), f.tcp_payload()) else {
+            continue;
+        };
+        if !data.is_empty() {
+            let off = u64::from(seq.wrapping_sub(isn.wrapping_add(1)));
+            pieces.entry(off).or_insert_with(|| data.to_vec());
+        }
+    }
+    let mut stream = Vec::new();
+    for (off, data) in pieces {
+        let have = stream.len() as u64;
+        if off > have {
+            break;
+        }
+        let skip = (have - off) as usize;
+        stream.extend_from_slice(data.get(skip..).unwrap_or_default());
+    }
+    stream
+}
+
+/// How many frames of a wire stream, after its Init message, carry the
+/// rekey flag (RFC 8548 section 4.1: the low bit of the control byte); the
+/// stream is walked by each frame's length field.
+fn rekeys_in(
+    stream: &[u8],
+    init: tcpcrypt_proto::init::InitKind,
+    tep: tcpcrypt_proto::Tep,
+) -> usize {
+    use tcpcrypt_proto::init::{InitProgress, init_progress};
+    let mut at = match init_progress(init, tep, stream) {
+        Ok(InitProgress::Complete(len)) => len,
+        other => panic!("no complete Init message at the start of the stream: {other:?}"),
+    };
+    let mut rekeys = 0;
+    while let Some(len) = stream
+        .get(at..)
+        .and_then(tcpcrypt_proto::frame::frame_len)
+        .filter(|len| at + len <= stream.len())
+    {
+        rekeys += usize::from(stream[at] & 0x01 != 0);
+        at += len;
+    }
+    rekeys
+}
+
+#[test]
+fn rekeys_both_ways_keep_the_data_and_one_session() {
+    require_root();
+    use tcpcrypt_proto::init::InitKind;
+    let t = Topology::pair().expect("topology");
+    let port = 7030;
+    let dir = std::env::temp_dir().join(format!("tcpcryptd-rekey-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let keylog = dir.join("keys.log");
+    let rekeying = options(port).arg("--rekey-after").arg("256K");
+    let client_d = Daemon::start(
+        &t.client,
+        &rekeying
+            .clone()
+            .arg("--keylog")
+            .arg(keylog.to_string_lossy()),
+    )
+    .expect("client daemon");
+    let server_d = Daemon::start(&t.server, &rekeying).expect("server daemon");
+    let cap = Capture::start(&t.server, "veth0").expect("capture");
+    let size = 3 << 20;
+    let server_addr = SocketAddr::new(t.server_addrs.ip(false), port);
+    let listener = listen(&t.server, server_addr.ip(), port);
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let reader = s.try_clone().expect("clone");
+        let rx = std::thread::spawn(move || receive_stream(reader, size));
+        let sent = send_stream(&s, 4, size);
+        (sent, rx.join().expect("server reader"))
+    });
+    let c = connect(&t.client, server_addr);
+    let client_port = c.local_addr().expect("local").port();
+    let reader = c.try_clone().expect("clone");
+    let rx = std::thread::spawn(move || receive_stream(reader, size));
+    let client_sent = send_stream(&c, 3, size);
+    let client_got = rx.join().expect("client reader");
+    let (server_sent, server_got) = server.join().expect("server");
+    let (ca, sa) = lookups(&client_d, &server_d, &c);
+    std::thread::sleep(Duration::from_millis(200));
+    let frames = cap.finish();
+    let keys = std::fs::read_to_string(&keylog).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).ok();
+
+    assert_eq!(server_got, client_sent, "server received other bytes");
+    assert_eq!(client_got, server_sent, "client received other bytes");
+    assert_eq!(session_id(&ca), session_id(&sa));
+    let sessions = keys
+        .lines()
+        .filter(|l| l.starts_with("TCPCRYPT_SS "))
+        .count();
+    assert_eq!(sessions, 1, "key log: {keys}");
+    let tep = tcpcrypt_proto::Tep::ALL
+        .into_iter()
+        .find(|t| ca["tep"] == t.name())
+        .expect("a known TEP");
+    // 3 MiB one way under a new key every 256 KiB: about a dozen rekeys.
+    let up = rekeys_in(&wire_stream(&frames, client_port), InitKind::Init1, tep);
+    let down = rekeys_in(&wire_stream(&frames, port), InitKind::Init2, tep);
+    eprintln!("rekeys seen on the wire: {up} client to server, {down} server to client");
+    assert!(up >= 8, "only {up} rekeys from the client");
+    assert!(down >= 8, "only {down} rekeys from the server");
+}
