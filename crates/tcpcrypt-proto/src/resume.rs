@@ -118,9 +118,9 @@ impl Entry {
         }
     }
 
-    /// Takes ss\[index + step\] out, dropping the secrets before it, and
-    /// moves the chain on past it.
-    fn take(&mut self, step: usize, look_ahead: u32) -> Option<(u64, SessionSecret)> {
+    /// Claims ss\[index + step\] for `tep`: takes it out, dropping the
+    /// secrets before it, and moves the chain on past it.
+    fn take(&mut self, tep: Tep, step: usize, look_ahead: u32) -> Option<ResumeSecret> {
         let index = self.index.saturating_add(step as u64);
         self.window.drain(..step.min(self.window.len()));
         let taken = self.window.pop_front()?;
@@ -129,7 +129,14 @@ impl Entry {
         }
         self.refill(look_ahead);
         self.index = index.saturating_add(1);
-        Some((index, taken.secret))
+        Some(ResumeSecret {
+            tep,
+            aead: self.aead,
+            chain: self.chain,
+            index,
+            secret: taken.secret,
+            original_role: self.original_role,
+        })
     }
 }
 
@@ -333,15 +340,7 @@ impl<P: Eq + Hash + Clone> ResumptionCache<P> {
         let look_ahead = self.limits.look_ahead;
         let list = self.chains.get_mut(&key)?;
         let entry = list.back_mut()?;
-        let (index, secret) = entry.take(0, look_ahead)?;
-        let claimed = ResumeSecret {
-            tep,
-            aead: entry.aead,
-            chain: entry.chain,
-            index,
-            secret,
-            original_role: entry.original_role,
-        };
+        let claimed = entry.take(tep, 0, look_ahead)?;
         Some(ResumeOffer { claimed, nonce })
     }
 
@@ -365,16 +364,8 @@ impl<P: Eq + Hash + Clone> ResumptionCache<P> {
             let Some(step) = found else {
                 continue;
             };
-            let (index, secret) = entry.take(step, look_ahead)?;
             return Some(ResumeMatch {
-                claimed: ResumeSecret {
-                    tep,
-                    aead: entry.aead,
-                    chain: entry.chain,
-                    index,
-                    secret,
-                    original_role: entry.original_role,
-                },
+                claimed: entry.take(tep, step, look_ahead)?,
                 peer_nonce: nonce.to_vec(),
             });
         }
