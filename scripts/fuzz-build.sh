@@ -24,7 +24,9 @@ for fuzz_dir in crates/tcpcrypt-proto/fuzz crates/tcpcrypt-engine/fuzz; do
   fi
   for target in $targets; do
     echo "fuzz-build: building $target"
-    cargo fuzz build --fuzz-dir "$fuzz_dir" "$target"
+    # One target directory for both fuzz workspaces: their dependencies
+    # (aws-lc above all) are built once.
+    cargo fuzz build --fuzz-dir "$fuzz_dir" --target-dir target/fuzz "$target"
     built=$((built + 1))
   done
 done
