@@ -11,13 +11,19 @@
 //!
 //! It must not be used by production code.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod capture;
 mod daemon;
+#[cfg(feature = "impair")]
+pub mod impair;
 mod netns;
 mod topology;
 
 pub use capture::{Capture, Frame};
 pub use daemon::{Daemon, DaemonOptions};
+#[cfg(feature = "impair")]
+pub use impair::{Impairment, Plan};
 pub use netns::{Netns, ProcessGuard};
 pub use topology::{Addrs, Topology};
 
