@@ -93,8 +93,9 @@ pub struct Stats {
     /// TCP packets with ECE set, and with CWR set, outside SYNs.
     pub ece: u64,
     pub cwr: u64,
-    /// Largest TCP payload forwarded.
+    /// Largest TCP payload, and largest TCP packet, forwarded.
     pub largest_payload: usize,
+    pub largest_packet: usize,
 }
 
 /// A small seeded generator (splitmix64): reproducible, no dependency.
@@ -272,11 +273,11 @@ impl Direction {
             }
             return out;
         };
-        self.observe(&seg);
+        self.observe(&seg, bytes.len());
         // A packet of a flow with a merge candidate: join or release it first.
         if let Some(p) = self.pending.remove(&seg.flow) {
             if seg.is_plain_data() && p.seg.end() == seg.seq && !d.drop {
-                self.join(p, id, bytes, &seg, &mut out);
+                self.join(p, id, bytes, &mut out);
                 return out;
             }
             out.push(accept(p.id, None));
@@ -353,10 +354,11 @@ impl Direction {
     }
 
     /// Counts what the packet shows, before any edit.
-    fn observe(&mut self, seg: &Segment) {
+    fn observe(&mut self, seg: &Segment, len: usize) {
         let s = &mut self.stats;
         s.tcp += 1;
         s.largest_payload = s.largest_payload.max(seg.payload_len);
+        s.largest_packet = s.largest_packet.max(len);
         s.with_sack += u64::from(seg.has_sack);
         let syn = seg.flags.contains(TcpFlags::SYN);
         let (ece, cwr) = (
@@ -406,22 +408,16 @@ impl Direction {
         out.push(accept(id, payload));
     }
 
-    fn join(
-        &mut self,
-        first: Pending,
-        id: u32,
-        second: &[u8],
-        second_seg: &Segment,
-        out: &mut Vec<Action>,
-    ) {
-        // Joined, the segment must still fit the path: no longer than the
-        // largest this direction carried so far.
-        let limit = self.stats.largest_payload;
-        let joined_len = first.seg.payload_len + second_seg.payload_len;
+    fn join(&mut self, first: Pending, id: u32, second: &[u8], out: &mut Vec<Action>) {
+        // Joined, the packet must still fit the path: no longer than the
+        // largest this direction carried so far (the second's header may be
+        // longer than the first's: SACK blocks).
+        let limit = self.stats.largest_packet;
+        let joined_len = second.len() + first.seg.payload_len;
         let pieces = if joined_len <= limit {
             rewrite::merge(&first.bytes, second).map(|m| vec![m])
         } else {
-            rewrite::bridge(&first.bytes, second)
+            rewrite::bridge(&first.bytes, second, limit)
         };
         match pieces {
             Ok(pieces) => {
@@ -903,7 +899,7 @@ mod tests {
         };
         let mut d = Direction::new(plan, 3);
         let now = Instant::now();
-        // A 100-byte segment sets the size the path is known to carry.
+        // A 100-byte payload sets the size the path is known to carry.
         assert!(d.handle(now, 1, &seg(0, &[1u8; 100])).is_empty());
         let out = d.handle(now, 2, &seg(100, &[2u8; 30]));
         assert_eq!(out.len(), 4, "drop, accept, two injected: {out:?}");

@@ -135,21 +135,25 @@ pub fn merge(a: &[u8], b: &[u8]) -> Result<Vec<u8>, RewriteError> {
     Ok(pb.to_bytes()?)
 }
 
-/// Re-cuts two consecutive data segments into three, the middle one made of
-/// the second half of `a` and the first half of `b`, so no piece is longer
-/// than the longer of the two (it still fits the path) while a boundary
-/// falls where the sender never put one.
-pub fn bridge(a: &[u8], b: &[u8]) -> Result<Vec<Vec<u8>>, RewriteError> {
+/// Re-cuts two consecutive data segments into three: the first piece is the
+/// head of `a`, the middle one the tail of `a` and the head of `b`, the
+/// last the tail of `b`. Every piece carries `b`'s header, and the middle
+/// is at most `max_packet` bytes long (the pieces must still fit the path),
+/// while a boundary now falls where the sender never put one.
+pub fn bridge(a: &[u8], b: &[u8], max_packet: usize) -> Result<Vec<Vec<u8>>, RewriteError> {
     let (pa, pb) = consecutive(a, b)?;
     let (la, lb) = (pa.tcp.payload.len(), pb.tcp.payload.len());
-    if la < 2 || lb < 2 {
+    let room = max_packet.saturating_sub(pb.header_len());
+    if la < 2 || lb < 2 || room < 2 {
         return Err(RewriteError::TooShort {
             need: 2,
-            have: la.min(lb),
+            have: la.min(lb).min(room),
         });
     }
+    let from_a = (la / 2).min(room / 2).max(1);
+    let from_b = (lb / 2).min(room - from_a).max(1);
     let joined = merge(a, b)?;
-    split(&joined, &[la - la / 2, la + lb / 2])
+    split(&joined, &[la - from_a, la + from_b])
 }
 
 fn consecutive(a: &[u8], b: &[u8]) -> Result<(Packet, Packet), RewriteError> {
@@ -371,15 +375,21 @@ mod tests {
     }
 
     #[test]
-    fn bridge_makes_three_pieces_none_longer_than_the_inputs() {
+    fn bridge_makes_three_pieces_and_the_middle_one_fits_the_limit() {
         let a_bytes: Vec<u8> = (0..40u8).collect();
         let b_bytes: Vec<u8> = (40..70u8).collect();
         let a = packet(true, 7, TcpFlags::ACK, &a_bytes);
         let b = packet(true, 47, TcpFlags::ACK, &b_bytes);
-        let pieces = bridge(&a, &b).unwrap();
+        let pieces = bridge(&a, &b, 1500).unwrap();
         assert_eq!(pieces.len(), 3);
         let lens: Vec<usize> = pieces.iter().map(|p| data(p).1.len()).collect();
         assert_eq!(lens, vec![20, 35, 15]);
+        // With little room the middle piece shrinks to fit.
+        let header = Packet::parse(&b).unwrap().header_len();
+        let small = bridge(&a, &b, header + 10).unwrap();
+        let lens: Vec<usize> = small.iter().map(|p| data(p).1.len()).collect();
+        assert_eq!(lens, vec![35, 10, 25]);
+        assert_eq!(small[1].len(), header + 10);
         let joined: Vec<u8> = pieces.iter().flat_map(|p| data(p).1).collect();
         assert_eq!(joined, (0..70u8).collect::<Vec<_>>());
         assert_eq!(data(&pieces[1]).0, 27);

@@ -1,0 +1,603 @@
+//! The real daemon on client and server, with a router between them that
+//! loses, reorders, duplicates, resegments and tampers with packets (the
+//! `impair` tool of tcpcrypt-testnet): what issue 10 asks of real networks.
+//! Needs root. The tests take turns (one lock), because each pushes tens of
+//! megabytes through two daemons, a router in user space and the kernel on
+//! a small machine, and the stall measurements mean little when they compete.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use serde_json::Value;
+use tcpcrypt_testnet::impair::Stats;
+use tcpcrypt_testnet::{
+    Capture, Daemon, DaemonOptions, Impairment, Netns, Plan, Topology, require_root,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcpcryptd");
+const SACK_KIND: u8 = 5;
+/// Longest a blocking read or write may wait before the test calls the
+/// connection stalled.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// "A few retransmission timeouts": Linux starts at 200 ms and doubles, so
+/// four timeouts in a row take 0.2 + 0.4 + 0.8 + 1.6 s.
+const STALL_LIMIT: Duration = Duration::from_secs(3);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn options(port: u16) -> DaemonOptions {
+    DaemonOptions::new(BIN)
+        .arg("--ports")
+        .arg(port.to_string())
+        .arg("--cleanup-delay")
+        .arg("2")
+        .arg("--log-level")
+        .arg("info")
+}
+
+/// Deterministic test data: xorshift64 bytes, produced in any chunk sizes.
+struct Stream {
+    state: u64,
+    spare: Vec<u8>,
+}
+
+impl Stream {
+    fn new(seed: u64) -> Stream {
+        Stream {
+            state: seed,
+            spare: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        let mut at = 0;
+        while at < buf.len() {
+            if self.spare.is_empty() {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.spare = self.state.to_le_bytes().to_vec();
+            }
+            let n = self.spare.len().min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&self.spare[..n]);
+            self.spare.drain(..n);
+            at += n;
+        }
+    }
+}
+
+/// How one side's reading ended.
+#[derive(Debug)]
+struct Received {
+    bytes: u64,
+    sha: Vec<u8>,
+    /// Offset of the first byte that differs from what the peer sent.
+    first_wrong: Option<u64>,
+    /// `None`: clean EOF; otherwise the error the read ended with.
+    error: Option<ErrorKind>,
+    longest_gap: Duration,
+}
+
+/// Reads until EOF or an error, checking every byte against the peer's
+/// stream as it arrives and timing the gaps between reads that got data.
+fn receive(mut r: &TcpStream, peer_seed: u64) -> Received {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut expect = Stream::new(peer_seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let (mut bytes, mut first_wrong, mut longest_gap) = (0u64, None, Duration::ZERO);
+    let mut last = Instant::now();
+    let error = loop {
+        match r.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) => {
+                let now = Instant::now();
+                if bytes > 0 {
+                    longest_gap = longest_gap.max(now - last);
+                }
+                last = now;
+                expect.fill(&mut want[..n]);
+                if first_wrong.is_none()
+                    && let Some(i) = (0..n).find(|&i| buf[i] != want[i])
+                {
+                    first_wrong = Some(bytes + i as u64);
+                }
+                ctx.update(&buf[..n]);
+                bytes += n as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    Received {
+        bytes,
+        sha: ctx.finish().as_ref().to_vec(),
+        first_wrong,
+        error,
+        longest_gap,
+    }
+}
+
+/// Writes `total` bytes of the seeded stream and half-closes; returns their
+/// SHA-256, or the error that stopped the writing.
+fn send(mut w: &TcpStream, seed: u64, total: usize) -> Result<Vec<u8>, ErrorKind> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut s = Stream::new(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        s.fill(&mut buf[..n]);
+        w.write_all(&buf[..n]).map_err(|e| e.kind())?;
+        ctx.update(&buf[..n]);
+        left -= n;
+    }
+    w.shutdown(Shutdown::Write).map_err(|e| e.kind())?;
+    Ok(ctx.finish().as_ref().to_vec())
+}
+
+/// One side of an exchange: what it sent and what it got.
+#[derive(Debug)]
+struct Side {
+    sent: Result<Vec<u8>, ErrorKind>,
+    got: Received,
+}
+
+/// Both directions at once on `conn`: this side sends with `seed`, the peer
+/// with `peer_seed`.
+fn both_ways(conn: TcpStream, seed: u64, peer_seed: u64, size: usize) -> Side {
+    conn.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    conn.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| receive(&conn, peer_seed));
+        let sent = send(&conn, seed, size);
+        let got = reader.join().expect("reader thread");
+        Side { sent, got }
+    })
+}
+
+struct Run {
+    client: Side,
+    server: Side,
+    elapsed: Duration,
+    client_lookup: Value,
+    server_lookup: Value,
+}
+
+const CLIENT_SEED: u64 = 0x1234_5678_9abc_def1;
+const SERVER_SEED: u64 = 0x0fed_cba9_8765_4321;
+
+fn listen(ns: &Netns, to: SocketAddr) -> TcpListener {
+    ns.run(|| TcpListener::bind(to)).expect("listen")
+}
+
+fn connect(ns: &Netns, to: SocketAddr) -> TcpStream {
+    ns.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(10)))
+        .expect("connect")
+}
+
+/// A connection through the router with `size` bytes each way, both ends
+/// half-closing when done.
+fn exchange(t: &Topology, daemons: &(Daemon, Daemon), to: SocketAddr, size: usize) -> Run {
+    let listener = listen(&t.server, to);
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().expect("accept");
+        both_ways(s, SERVER_SEED, CLIENT_SEED, size)
+    });
+    let started = Instant::now();
+    let c = connect(&t.client, to);
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    // Asked before any data: the answer waits for the handshake to end.
+    let client_lookup = daemons.0.lookup(local, remote, 10_000).expect("lookup");
+    let server_lookup = daemons.1.lookup(remote, local, 10_000).expect("lookup");
+    let client = both_ways(c, CLIENT_SEED, SERVER_SEED, size);
+    let server = server.join().expect("server thread");
+    let elapsed = started.elapsed();
+    Run {
+        client,
+        server,
+        elapsed,
+        client_lookup,
+        server_lookup,
+    }
+}
+
+fn expected_sha(seed: u64, size: usize) -> Vec<u8> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut s = Stream::new(seed);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len());
+        s.fill(&mut buf[..n]);
+        ctx.update(&buf[..n]);
+        left -= n;
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// TCP retransmissions the namespace's kernel counted (`RetransSegs`).
+fn retransmissions(ns: &Netns) -> u64 {
+    let out = ns.exec("cat", &["/proc/net/snmp"]).expect("snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap_or(""), tcp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("RetransSegs in /proc/net/snmp")
+}
+
+/// Asserts that both directions arrived complete, identical and cleanly
+/// closed over one tcpcrypt session; prints the numbers.
+fn assert_intact(what: &str, run: &Run, size: usize, retrans: (u64, u64), stats: (Stats, Stats)) {
+    let mb = size as f64 / 1e6;
+    let secs = run.elapsed.as_secs_f64();
+    eprintln!(
+        "{what}: {mb:.0} MB each way in {secs:.2} s ({:.1} MB/s each way); longest gap \
+         client {:?} server {:?}; retransmissions client {} server {}",
+        mb / secs,
+        run.client.got.longest_gap,
+        run.server.got.longest_gap,
+        retrans.0,
+        retrans.1,
+    );
+    eprintln!("{what}: router towards server {:?}", stats.0);
+    eprintln!("{what}: router towards client {:?}", stats.1);
+    for (name, side, peer_seed) in [
+        ("client", &run.client, SERVER_SEED),
+        ("server", &run.server, CLIENT_SEED),
+    ] {
+        let got = &side.got;
+        assert!(
+            side.sent.is_ok(),
+            "{what}: {name} could not send: {:?}",
+            side.sent
+        );
+        assert_eq!(
+            got.first_wrong, None,
+            "{what}: {name} received a wrong byte"
+        );
+        assert_eq!(
+            got.error, None,
+            "{what}: {name}'s read ended in an error: {got:?}"
+        );
+        assert_eq!(got.bytes, size as u64, "{what}: {name} got a short stream");
+        assert_eq!(
+            got.sha,
+            expected_sha(peer_seed, size),
+            "{what}: {name} SHA-256"
+        );
+        assert!(
+            got.longest_gap < STALL_LIMIT,
+            "{what}: {name} stalled for {:?}",
+            got.longest_gap
+        );
+    }
+    let (cl, sl) = (&run.client_lookup, &run.server_lookup);
+    assert_eq!(cl["state"], "tcpcrypt", "{what}: client daemon: {cl}");
+    assert_eq!(sl["state"], "tcpcrypt", "{what}: server daemon: {sl}");
+    assert_eq!(cl["session_id"], sl["session_id"], "{what}: session IDs");
+}
+
+/// The routed topology with daemons on both hosts and the tool on the
+/// router.
+fn setup(
+    port: u16,
+    seed: u64,
+    to_server: Plan,
+    to_client: Plan,
+) -> (Topology, (Daemon, Daemon), Impairment) {
+    require_root();
+    let t = Topology::routed().expect("topology");
+    let daemons = t.start_daemons(&options(port)).expect("daemons");
+    let router = t.router.as_ref().expect("router");
+    let imp = Impairment::start(router, "veth0", "veth1", seed, to_server, to_client)
+        .expect("impairment");
+    (t, daemons, imp)
+}
+
+/// A connection set up and checked before any impairment: a `ping` each
+/// way and a tcpcrypt session on both ends.
+fn established(t: &Topology, daemons: &(Daemon, Daemon), to: SocketAddr) -> (TcpStream, TcpStream) {
+    let listener = listen(&t.server, to);
+    let c = connect(&t.client, to);
+    let (s, _) = listener.accept().expect("accept");
+    for (mut a, mut b) in [(&c, &s), (&s, &c)] {
+        a.write_all(b"ping").expect("ping");
+        let mut buf = [0u8; 4];
+        b.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        b.read_exact(&mut buf).expect("ping arrives");
+        assert_eq!(&buf, b"ping");
+    }
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    let cl = daemons.0.lookup(local, remote, 5000).expect("lookup");
+    let sl = daemons.1.lookup(remote, local, 5000).expect("lookup");
+    assert_eq!(cl["state"], "tcpcrypt", "client: {cl}");
+    assert_eq!(cl["session_id"], sl["session_id"], "server: {sl}");
+    (c, s)
+}
+
+/// 3 % loss, 3 % held back past four later packets (at most 15 ms), 2 %
+/// duplicated.
+fn lossy() -> Plan {
+    Plan {
+        drop: 0.03,
+        hold: 0.03,
+        hold_packets: 4,
+        hold_for: Duration::from_millis(15),
+        duplicate: 0.02,
+        ..Plan::default()
+    }
+}
+
+fn bulk(
+    what: &str,
+    port: u16,
+    size: usize,
+    to_server: Plan,
+    to_client: Plan,
+) -> (Run, (Stats, Stats), (u64, u64)) {
+    let (t, daemons, imp) = setup(port, u64::from(port), to_server, to_client);
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    let before = (retransmissions(&t.client), retransmissions(&t.server));
+    let run = exchange(&t, &daemons, to, size);
+    let retrans = (
+        retransmissions(&t.client) - before.0,
+        retransmissions(&t.server) - before.1,
+    );
+    let stats = imp.finish().expect("impairment thread");
+    assert_intact(what, &run, size, retrans, stats);
+    (run, stats, retrans)
+}
+
+#[test]
+fn twenty_megabytes_each_way_survive_loss_reordering_and_duplication() {
+    let _turn = serial();
+    let size = 20 << 20;
+    let port = 7101;
+    let (t, daemons, imp) = setup(port, 101, lossy(), lossy());
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    let cap = Capture::start(&t.server, "veth0").expect("capture");
+    let before = (retransmissions(&t.client), retransmissions(&t.server));
+    let run = exchange(&t, &daemons, to, size);
+    let retrans = (
+        retransmissions(&t.client) - before.0,
+        retransmissions(&t.server) - before.1,
+    );
+    let stats = imp.finish().expect("impairment thread");
+    let frames = cap.finish();
+    assert_intact("loss+reorder+dup", &run, size, retrans, stats);
+    let with_sack = frames
+        .iter()
+        .filter(|f| f.has_tcp_option(SACK_KIND))
+        .count();
+    eprintln!(
+        "loss+reorder+dup: capture on the server link: {} frames, {with_sack} with SACK blocks",
+        frames.len()
+    );
+    assert!(with_sack > 0, "no SACK block on the wire");
+    assert!(
+        stats.0.dropped > 0 && stats.1.dropped > 0,
+        "the router lost nothing"
+    );
+    assert!(stats.0.held > 0 && stats.0.duplicated > 0);
+    assert!(
+        retrans.0 > 0 && retrans.1 > 0,
+        "no retransmission: {retrans:?}"
+    );
+}
+
+#[test]
+fn twenty_megabytes_each_way_survive_resegmentation_on_a_lossy_path() {
+    let _turn = serial();
+    let plan = Plan {
+        split: 0.05,
+        merge: 0.05,
+        ..lossy()
+    };
+    let (_, stats, _) = bulk("resegmented", 7102, 20 << 20, plan.clone(), plan);
+    for s in [stats.0, stats.1] {
+        assert!(s.split > 0, "nothing split: {s:?}");
+        assert!(s.merged + s.bridged > 0, "nothing joined: {s:?}");
+    }
+}
+
+#[test]
+fn payload_bit_flips_with_wrong_checksums_are_dropped_and_recovered() {
+    let _turn = serial();
+    let plan = Plan {
+        flip_bad_checksum: 0.01,
+        ..Plan::default()
+    };
+    let (_, stats, _) = bulk("bad-checksum flips", 7103, 8 << 20, plan.clone(), plan);
+    assert!(stats.0.flipped_bad_checksum > 0 && stats.1.flipped_bad_checksum > 0);
+}
+
+#[test]
+fn isolated_tampering_with_fixed_checksums_is_recovered_without_a_wrong_byte() {
+    let _turn = serial();
+    let plan = Plan {
+        flip_good_checksum: 0.002,
+        ..Plan::default()
+    };
+    let (_, stats, _) = bulk("good-checksum flips", 7104, 8 << 20, plan.clone(), plan);
+    assert!(stats.0.flipped_good_checksum > 0 && stats.1.flipped_good_checksum > 0);
+}
+
+#[test]
+fn persistent_tampering_resets_the_connection_and_delivers_no_wrong_byte() {
+    let _turn = serial();
+    let port = 7105;
+    let (t, daemons, imp) = setup(port, 105, Plan::default(), Plan::default());
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    let (c, s) = established(&t, &daemons, to);
+    // From now on every data segment from the client has a flipped bit and
+    // a correct checksum.
+    imp.set_plan(
+        true,
+        Plan {
+            flip_good_checksum: 1.0,
+            ..Plan::default()
+        },
+    );
+    let started = Instant::now();
+    let server = std::thread::spawn(move || {
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        // The pings are already read; the stream restarts here.
+        receive(&s, CLIENT_SEED)
+    });
+    c.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    c.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let sent = send(&c, CLIENT_SEED, 2 << 20);
+    let client_end = receive(&c, SERVER_SEED);
+    let server_end = server.join().expect("server");
+    let stats = imp.finish().expect("impairment");
+    eprintln!(
+        "persistent tampering: after {:?} client write {:?}, client read {:?}, server read {:?}; \
+         router towards server {:?}",
+        started.elapsed(),
+        sent.as_ref().map(|_| "complete"),
+        client_end,
+        server_end,
+        stats.0
+    );
+    assert!(stats.0.flipped_good_checksum > 0, "nothing tampered");
+    assert_eq!(
+        server_end.first_wrong, None,
+        "the server application got a wrong byte"
+    );
+    assert_eq!(
+        server_end.bytes, 0,
+        "tampered bytes reached the application"
+    );
+    let is_reset = |e: Option<ErrorKind>| {
+        matches!(
+            e,
+            Some(ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
+        )
+    };
+    assert!(
+        is_reset(server_end.error),
+        "server's read did not end in a reset: {server_end:?}"
+    );
+    let client_error = sent.err().or(client_end.error);
+    assert!(
+        is_reset(client_error),
+        "client saw no reset: write/read ended {client_error:?}"
+    );
+}
+
+fn ecn(port: u16, client_ecn: &str, server_ecn: &str, ce: f64) -> (Stats, Stats) {
+    let _turn = serial();
+    let plan = Plan {
+        ce_mark: ce,
+        ..Plan::default()
+    };
+    let (t, daemons, imp) = setup(port, u64::from(port), plan.clone(), plan);
+    t.client
+        .sysctl("net.ipv4.tcp_ecn", client_ecn)
+        .expect("sysctl");
+    t.server
+        .sysctl("net.ipv4.tcp_ecn", server_ecn)
+        .expect("sysctl");
+    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    let size = 4 << 20;
+    let before = (retransmissions(&t.client), retransmissions(&t.server));
+    let run = exchange(&t, &daemons, to, size);
+    let retrans = (
+        retransmissions(&t.client) - before.0,
+        retransmissions(&t.server) - before.1,
+    );
+    let stats = imp.finish().expect("impairment");
+    let what = format!("ECN client={client_ecn} server={server_ecn} CE={ce}");
+    assert_intact(&what, &run, size, retrans, stats);
+    stats
+}
+
+#[test]
+fn ecn_on_both_hosts_with_congestion_marks_keeps_tcpcrypt_and_echoes_them() {
+    let (to_server, to_client) = ecn(7106, "1", "1", 0.01);
+    assert!(
+        to_server.ecn_syns > 0,
+        "the client's SYN did not ask for ECN"
+    );
+    assert!(
+        to_server.ce_marked > 0 && to_client.ce_marked > 0,
+        "no packet was ECN-capable"
+    );
+    // The receiver of CE marks echoes ECE; the sender answers with CWR.
+    assert!(to_client.ece > 0, "the server never echoed a CE mark");
+    assert!(
+        to_server.cwr > 0,
+        "the client never reduced its window (CWR)"
+    );
+}
+
+#[test]
+fn ecn_on_the_client_only_keeps_tcpcrypt() {
+    let (to_server, to_client) = ecn(7107, "1", "0", 0.0);
+    assert!(
+        to_server.ecn_syns > 0,
+        "the client's SYN did not ask for ECN"
+    );
+    assert_eq!(to_client.ce_marked + to_server.ce_marked, 0);
+}
+
+#[test]
+fn ecn_on_the_server_only_keeps_tcpcrypt() {
+    let (to_server, _) = ecn(7108, "0", "1", 0.0);
+    assert_eq!(to_server.ecn_syns, 0, "the client asked for ECN");
+}
+
+/// The router forwards at most 1,280-byte packets towards the server (and
+/// back), as a 1,280-byte link between them would; both hosts keep their
+/// 1,500-byte links and announce MSS 1,460, so they must learn the path MTU
+/// from the router's ICMP errors.
+fn narrow_path(port: u16, v6: bool, size: usize) -> (Run, (Stats, Stats), (u64, u64)) {
+    let (t, daemons, imp) = setup(port, u64::from(port), Plan::default(), Plan::default());
+    let router = t.router.as_ref().expect("router");
+    for (ip, dev) in [
+        (t.server_addrs.ip(v6), "veth1"),
+        (t.client_addrs.ip(v6), "veth0"),
+    ] {
+        let host = if v6 {
+            format!("{ip}/128")
+        } else {
+            format!("{ip}/32")
+        };
+        router
+            .exec("ip", &["route", "add", &host, "dev", dev, "mtu", "1280"])
+            .expect("route with MTU 1280");
+    }
+    let to = SocketAddr::new(t.server_addrs.ip(v6), port);
+    let before = (retransmissions(&t.client), retransmissions(&t.server));
+    let run = exchange(&t, &daemons, to, size);
+    let retrans = (
+        retransmissions(&t.client) - before.0,
+        retransmissions(&t.server) - before.1,
+    );
+    let stats = imp.finish().expect("impairment");
+    (run, stats, retrans)
+}
+
+#[test]
+fn a_path_mtu_of_1280_below_the_hosts_mss_is_discovered() {
+    let _turn = serial();
+    let size = 8 << 20;
+    let (run, stats, retrans) = narrow_path(7109, false, size);
+    assert_intact("path MTU 1280", &run, size, retrans, stats);
+    assert!(
+        stats.1.icmp_passed > 0,
+        "the router never said fragmentation needed: nothing was too big"
+    );
+}
