@@ -86,6 +86,8 @@ pub struct Stats {
     pub mss_rewritten: u64,
     pub icmp_dropped: u64,
     pub icmp_passed: u64,
+    /// Length of the longest packet an ICMP error quoted as too big.
+    pub icmp_quoted_largest: usize,
     /// TCP packets carrying at least one SACK block.
     pub with_sack: u64,
     /// SYNs (without ACK) asking for ECN (ECE and CWR set, RFC 3168).
@@ -260,6 +262,8 @@ impl Direction {
         let Ok(seg) = Segment::of(bytes) else {
             // Not TCP (or not editable): only ICMP errors are queued besides
             // TCP, and the plan may black-hole them.
+            let quoted = quoted_len(bytes).unwrap_or(0);
+            self.stats.icmp_quoted_largest = self.stats.icmp_quoted_largest.max(quoted);
             if self.plan.drop_icmp && is_icmp(bytes) {
                 self.stats.icmp_dropped += 1;
                 out.push(Action::Verdict {
@@ -469,6 +473,23 @@ fn is_icmp(bytes: &[u8]) -> bool {
         Some(4) => bytes.get(9) == Some(&1),
         Some(6) => bytes.get(6) == Some(&58),
         _ => false,
+    }
+}
+
+/// The length of the packet an ICMP error quotes (the IP length field of
+/// the quoted header).
+fn quoted_len(bytes: &[u8]) -> Option<usize> {
+    match bytes.first()? >> 4 {
+        4 => {
+            let at = usize::from(bytes.first()? & 0x0f) * 4 + 8;
+            let q = bytes.get(at + 2..at + 4)?;
+            Some(usize::from(u16::from_be_bytes([q[0], q[1]])))
+        }
+        6 => {
+            let q = bytes.get(40 + 8 + 4..40 + 8 + 6)?;
+            Some(40 + usize::from(u16::from_be_bytes([q[0], q[1]])))
+        }
+        _ => None,
     }
 }
 
@@ -945,6 +966,8 @@ mod tests {
         // An IPv4 header with protocol 1 is enough: it is not TCP.
         let mut icmp = vec![0x45u8, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0];
         icmp.extend([10, 77, 2, 254, 10, 77, 1, 1, 3, 4, 0, 0, 0, 0, 5, 0]);
+        // The start of the quoted packet: a 1,500-byte IPv4 packet.
+        icmp.extend([0x45, 0, 0x05, 0xdc, 0, 0, 0x40, 0, 64, 6]);
         let mut d = Direction::new(Plan::default(), 1);
         assert_eq!(d.handle(Instant::now(), 1, &icmp), vec![accept(1, None)]);
         d.set_plan(Plan {
@@ -954,6 +977,7 @@ mod tests {
         let out = d.handle(Instant::now(), 2, &icmp);
         assert_eq!(verdict(&out[0]), Some((2, false)));
         assert_eq!(d.stats().icmp_dropped, 1);
+        assert_eq!(d.stats().icmp_quoted_largest, 1500, "quoted length");
     }
 
     #[test]
