@@ -695,6 +695,16 @@ fn narrow_path(
         retransmissions(&t.server) - before.1,
     );
     let stats = imp.finish().expect("impairment");
+    // The daemons' own counters (injection failures included), logged when
+    // they stop.
+    if let Some((mut cd, mut sd)) = daemons {
+        for (name, d) in [("client", &mut cd), ("server", &mut sd)] {
+            d.terminate(Duration::from_secs(10));
+            let log = d.log_text();
+            let last = log.lines().filter(|l| l.contains("stopped")).last();
+            eprintln!("{name} daemon: {}", last.unwrap_or("no stop line"));
+        }
+    }
     (run, stats, retrans)
 }
 
