@@ -381,10 +381,23 @@ fn bulk_over(
     to_server: Plan,
     to_client: Plan,
 ) -> (Run, (Stats, Stats), (u64, u64)) {
-    let (t, daemons, imp) = setup(port, u64::from(port), to_server, to_client);
+    bulk_with(true, v6, what, port, size, to_server, to_client)
+}
+
+/// [`bulk_over`], or without daemons (plain TCP) for a control experiment.
+fn bulk_with(
+    daemons: bool,
+    v6: bool,
+    what: &str,
+    port: u16,
+    size: usize,
+    to_server: Plan,
+    to_client: Plan,
+) -> (Run, (Stats, Stats), (u64, u64)) {
+    let (t, daemons, imp) = setup_with(daemons, port, u64::from(port), to_server, to_client);
     let to = SocketAddr::new(t.server_addrs.ip(v6), port);
     let before = (retransmissions(&t.client), retransmissions(&t.server));
-    let run = exchange(&t, Some(&daemons), to, size);
+    let run = exchange(&t, daemons.as_ref(), to, size);
     let retrans = (
         retransmissions(&t.client) - before.0,
         retransmissions(&t.server) - before.1,
@@ -794,4 +807,31 @@ fn ipv6_survives_loss_reordering_duplication_and_resegmentation() {
             "{s:?}"
         );
     }
+}
+
+#[test]
+fn sparse_loss_at_full_speed_recovers_without_long_stalls() {
+    // Rare losses let the window grow large before each one, so recovery
+    // must handle a window's worth of data beyond the gap.
+    let _turn = serial();
+    let plan = Plan {
+        drop: 0.005,
+        ..Plan::default()
+    };
+    let (_, stats, _) = bulk("sparse loss", 7115, 20 << 20, plan.clone(), plan);
+    assert!(stats.0.dropped > 0 && stats.1.dropped > 0);
+}
+
+#[test]
+fn sparse_loss_on_plain_tcp_for_comparison() {
+    // The control experiment: how many retransmissions the same losses cost
+    // without tcpcrypt.
+    let _turn = serial();
+    let plan = Plan {
+        drop: 0.005,
+        ..Plan::default()
+    };
+    let what = "sparse loss, plain TCP";
+    let (_, stats, _) = bulk_with(false, false, what, 7116, 20 << 20, plan.clone(), plan);
+    assert!(stats.0.dropped > 0 && stats.1.dropped > 0);
 }
