@@ -479,10 +479,25 @@ fn twenty_megabytes_each_way_survive_resegmentation_on_a_lossy_path() {
     }
 }
 
-/// The wire packets on a link around the longest pause in the data it
-/// received: one line per packet (time, direction, relative sequence and
-/// acknowledgment numbers, length, flags, SACK blocks, checksum).
-fn timeline_around_longest_gap(frames: &[Frame]) -> String {
+/// When the longest pause in data received on the link began, and how long
+/// it was.
+fn longest_pause(frames: &[Frame]) -> Option<(Instant, Duration)> {
+    let times: Vec<Instant> = frames
+        .iter()
+        .filter(|f| !f.outgoing && f.tcp_payload().is_some_and(|p| !p.is_empty()))
+        .map(|f| f.at)
+        .collect();
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max()
+        .map(|(g, t)| (t, g))
+}
+
+/// The story of the hole behind the longest pause in received data: every
+/// received packet that carried its first byte (when, checksum good or
+/// not), and the acknowledgments sent for it meanwhile.
+fn hole_story(frames: &[Frame]) -> String {
     use tcpcrypt_engine::wire::{Packet, TcpOption};
     use tcpcrypt_testnet::impair::rewrite::tcp_checksum_ok;
     let parsed: Vec<(&Frame, Packet)> = frames
@@ -499,70 +514,113 @@ fn timeline_around_longest_gap(frames: &[Frame]) -> String {
     else {
         return String::new();
     };
-    // Sequence numbers relative to each direction's SYN.
-    let isn = |outgoing: bool| {
-        parsed
-            .iter()
-            .find(|(f, p)| f.outgoing == outgoing && p.tcp.flags.contains(TcpFlags::SYN))
-            .map_or(0, |(_, p)| p.tcp.seq)
-    };
-    let (isn_out, isn_in) = (isn(true), isn(false));
     let t0 = parsed[from].0.at;
-    let mut out = format!(
-        "longest pause in received data: {gap:?}; packets received and pure \
-         ACKs sent from 20 ms before to 2 ms after it, and all sent during it:\n"
-    );
-    let shown = parsed.iter().filter(|(f, p)| {
-        f.at + Duration::from_millis(20) >= t0
-            && f.at <= t0 + gap + Duration::from_millis(2)
-            && (!f.outgoing || p.tcp.payload.is_empty() || f.at > t0 + Duration::from_millis(5))
-    });
-    for (f, p) in shown.take(120) {
-        let (mine, theirs) = if f.outgoing {
-            (isn_out, isn_in)
+    let isn_in = parsed
+        .iter()
+        .find(|(f, p)| !f.outgoing && p.tcp.flags.contains(TcpFlags::SYN))
+        .map_or(0, |(_, p)| p.tcp.seq);
+    // What we acknowledged when the pause began is the first missing byte.
+    let Some(hole) = parsed[..=from]
+        .iter()
+        .rev()
+        .find(|(f, _)| f.outgoing)
+        .map(|(_, p)| p.tcp.ack)
+    else {
+        return String::new();
+    };
+    let rel = |x: u32| x.wrapping_sub(isn_in);
+    let ms = |t: Instant| {
+        if t >= t0 {
+            (t - t0).as_secs_f64() * 1e3
         } else {
-            (isn_in, isn_out)
-        };
-        let sack: Vec<String> = p
-            .tcp
+            -(t - t0).as_secs_f64() * 1e3
+        }
+    };
+    let mut out = format!(
+        "longest pause in received data {gap:?} from t=0; first missing byte {}\n",
+        rel(hole)
+    );
+    for (f, p) in &parsed {
+        let (seq, len) = (p.tcp.seq, p.tcp.payload.len() as u32);
+        let covers = hole.wrapping_sub(seq) < len;
+        if !f.outgoing && covers {
+            out.push_str(&format!(
+                "{:+9.1} ms received seq {} len {len} checksum {}\n",
+                ms(f.at),
+                rel(seq),
+                if tcp_checksum_ok(f.ip()).unwrap_or(false) {
+                    "good"
+                } else {
+                    "BAD"
+                },
+            ));
+        }
+    }
+    let acks: Vec<&(&Frame, Packet)> = parsed
+        .iter()
+        .filter(|(f, p)| f.outgoing && p.tcp.ack == hole)
+        .collect();
+    let sacks = |p: &Packet| -> String {
+        p.tcp
             .options
             .iter()
             .filter_map(|o| match o {
                 TcpOption::Sack(b) => Some(
                     b.iter()
-                        .map(|(l, r)| {
-                            format!("{}-{}", l.wrapping_sub(theirs), r.wrapping_sub(theirs))
-                        })
+                        .map(|(l, r)| format!("{}-{}", rel(*l), rel(*r)))
                         .collect::<Vec<_>>()
-                        .join(","),
+                        .join(" "),
                 ),
                 _ => None,
             })
-            .collect();
-        let ms = if f.at >= t0 {
-            (f.at - t0).as_secs_f64() * 1e3
-        } else {
-            -(t0 - f.at).as_secs_f64() * 1e3
-        };
+            .collect()
+    };
+    if let (Some(first), Some(last)) = (acks.first(), acks.last()) {
         out.push_str(&format!(
-            "{ms:+9.1} ms {} seq {} ack {} len {} flags {:#05x}{}{}\n",
-            if f.outgoing { "out" } else { "in " },
-            p.tcp.seq.wrapping_sub(mine),
-            p.tcp.ack.wrapping_sub(theirs),
-            p.tcp.payload.len(),
-            p.tcp.flags.bits(),
-            if sack.is_empty() {
-                String::new()
-            } else {
-                format!(" sack {}", sack.join(" "))
-            },
-            if tcp_checksum_ok(f.ip()).unwrap_or(false) {
-                ""
-            } else {
-                " BAD-CHECKSUM"
-            },
+            "{} packets sent acknowledging {} from {:+.1} ms to {:+.1} ms; first SACK [{}], last SACK [{}]\n",
+            acks.len(),
+            rel(hole),
+            ms(first.0.at),
+            ms(last.0.at),
+            sacks(&first.1),
+            sacks(&last.1),
+        ));
+        let max_blocks = acks
+            .iter()
+            .map(|(_, p)| {
+                p.tcp
+                    .options
+                    .iter()
+                    .map(|o| match o {
+                        TcpOption::Sack(b) => b.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "at most {max_blocks} SACK block(s) in one of them\n"
         ));
     }
+    // Everything on the link during the pause, by kind.
+    let during: Vec<&(&Frame, Packet)> = parsed
+        .iter()
+        .filter(|(f, _)| f.at > t0 && f.at < t0 + gap)
+        .collect();
+    let count = |outgoing: bool, data: bool| {
+        during
+            .iter()
+            .filter(|(f, p)| f.outgoing == outgoing && p.tcp.payload.is_empty() != data)
+            .count()
+    };
+    out.push_str(&format!(
+        "during the pause: sent {} pure ACKs and {} data packets, received {} pure ACKs and {} data packets\n",
+        count(true, false),
+        count(true, true),
+        count(false, false),
+        count(false, true),
+    ));
     out
 }
 
@@ -579,22 +637,64 @@ fn payload_bit_flips_with_wrong_checksums_are_dropped_and_recovered() {
     let to = SocketAddr::new(t.server_addrs.ip(false), port);
     let cap = Capture::start(&t.client, "veth0").expect("capture");
     let before = (retransmissions(&t.client), retransmissions(&t.server));
-    let run = exchange(&t, Some(&daemons), to, size);
+    // The server's own view of its connection every 100 ms, to show what
+    // holds its sending back during a pause.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (run, samples) = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let mut samples = Vec::new();
+            let peer = t.client_addrs.ip(false).to_string();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(o) = t.server.exec("ss", &["-tni", "dst", &peer]) {
+                    samples.push((
+                        Instant::now(),
+                        String::from_utf8_lossy(&o.stdout).into_owned(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        let run = exchange(&t, Some(&daemons), to, size);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (run, sampler.join().expect("sampler"))
+    });
     let retrans = (
         retransmissions(&t.client) - before.0,
         retransmissions(&t.server) - before.1,
     );
     let stats = imp.finish().expect("impairment thread");
     let frames = cap.finish();
+    for (name, ns) in [("client", &t.client), ("server", &t.server)] {
+        let c = |n: &str| counter(ns, "/proc/net/netstat", "TcpExt:", n);
+        eprintln!(
+            "bad-checksum flips, {name} kernel: tail loss probes {}, recovered by them {}, \
+             timeouts {}, fast retransmits {}",
+            c("TCPLossProbes"),
+            c("TCPLossProbeRecovery"),
+            c("TCPTimeouts"),
+            c("TCPFastRetrans"),
+        );
+    }
     if run.client.got.longest_gap > Duration::from_secs(1) {
         eprintln!(
             "bad-checksum flips, on the client's link:\n{}",
-            timeline_around_longest_gap(&frames)
+            hole_story(&frames),
         );
+        if let Some((start, gap)) = longest_pause(&frames) {
+            for (at, text) in samples
+                .iter()
+                .filter(|(at, _)| *at > start && *at < start + gap)
+                .take(3)
+            {
+                eprintln!("server's ss {:?} into the pause:\n{text}", *at - start);
+            }
+        }
     }
-    // Pauses of 1 to 2.5 s occur here (a hole filled only by the sender's
-    // retransmission timeout; see the timeline printed above); the brief
-    // asks for the data, and the pause is reported.
+    // Pauses of 1 to 2.5 s occur here: a lost segment is resent only on
+    // the sender's retransmission timeout (what the hole story and the
+    // server's `ss` above show). The data must arrive; the pause is
+    // reported, not judged.
     assert_intact_within("bad-checksum flips", &run, size, retrans, stats, None);
     assert!(stats.0.flipped_bad_checksum > 0 && stats.1.flipped_bad_checksum > 0);
 }
