@@ -902,7 +902,24 @@ fn narrow_path(
     plan: Plan,
     size: usize,
 ) -> (Run, (Stats, Stats), (u64, u64)) {
+    narrow_path_probing(port, daemons, plan, size, false)
+}
+
+/// [`narrow_path`], with `net.ipv4.tcp_mtu_probing=1` on both hosts when
+/// `probing` (the kernel then finds a black hole by itself, RFC 4821).
+fn narrow_path_probing(
+    port: u16,
+    daemons: bool,
+    plan: Plan,
+    size: usize,
+    probing: bool,
+) -> (Run, (Stats, Stats), (u64, u64)) {
     let (t, daemons, imp) = setup_with(daemons, port, u64::from(port), plan.clone(), plan);
+    if probing {
+        for ns in [&t.client, &t.server] {
+            ns.sysctl("net.ipv4.tcp_mtu_probing", "1").expect("sysctl");
+        }
+    }
     let router = t.router.as_ref().expect("router");
     for (ip, dev) in [(t.server_addrs.v4, "veth1"), (t.client_addrs.v4, "veth0")] {
         router
@@ -1080,4 +1097,32 @@ fn sparse_loss_on_plain_tcp_for_comparison() {
         limit,
     );
     assert!(stats.0.dropped > 0 && stats.1.dropped > 0);
+}
+
+#[test]
+fn a_path_mtu_black_hole_is_found_by_plain_tcp_with_mtu_probing() {
+    // The router's "fragmentation needed" errors are dropped, so the hosts
+    // never hear that 1,500 bytes is too much: a black hole, which the
+    // kernel finds only by probing (RFC 4821). Plain TCP, as the yardstick.
+    let _turn = serial();
+    let size = 2 << 20;
+    let plan = Plan {
+        drop_icmp: true,
+        ..Plan::default()
+    };
+    let (run, stats, retrans) = narrow_path_probing(7117, false, plan, size, true);
+    // A black hole costs retransmission timeouts before probing starts.
+    assert_intact_within(
+        "PMTU black hole, plain TCP, probing",
+        &run,
+        size,
+        retrans,
+        stats,
+        None,
+    );
+    assert!(
+        stats.0.icmp_dropped + stats.1.icmp_dropped > 0,
+        "no ICMP error was dropped"
+    );
+    assert_eq!(stats.0.icmp_passed + stats.1.icmp_passed, 0);
 }
