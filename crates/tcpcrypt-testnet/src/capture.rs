@@ -18,6 +18,8 @@ const MAX_BYTES: usize = 256 << 20;
 pub struct Frame {
     /// True if this host sent it, false if it received it.
     pub outgoing: bool,
+    /// When the capture read it (for timelines; not the kernel's stamp).
+    pub at: std::time::Instant,
     pub data: Vec<u8>,
 }
 
@@ -245,7 +247,11 @@ fn read_loop(fd: OwnedFd, stop: &AtomicBool, frames: &Mutex<(Vec<Frame>, usize, 
                     g.2 = true;
                 } else {
                     g.1 += data.len();
-                    g.0.push(Frame { outgoing, data });
+                    g.0.push(Frame {
+                        outgoing,
+                        at: std::time::Instant::now(),
+                        data,
+                    });
                 }
             }
         } else if stopping {

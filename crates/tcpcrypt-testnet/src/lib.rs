@@ -17,11 +17,15 @@
 mod capture;
 mod daemon;
 pub mod forge;
+#[cfg(feature = "impair")]
+pub mod impair;
 mod netns;
 mod topology;
 
 pub use capture::{Capture, Frame};
 pub use daemon::{Daemon, DaemonOptions, Memory};
+#[cfg(feature = "impair")]
+pub use impair::{Impairment, Plan};
 pub use netns::{Netns, ProcessGuard};
 pub use topology::{Addrs, Topology};
 
