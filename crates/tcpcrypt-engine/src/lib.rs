@@ -157,6 +157,7 @@ mod engine;
 pub mod error;
 pub mod inbound;
 pub mod outbound;
+pub mod policy;
 pub mod seq;
 pub mod wire;
 
@@ -165,3 +166,5 @@ pub use api::{
     KeylogSecrets, Lookup, PlainReason, SessionInfo, Transmit, Verdict,
 };
 pub use engine::Engine;
+pub use policy::{PolicyError, PolicyScope};
+pub use tcpcrypt_proto::handshake::ConnectionPolicy;
