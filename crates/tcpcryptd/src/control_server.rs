@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ControlGroup;
 use crate::control_protocol::{self as proto, ErrorCode, MAX_LINE, ProtocolError, Request};
+use crate::engine_api::PolicyError;
 use crate::packet_loop::{EngineHandle, HandleError};
 use crate::sys;
 
@@ -505,7 +506,7 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
         Ok(r) => r,
         Err(e) => return (e.to_line(), e.close),
     };
-    if request.changes_state() && !is_root {
+    if request.needs_root() && !is_root {
         let e = ProtocolError::new(
             ErrorCode::PermissionDenied,
             "this operation changes daemon state and needs uid 0",
@@ -533,6 +534,24 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
                 log::info!("resumption cache flushed ({n} secrets) by a control client");
                 proto::flush_response(n)
             }
+            Err(e) => internal(e),
+        },
+        Request::SetPolicy {
+            scope,
+            local,
+            policy,
+        } => match engine.set_policy(scope, local, policy) {
+            Ok(Ok(())) => proto::set_policy_response(),
+            Ok(Err(e @ PolicyError::TableFull)) => {
+                ProtocolError::new(ErrorCode::TableFull, e.to_string()).to_line()
+            }
+            Ok(Err(e @ PolicyError::NoPort)) => {
+                ProtocolError::new(ErrorCode::BadRequest, e.to_string()).to_line()
+            }
+            Err(e) => internal(e),
+        },
+        Request::ClearPolicy { scope, local } => match engine.clear_policy(scope, local) {
+            Ok(cleared) => proto::clear_policy_response(cleared),
             Err(e) => internal(e),
         },
     };
@@ -572,6 +591,12 @@ mod tests {
                     }
                     EngineRequest::FlushResumption { reply } => {
                         let _ = reply.send(0);
+                    }
+                    EngineRequest::SetPolicy { reply, .. } => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    EngineRequest::ClearPolicy { reply, .. } => {
+                        let _ = reply.send(false);
                     }
                 }
             }

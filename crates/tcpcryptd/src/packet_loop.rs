@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::conn_journal::{ConnKey, Journal};
 use crate::engine_api::{
-    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Transmit, Verdict,
+    Checksum, ConnectionPolicy, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine,
+    PolicyError, PolicyScope, Transmit, Verdict,
 };
 use crate::firewall::verdict_mark;
 use crate::inject::Injector;
@@ -55,6 +56,17 @@ pub enum EngineRequest {
     },
     FlushResumption {
         reply: Sender<usize>,
+    },
+    SetPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+        policy: ConnectionPolicy,
+        reply: Sender<Result<(), PolicyError>>,
+    },
+    ClearPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+        reply: Sender<bool>,
     },
 }
 
@@ -127,6 +139,34 @@ impl EngineHandle {
     pub fn flush_resumption(&self) -> Result<usize, HandleError> {
         self.submit(
             |reply| EngineRequest::FlushResumption { reply },
+            Duration::from_secs(5),
+        )
+    }
+
+    pub fn set_policy(
+        &self,
+        scope: PolicyScope,
+        local: SocketAddr,
+        policy: ConnectionPolicy,
+    ) -> Result<Result<(), PolicyError>, HandleError> {
+        self.submit(
+            |reply| EngineRequest::SetPolicy {
+                scope,
+                local,
+                policy,
+                reply,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    pub fn clear_policy(&self, scope: PolicyScope, local: SocketAddr) -> Result<bool, HandleError> {
+        self.submit(
+            |reply| EngineRequest::ClearPolicy {
+                scope,
+                local,
+                reply,
+            },
             Duration::from_secs(5),
         )
     }
@@ -419,6 +459,21 @@ impl<E: PacketEngine> PacketLoop<E> {
             EngineRequest::List { reply } => lists.push(reply),
             EngineRequest::FlushResumption { reply } => {
                 let _ = reply.send(self.engine.flush_resumption());
+            }
+            EngineRequest::SetPolicy {
+                scope,
+                local,
+                policy,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.set_policy(now, scope, local, policy));
+            }
+            EngineRequest::ClearPolicy {
+                scope,
+                local,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.clear_policy(scope, local));
             }
         }
     }
@@ -804,6 +859,18 @@ mod tests {
         }
         fn flush_resumption(&mut self) -> usize {
             0
+        }
+        fn set_policy(
+            &mut self,
+            _: Instant,
+            _: PolicyScope,
+            _: SocketAddr,
+            _: ConnectionPolicy,
+        ) -> Result<(), PolicyError> {
+            Ok(())
+        }
+        fn clear_policy(&mut self, _: PolicyScope, _: SocketAddr) -> bool {
+            false
         }
         fn handle_packet_with(
             &mut self,
