@@ -504,6 +504,18 @@ impl Engine {
         self.policies.clear(scope, local)
     }
 
+    /// The registration for exactly `scope` and `local`, if one is live
+    /// (no wildcard matching: this is what [`Engine::set_policy`] would
+    /// replace).
+    pub fn policy(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy> {
+        self.policies.get(now, scope, local)
+    }
+
     /// Policy registrations currently held (expired ones until they are
     /// next looked at).
     pub fn policy_count(&self) -> usize {

@@ -91,6 +91,19 @@ impl PolicyTable {
         self.entries.remove(&(scope, canonical(local))).is_some()
     }
 
+    /// The registration for exactly `scope` and `local`, unless expired.
+    pub(crate) fn get(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy> {
+        self.entries
+            .get(&(scope, canonical(local)))
+            .filter(|e| e.expires.is_none_or(|t| t > now))
+            .map(|e| e.policy)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

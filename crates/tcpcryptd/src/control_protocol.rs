@@ -31,7 +31,7 @@ pub enum Request {
     SetPolicy {
         scope: PolicyScope,
         local: SocketAddr,
-        policy: ConnectionPolicy,
+        update: PolicyUpdate,
     },
     ClearPolicy {
         scope: PolicyScope,
@@ -46,6 +46,25 @@ impl Request {
     /// may set one.
     pub fn needs_root(&self) -> bool {
         matches!(self, Request::FlushResumption)
+    }
+}
+
+/// The fields a `set_policy` names; a field left out keeps its value from
+/// the registration being replaced (false if none). That lets the C ABI
+/// map one `setsockopt` option to one request without the library having
+/// to remember the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub no_resumption: Option<bool>,
+    pub no_cache: Option<bool>,
+}
+
+impl PolicyUpdate {
+    pub fn apply(self, base: ConnectionPolicy) -> ConnectionPolicy {
+        ConnectionPolicy {
+            ignore_resumption: self.no_resumption.unwrap_or(base.ignore_resumption),
+            no_cache: self.no_cache.unwrap_or(base.no_cache),
+        }
     }
 }
 
@@ -199,10 +218,10 @@ fn parse_scope(obj: &Map<String, Value>) -> Result<PolicyScope, ProtocolError> {
     }
 }
 
-fn parse_flag(obj: &Map<String, Value>, field: &str) -> Result<bool, ProtocolError> {
+fn parse_flag(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, ProtocolError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(ProtocolError::bad_field(field, "true or false")),
     }
 }
@@ -211,8 +230,8 @@ fn parse_set_policy(obj: &Map<String, Value>) -> Result<Request, ProtocolError> 
     Ok(Request::SetPolicy {
         scope: parse_scope(obj)?,
         local: parse_local(obj)?,
-        policy: ConnectionPolicy {
-            ignore_resumption: parse_flag(obj, "no_resumption")?,
+        update: PolicyUpdate {
+            no_resumption: parse_flag(obj, "no_resumption")?,
             no_cache: parse_flag(obj, "no_cache")?,
         },
     })
@@ -418,7 +437,7 @@ mod tests {
         let set = Request::SetPolicy {
             scope: PolicyScope::Connect,
             local,
-            policy: ConnectionPolicy::default(),
+            update: PolicyUpdate::default(),
         };
         assert!(!set.needs_root());
         let clear = Request::ClearPolicy {
@@ -438,12 +457,32 @@ mod tests {
             Ok(Request::SetPolicy {
                 scope: PolicyScope::Connect,
                 local: "10.0.0.1:5555".parse().expect("addr"),
-                policy: ConnectionPolicy {
-                    ignore_resumption: true,
-                    no_cache: false,
+                update: PolicyUpdate {
+                    no_resumption: Some(true),
+                    no_cache: Some(false),
                 },
             })
         );
+    }
+
+    #[test]
+    fn a_field_left_out_keeps_the_registered_value() {
+        let base = ConnectionPolicy {
+            ignore_resumption: true,
+            no_cache: false,
+        };
+        let only_cache = PolicyUpdate {
+            no_resumption: None,
+            no_cache: Some(true),
+        };
+        assert_eq!(
+            only_cache.apply(base),
+            ConnectionPolicy {
+                ignore_resumption: true,
+                no_cache: true,
+            }
+        );
+        assert_eq!(PolicyUpdate::default().apply(base), base);
     }
 
     #[test]
@@ -456,9 +495,9 @@ mod tests {
             Ok(Request::SetPolicy {
                 scope: PolicyScope::Listen,
                 local: "[::]:443".parse().expect("addr"),
-                policy: ConnectionPolicy {
-                    ignore_resumption: false,
-                    no_cache: true,
+                update: PolicyUpdate {
+                    no_resumption: None,
+                    no_cache: Some(true),
                 },
             })
         );

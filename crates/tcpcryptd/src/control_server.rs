@@ -539,8 +539,8 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
         Request::SetPolicy {
             scope,
             local,
-            policy,
-        } => match engine.set_policy(scope, local, policy) {
+            update,
+        } => match engine.set_policy(scope, local, update) {
             Ok(Ok(())) => proto::set_policy_response(),
             Ok(Err(e @ PolicyError::TableFull)) => {
                 ProtocolError::new(ErrorCode::TableFull, e.to_string()).to_line()

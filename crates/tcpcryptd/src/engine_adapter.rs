@@ -155,6 +155,15 @@ impl PacketEngine for eng::Engine {
         eng::Engine::clear_policy(self, scope, local)
     }
 
+    fn policy(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy> {
+        eng::Engine::policy(self, now, scope, local)
+    }
+
     fn handle_packet_with(
         &mut self,
         now: Instant,

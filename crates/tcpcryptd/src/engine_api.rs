@@ -155,6 +155,13 @@ pub trait PacketEngine {
     ) -> Result<(), PolicyError>;
     /// Removes one; returns whether there was one.
     fn clear_policy(&mut self, scope: PolicyScope, local: SocketAddr) -> bool;
+    /// The live registration for exactly `scope` and `local`.
+    fn policy(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy>;
     /// Takes one queued packet; `csum` says whether the kernel already
     /// verified its TCP checksum.
     fn handle_packet_with(

@@ -23,6 +23,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use crate::conn_journal::{ConnKey, Journal};
+use crate::control_protocol::PolicyUpdate;
 use crate::engine_api::{
     Checksum, ConnectionPolicy, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine,
     PolicyError, PolicyScope, Transmit, Verdict,
@@ -60,7 +61,7 @@ pub enum EngineRequest {
     SetPolicy {
         scope: PolicyScope,
         local: SocketAddr,
-        policy: ConnectionPolicy,
+        update: PolicyUpdate,
         reply: Sender<Result<(), PolicyError>>,
     },
     ClearPolicy {
@@ -147,13 +148,13 @@ impl EngineHandle {
         &self,
         scope: PolicyScope,
         local: SocketAddr,
-        policy: ConnectionPolicy,
+        update: PolicyUpdate,
     ) -> Result<Result<(), PolicyError>, HandleError> {
         self.submit(
             |reply| EngineRequest::SetPolicy {
                 scope,
                 local,
-                policy,
+                update,
                 reply,
             },
             Duration::from_secs(5),
@@ -463,9 +464,13 @@ impl<E: PacketEngine> PacketLoop<E> {
             EngineRequest::SetPolicy {
                 scope,
                 local,
-                policy,
+                update,
                 reply,
             } => {
+                // Merged here, on the engine's thread, so two updates of
+                // one socket's fields cannot race.
+                let base = self.engine.policy(now, scope, local).unwrap_or_default();
+                let policy = update.apply(base);
                 let _ = reply.send(self.engine.set_policy(now, scope, local, policy));
             }
             EngineRequest::ClearPolicy {
@@ -871,6 +876,9 @@ mod tests {
         }
         fn clear_policy(&mut self, _: PolicyScope, _: SocketAddr) -> bool {
             false
+        }
+        fn policy(&self, _: Instant, _: PolicyScope, _: SocketAddr) -> Option<ConnectionPolicy> {
+            None
         }
         fn handle_packet_with(
             &mut self,

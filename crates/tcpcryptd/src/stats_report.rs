@@ -259,6 +259,14 @@ mod tests {
         fn clear_policy(&mut self, _: crate::engine_api::PolicyScope, _: SocketAddr) -> bool {
             false
         }
+        fn policy(
+            &self,
+            _: Instant,
+            _: crate::engine_api::PolicyScope,
+            _: SocketAddr,
+        ) -> Option<crate::engine_api::ConnectionPolicy> {
+            None
+        }
         fn stats(&self) -> EngineStats {
             self.reads.set(self.reads.get() + 1);
             self.stats
