@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use crate::conn_journal::{ConnKey, Journal};
 use crate::control_protocol::PolicyUpdate;
 use crate::engine_api::{
-    Checksum, ConnectionPolicy, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine,
-    PolicyError, PolicyScope, Transmit, Verdict,
+    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, PolicyError,
+    PolicyScope, Transmit, Verdict,
 };
 use crate::firewall::verdict_mark;
 use crate::inject::Injector;
@@ -877,7 +877,12 @@ mod tests {
         fn clear_policy(&mut self, _: PolicyScope, _: SocketAddr) -> bool {
             false
         }
-        fn policy(&self, _: Instant, _: PolicyScope, _: SocketAddr) -> Option<ConnectionPolicy> {
+        fn policy(
+            &self,
+            _: Instant,
+            _: PolicyScope,
+            _: SocketAddr,
+        ) -> Option<crate::engine_api::ConnectionPolicy> {
             None
         }
         fn handle_packet_with(
