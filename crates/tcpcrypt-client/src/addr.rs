@@ -91,6 +91,14 @@ fn int_option(fd: RawFd, option: libc::c_int) -> Result<libc::c_int, Error> {
 pub fn policy_endpoint(fd: RawFd) -> Result<(SocketAddr, bool), Error> {
     check_tcp(fd)?;
     let listening = int_option(fd, libc::SO_ACCEPTCONN)? != 0;
+    if read_addr(fd, Side::Remote).is_ok() {
+        // Its SYN has left: a registration now would wait for a connection
+        // that never comes, then apply to the port's next socket.
+        return Err(Error::Socket {
+            fd,
+            source: io::Error::from_raw_os_error(libc::EISCONN),
+        });
+    }
     let mut local = read_addr(fd, Side::Local)?;
     if local.port() == 0 && !listening {
         bind_any_port(fd, local)?;
@@ -225,6 +233,11 @@ mod tests {
         let (local, listening) = policy_endpoint(listener.as_raw_fd()).expect("listener");
         assert!(listening);
         assert_eq!(local, listener.local_addr().expect("addr"));
+        let client = TcpStream::connect(local).expect("connect");
+        match policy_endpoint(client.as_raw_fd()) {
+            Err(e) => assert_eq!(e.errno(), libc::EISCONN),
+            Ok(other) => panic!("a connected socket got {other:?}"),
+        }
     }
 
     #[test]
