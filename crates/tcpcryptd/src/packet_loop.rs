@@ -870,7 +870,7 @@ mod tests {
             _: Instant,
             _: PolicyScope,
             _: SocketAddr,
-            _: ConnectionPolicy,
+            _: crate::engine_api::ConnectionPolicy,
         ) -> Result<(), PolicyError> {
             Ok(())
         }
