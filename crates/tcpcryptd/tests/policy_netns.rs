@@ -1,13 +1,19 @@
 //! Per-socket resumption controls (RFC 8548 section 3.5) with real daemons
 //! between two network namespaces: an application registers a policy for
-//! its socket through libtcpcrypt's Rust API before connecting, and the
-//! wire shows whether its connection resumed. Needs root.
+//! its socket through libtcpcrypt (the Rust API, or the old C calls) before
+//! connecting, and the wire shows whether its connection resumed. Needs
+//! root. Only one test sets the old calls' process-wide control path.
 
+use std::ffi::{CString, c_int, c_uint};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use tcpcrypt::capi::{
+    TCP_CRYPT_NOCACHE, TCP_CRYPT_RESUME, TCPCRYPT_PARAM_CTLPATH, tcpcrypt_setparam,
+    tcpcrypt_setsockopt,
+};
 use tcpcrypt_testnet::{Capture, Daemon, DaemonOptions, Netns, Topology, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tcpcryptd");
@@ -70,6 +76,16 @@ fn connect_fd(fd: OwnedFd, to: SocketAddr) -> TcpStream {
     TcpStream::from(fd)
 }
 
+/// How the application registers its policy.
+#[derive(Clone, Copy)]
+enum Register {
+    Nothing,
+    /// `Client::set_socket_policy`.
+    Rust(tcpcrypt::Policy),
+    /// The old C calls: `tcpcrypt_setsockopt` once per option, in order.
+    OldCalls(&'static [(c_int, c_int)]),
+}
+
 /// What one connection's handshake looked like.
 #[derive(Debug)]
 struct Outcome {
@@ -82,18 +98,38 @@ struct Outcome {
 /// Opens one connection from the client namespace (with `policy`
 /// registered on its socket first, if any), waits for its session, and
 /// counts the payload segments on the wire before the application writes.
-fn connection(
-    t: &Topology,
-    client_d: &Daemon,
-    to: SocketAddr,
-    policy: Option<tcpcrypt::Policy>,
-) -> Outcome {
+fn connection(t: &Topology, client_d: &Daemon, to: SocketAddr, register: Register) -> Outcome {
     let cap = Capture::start(&t.server, "veth0").expect("capture");
     let fd = socket(&t.client);
-    if let Some(policy) = policy {
-        let app = tcpcrypt::Client::with_control_path(client_d.control_socket());
-        let local = app.set_socket_policy(&fd, policy).expect("set policy");
-        assert_ne!(local.port(), 0);
+    match register {
+        Register::Nothing => {}
+        Register::Rust(policy) => {
+            let app = tcpcrypt::Client::with_control_path(client_d.control_socket());
+            let local = app.set_socket_policy(&fd, policy).expect("set policy");
+            assert_ne!(local.port(), 0);
+        }
+        Register::OldCalls(calls) => {
+            let path = CString::new(client_d.control_socket().as_os_str().as_encoded_bytes())
+                .expect("no NUL");
+            // SAFETY: a NUL-terminated path that outlives the calls below.
+            unsafe { tcpcrypt_setparam(TCPCRYPT_PARAM_CTLPATH, path.as_ptr().cast_mut().cast()) };
+            for &(optname, value) in calls {
+                let len = size_of::<c_int>() as c_uint;
+                // SAFETY: value is a live int of the size passed.
+                let rc = unsafe {
+                    tcpcrypt_setsockopt(
+                        fd.as_raw_fd(),
+                        libc::IPPROTO_TCP,
+                        optname,
+                        (&value as *const c_int).cast(),
+                        len,
+                    )
+                };
+                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            }
+            // SAFETY: NULL restores the default; no other test here uses it.
+            unsafe { tcpcrypt_setparam(TCPCRYPT_PARAM_CTLPATH, std::ptr::null_mut()) };
+        }
     }
     let c = connect_fd(fd, to);
     let local = c.local_addr().expect("local");
@@ -152,8 +188,14 @@ fn resumption_follows_the_policy_registered_on_the_client_socket() {
     let to = SocketAddr::new(ip, port);
 
     // Default: the second connection between the hosts resumes.
-    assert_fresh(&connection(&t, &cd, to, None), "first connection");
-    assert_resumed(&connection(&t, &cd, to, None), "second connection");
+    assert_fresh(
+        &connection(&t, &cd, to, Register::Nothing),
+        "first connection",
+    );
+    assert_resumed(
+        &connection(&t, &cd, to, Register::Nothing),
+        "second connection",
+    );
 
     // No resumption on this socket: a fresh key exchange although a
     // secret is cached; the next socket, without a policy, resumes again.
@@ -162,10 +204,13 @@ fn resumption_follows_the_policy_registered_on_the_client_socket() {
         no_cache: false,
     };
     assert_fresh(
-        &connection(&t, &cd, to, Some(no_resumption)),
+        &connection(&t, &cd, to, Register::Rust(no_resumption)),
         "no_resumption",
     );
-    assert_resumed(&connection(&t, &cd, to, None), "after no_resumption");
+    assert_resumed(
+        &connection(&t, &cd, to, Register::Nothing),
+        "after no_resumption",
+    );
 }
 
 #[test]
@@ -179,12 +224,20 @@ fn a_connection_that_may_not_be_cached_leaves_the_next_nothing_to_resume() {
     echo_server(&t.server, ip, port);
     let to = SocketAddr::new(ip, port);
 
-    let no_cache = tcpcrypt::Policy {
-        no_resumption: false,
-        no_cache: true,
-    };
-    assert_fresh(&connection(&t, &cd, to, Some(no_cache)), "no_cache");
-    assert_fresh(&connection(&t, &cd, to, None), "after no_cache");
+    // Through the old C calls, as a C program would: no caching, then
+    // resumption explicitly allowed, which must keep the first setting.
+    let calls: &[(c_int, c_int)] = &[(TCP_CRYPT_NOCACHE, 1), (TCP_CRYPT_RESUME, 1)];
+    assert_fresh(
+        &connection(&t, &cd, to, Register::OldCalls(calls)),
+        "no_cache",
+    );
+    assert_fresh(
+        &connection(&t, &cd, to, Register::Nothing),
+        "after no_cache",
+    );
     // That one was cached as usual, so resumption itself still works.
-    assert_resumed(&connection(&t, &cd, to, None), "after a cached one");
+    assert_resumed(
+        &connection(&t, &cd, to, Register::Nothing),
+        "after a cached one",
+    );
 }
