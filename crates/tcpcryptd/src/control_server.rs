@@ -592,8 +592,13 @@ mod tests {
                     EngineRequest::FlushResumption { reply } => {
                         let _ = reply.send(0);
                     }
-                    EngineRequest::SetPolicy { reply, .. } => {
-                        let _ = reply.send(Ok(()));
+                    // Port 1 stands for a full policy table.
+                    EngineRequest::SetPolicy { local, reply, .. } => {
+                        let _ = reply.send(if local.port() == 1 {
+                            Err(PolicyError::TableFull)
+                        } else {
+                            Ok(())
+                        });
                     }
                     EngineRequest::ClearPolicy { reply, .. } => {
                         let _ = reply.send(false);
@@ -632,6 +637,33 @@ mod tests {
         assert!(answer_line(&mut r)["daemon"].is_string());
         assert_eq!(answer_line(&mut r)["state"], "unknown");
         assert_eq!(answer_line(&mut r)["connections"], serde_json::json!([]));
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn set_policy_answers_ok_or_table_full_and_clear_says_whether_there_was_one() {
+        let (sock, dir) = server("policy");
+        let (mut s, mut r) = client(sock.path());
+        s.write_all(
+            concat!(
+                r#"{"v":1,"op":"set_policy","local":"10.0.0.1:5555","no_cache":true}"#,
+                "\n",
+                r#"{"v":1,"op":"set_policy","local":"10.0.0.1:1","no_cache":true}"#,
+                "\n",
+                r#"{"v":1,"op":"clear_policy","scope":"listen","local":"[::]:80"}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+        assert_eq!(answer_line(&mut r), serde_json::json!({"v":1,"ok":true}));
+        let full = answer_line(&mut r);
+        assert_eq!(full["error"], "table_full", "{full}");
+        assert_eq!(
+            answer_line(&mut r),
+            serde_json::json!({"v":1,"ok":true,"cleared":false})
+        );
         drop(sock);
         std::fs::remove_dir_all(dir).ok();
     }
