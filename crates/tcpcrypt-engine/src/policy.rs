@@ -117,13 +117,19 @@ impl PolicyTable {
         scope: PolicyScope,
         local: SocketAddr,
     ) -> ConnectionPolicy {
-        let port = local.port();
-        let mut candidates = vec![local];
-        if local.is_ipv4() {
-            candidates.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        if self.entries.is_empty() {
+            return ConnectionPolicy::default();
         }
-        candidates.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
-        for addr in candidates {
+        let port = local.port();
+        // No allocation: this runs for every peer SYN, spoofed floods too.
+        let candidates = [
+            Some(local),
+            local
+                .is_ipv4()
+                .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)),
+        ];
+        for addr in candidates.into_iter().flatten() {
             let key = (scope, addr);
             let Some(entry) = self.entries.get(&key).copied() else {
                 continue;
