@@ -70,6 +70,56 @@ pub enum Command {
     /// "permission denied".
     #[command(name = "flush-resumption", after_help = EXIT_CODES)]
     FlushResumption,
+
+    /// Set or clear resumption controls for one socket (RFC 8548 section 3.5)
+    ///
+    /// tcpcryptd sees packets, not sockets, so a policy names the local
+    /// ADDR:PORT a socket is bound to (0.0.0.0:PORT or [::]:PORT for any
+    /// local address). Register it before the first SYN: for a client
+    /// socket, after bind and before connect (it applies to that one
+    /// connection and lapses after 120 s unused); with --listen, for every
+    /// connection peers open to a listening port, until cleared. Members
+    /// of the control socket's group may do this.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Register controls for the socket bound to LOCAL
+    ///
+    /// Controls not given are off; this replaces an earlier registration
+    /// for the same LOCAL.
+    #[command(after_help = EXIT_CODES)]
+    Set(PolicySetArgs),
+
+    /// Remove the registration for exactly LOCAL
+    #[command(after_help = EXIT_CODES)]
+    Clear(PolicyTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyTarget {
+    /// The socket's local endpoint, e.g. 10.0.0.1:5555 or [::]:443
+    pub local: SocketAddr,
+
+    /// For a listening socket: every connection peers open to LOCAL
+    #[arg(long)]
+    pub listen: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    #[command(flatten)]
+    pub target: PolicyTarget,
+
+    /// Neither offer nor accept resumption: run a fresh key exchange
+    #[arg(long)]
+    pub no_resumption: bool,
+
+    /// Cache no secret from the session, so no later connection resumes it
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Args)]

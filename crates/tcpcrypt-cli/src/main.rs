@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::Parser;
 use tcpcrypt::{Client, Lookup};
 
-use crate::cli::{Cli, Command, LookupArgs};
+use crate::cli::{Cli, Command, LookupArgs, PolicyCommand, PolicyTarget};
 use crate::exit::{Failure, Outcome};
 
 fn main() -> ExitCode {
@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Lookup(args) => lookup(&client, &args),
         Command::Fetch(args) => fetch::run(&client, &args),
         Command::FlushResumption => flush_resumption(&client),
+        Command::Policy(cmd) => policy(&client, &cmd),
     };
     match outcome {
         Ok(outcome) => outcome.into(),
@@ -61,6 +62,48 @@ fn main() -> ExitCode {
 fn flush_resumption(client: &Client) -> Result<Outcome, Failure> {
     let flushed = client.flush_resumption().map_err(Failure::Daemon)?;
     println!("forgot {flushed} cached resumption secret(s)");
+    Ok(Outcome::Ok)
+}
+
+fn scope(target: &PolicyTarget) -> tcpcrypt::PolicyScope {
+    if target.listen {
+        tcpcrypt::PolicyScope::Listen
+    } else {
+        tcpcrypt::PolicyScope::Connect
+    }
+}
+
+fn policy(client: &Client, cmd: &PolicyCommand) -> Result<Outcome, Failure> {
+    match cmd {
+        PolicyCommand::Set(args) => {
+            let policy = tcpcrypt::Policy {
+                no_resumption: args.no_resumption,
+                no_cache: args.no_cache,
+            };
+            let t = &args.target;
+            client
+                .set_policy(scope(t), t.local, policy)
+                .map_err(Failure::Daemon)?;
+            println!(
+                "{} {}: no_resumption={} no_cache={}",
+                scope(t).word(),
+                tcpcrypt::format_addr(t.local),
+                policy.no_resumption,
+                policy.no_cache
+            );
+        }
+        PolicyCommand::Clear(t) => {
+            let cleared = client
+                .clear_policy(scope(t), t.local)
+                .map_err(Failure::Daemon)?;
+            let what = if cleared { "cleared" } else { "had no policy" };
+            println!(
+                "{} {}: {what}",
+                scope(t).word(),
+                tcpcrypt::format_addr(t.local)
+            );
+        }
+    }
     Ok(Outcome::Ok)
 }
 

@@ -51,9 +51,15 @@ fn help_of_every_subcommand_says_what_it_does_and_lists_exit_codes() {
         (Some("status"), "List the connections"),
         (Some("lookup"), "Show one connection in full"),
         (Some("fetch"), "GET an http:// URL"),
+        (
+            Some("policy set"),
+            "Register controls for the socket bound to LOCAL",
+        ),
+        (Some("policy clear"), "Remove the registration"),
     ] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpcrypt"));
-        cmd.args(sub).arg("--help");
+        cmd.args(sub.iter().flat_map(|s| s.split(' ')))
+            .arg("--help");
         let (code, stdout, _) = run(&mut cmd);
         assert_eq!(code, 0, "{sub:?}");
         assert!(stdout.contains(words), "{sub:?}: {stdout}");
@@ -72,6 +78,9 @@ fn usage_errors_exit_1() {
         vec!["lookup", "10.0.0.1:80"],
         vec!["lookup", "nonsense", "10.0.0.1:80"],
         vec!["fetch", "https://example.org/"],
+        vec!["policy", "set"],
+        vec!["policy", "set", "10.0.0.1"],
+        vec!["policy", "clear", "10.0.0.1:80", "--no-cache"],
     ] {
         let (code, _, stderr) = run(tcpcrypt(&path).args(&args));
         assert_eq!(code, 1, "{args:?}: {stderr}");
@@ -473,4 +482,37 @@ fn flush_resumption_refused_by_the_daemon_says_permission_denied() {
     let (code, _, stderr) = run(tcpcrypt(fake.path()).args(["flush-resumption"]));
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("only root"), "{stderr}");
+}
+
+#[test]
+fn policy_set_and_clear_send_the_documented_requests() {
+    let fake = FakeDaemon::start(|req: &Value| match req["op"].as_str() {
+        Some("set_policy") => Reply::Line(r#"{"v":1,"ok":true}"#.into()),
+        Some("clear_policy") => Reply::Line(r#"{"v":1,"ok":true,"cleared":false}"#.into()),
+        _ => Reply::Close,
+    });
+    let (code, stdout, stderr) =
+        run(tcpcrypt(fake.path()).args(["policy", "set", "10.0.0.1:5555", "--no-resumption"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("connect 10.0.0.1:5555: no_resumption=true no_cache=false"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) =
+        run(tcpcrypt(fake.path()).args(["policy", "clear", "[::]:443", "--listen"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("listen [::]:443: had no policy"),
+        "{stdout}"
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["op"], "set_policy");
+    assert_eq!(requests[0]["scope"], "connect");
+    assert_eq!(requests[0]["local"], "10.0.0.1:5555");
+    assert_eq!(requests[0]["no_resumption"], true);
+    assert_eq!(requests[0]["no_cache"], false);
+    assert_eq!(requests[1]["op"], "clear_policy");
+    assert_eq!(requests[1]["scope"], "listen");
+    assert_eq!(requests[1]["local"], "[::]:443");
 }

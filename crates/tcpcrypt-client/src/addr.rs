@@ -83,6 +83,66 @@ fn int_option(fd: RawFd, option: libc::c_int) -> Result<libc::c_int, Error> {
     }
 }
 
+/// Where a policy for TCP socket `fd` must be registered: its local
+/// endpoint (normalised) and whether it listens. A socket with no port yet
+/// is bound to the unspecified address with port 0 first, so the kernel
+/// picks its port now rather than at `connect`, and the daemon can be told
+/// which one.
+pub fn policy_endpoint(fd: RawFd) -> Result<(SocketAddr, bool), Error> {
+    check_tcp(fd)?;
+    let listening = int_option(fd, libc::SO_ACCEPTCONN)? != 0;
+    if read_addr(fd, Side::Remote).is_ok() {
+        // Its SYN has left: a registration now would wait for a connection
+        // that never comes, then apply to the port's next socket.
+        return Err(Error::Socket {
+            fd,
+            source: io::Error::from_raw_os_error(libc::EISCONN),
+        });
+    }
+    let mut local = read_addr(fd, Side::Local)?;
+    if local.port() == 0 && !listening {
+        bind_any_port(fd, local)?;
+        local = read_addr(fd, Side::Local)?;
+    }
+    Ok((normalize(local), listening))
+}
+
+/// Binds `fd` to `local`'s address with port 0 (a kernel-chosen port).
+fn bind_any_port(fd: RawFd, local: SocketAddr) -> Result<(), Error> {
+    // SAFETY: sockaddr_storage is plain old data; all zero bytes is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match local {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_scope_id = v6.scope_id();
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    let ptr = (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: ptr points to `len` initialised bytes of `storage`, which
+    // outlives the call.
+    let rc = unsafe { libc::bind(fd, ptr, len as libc::socklen_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(fd_error(fd, io::Error::last_os_error()))
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Side {
     Local,
@@ -155,6 +215,30 @@ mod tests {
     use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn policy_endpoint_binds_an_unbound_socket_and_sees_a_listener() {
+        // SAFETY: plain socket(2) call; the descriptor is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        let (local, listening) = policy_endpoint(fd).expect("endpoint");
+        assert!(!listening);
+        assert_ne!(local.port(), 0, "the kernel picked a port");
+        assert!(local.ip().is_unspecified());
+        // A second call sees the same port: no second bind.
+        assert_eq!(policy_endpoint(fd).expect("again").0, local);
+        // SAFETY: fd is ours and open.
+        unsafe { libc::close(fd) };
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (local, listening) = policy_endpoint(listener.as_raw_fd()).expect("listener");
+        assert!(listening);
+        assert_eq!(local, listener.local_addr().expect("addr"));
+        let client = TcpStream::connect(local).expect("connect");
+        match policy_endpoint(client.as_raw_fd()) {
+            Err(e) => assert_eq!(e.errno(), libc::EISCONN),
+            Ok(other) => panic!("a connected socket got {other:?}"),
+        }
+    }
 
     #[test]
     fn ipv4_mapped_ipv6_becomes_ipv4() {

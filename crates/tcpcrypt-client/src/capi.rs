@@ -20,6 +20,8 @@ use crate::session::{Lookup, Role, SESSION_ID_LEN};
 /// Old option names (values from the original libtcpcrypt header).
 pub const TCP_CRYPT_ENABLE: c_int = 0;
 pub const TCP_CRYPT_SESSID: c_int = 2;
+pub const TCP_CRYPT_NOCACHE: c_int = 4;
+pub const TCP_CRYPT_RESUME: c_int = 16;
 
 /// Old `tcpcrypt_setparam` parameter: the control socket path.
 pub const TCPCRYPT_PARAM_CTLPATH: c_int = 0;
@@ -53,7 +55,8 @@ pub struct TcpcryptInfo {
     pub reason: [c_char; 128],
 }
 
-/// Set by the old `tcpcrypt_setparam`; used only by `tcpcrypt_getsockopt`.
+/// Set by the old `tcpcrypt_setparam`; used by the old `tcpcrypt_getsockopt`
+/// and `tcpcrypt_setsockopt`.
 static OLD_API_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 fn guarded(f: impl FnOnce() -> c_int) -> c_int {
@@ -290,6 +293,55 @@ pub unsafe extern "C" fn tcpcrypt_getsockopt(
     }
 }
 
+/// The old call, for the RFC 8548 section 3.5 controls. See the header.
+///
+/// # Safety
+/// `optval` is NULL or points to `optlen` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tcpcrypt_setsockopt(
+    s: c_int,
+    level: c_int,
+    optname: c_int,
+    optval: *const c_void,
+    optlen: c_uint,
+) -> c_int {
+    let rc = guarded(|| {
+        if level != libc::IPPROTO_TCP {
+            return -libc::ENOPROTOOPT;
+        }
+        if optname != TCP_CRYPT_NOCACHE && optname != TCP_CRYPT_RESUME {
+            return -libc::ENOPROTOOPT;
+        }
+        if optval.is_null() {
+            return -libc::EFAULT;
+        }
+        if (optlen as usize) < mem::size_of::<c_int>() {
+            return -libc::EINVAL;
+        }
+        // SAFETY: checked non-NULL; the caller promises optlen (>= the size
+        // of an int) readable bytes, with no alignment promised.
+        let on = unsafe { optval.cast::<c_int>().read_unaligned() } != 0;
+        let (no_resumption, no_cache) = match optname {
+            TCP_CRYPT_NOCACHE => (None, Some(on)),
+            _ => (Some(!on), None),
+        };
+        let path = OLD_API_PATH
+            .lock()
+            .map(|guard| guard.clone())
+            .unwrap_or_default();
+        match client_for(path, 0).update_socket_policy(s, no_resumption, no_cache) {
+            Ok(_) => 0,
+            Err(e) => -e.errno(),
+        }
+    });
+    if rc < 0 {
+        set_errno(-rc);
+        -1
+    } else {
+        0
+    }
+}
+
 /// The old call that set the control socket path for `tcpcrypt_getsockopt`.
 ///
 /// # Safety
@@ -342,7 +394,9 @@ fn errno_text(errno: u32) -> &'static CStr {
         libc::EINVAL => c"invalid argument",
         libc::EFAULT => c"NULL pointer argument",
         libc::ERANGE => c"buffer too small (needed length stored in *optlen)",
-        libc::ENOPROTOOPT => c"option not supported by tcpcrypt_getsockopt",
+        libc::ENOPROTOOPT => c"option not supported by tcpcrypt_getsockopt/tcpcrypt_setsockopt",
+        libc::EISCONN => c"socket already connected: set the option before connect()",
+        libc::ENOSPC => c"tcpcryptd's policy table is full",
         libc::ENODATA => c"connection is not encrypted with tcpcrypt",
         libc::EBUSY => c"tcpcrypt handshake still in progress",
         libc::ECONNRESET | libc::EPIPE => c"tcpcryptd closed the control connection",

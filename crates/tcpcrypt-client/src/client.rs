@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::addr;
 use crate::error::Error;
 use crate::message::{self, MAX_WAIT, Request};
-use crate::session::{Connection, DaemonVersion, Lookup};
+use crate::session::{Connection, DaemonVersion, Lookup, Policy, PolicyScope};
 use crate::transport;
 
 /// Where tcpcryptd listens unless told otherwise.
@@ -156,6 +156,95 @@ impl Client {
     pub fn flush_resumption(&self) -> Result<u64, Error> {
         let line = self.exchange(&Request::FlushResumption, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
         message::decode_flushed(&line)
+    }
+
+    /// Registers `policy` for the connections of the socket bound to
+    /// `local` (RFC 8548 section 3.5): for [`PolicyScope::Connect`], call it
+    /// after `bind` and before `connect`; for [`PolicyScope::Listen`],
+    /// before the first peer connects. An unspecified address matches any
+    /// local address with that port. Members of the control socket's
+    /// group may do this: a policy makes sessions slower or less cached,
+    /// never weaker.
+    pub fn set_policy(
+        &self,
+        scope: PolicyScope,
+        local: SocketAddr,
+        policy: Policy,
+    ) -> Result<(), Error> {
+        self.update_policy(
+            scope,
+            local,
+            Some(policy.no_resumption),
+            Some(policy.no_cache),
+        )
+    }
+
+    /// [`Client::set_policy`] for a socket: registers for its local
+    /// endpoint, as a listener if it listens already, else for its next
+    /// `connect`. A socket with no port yet is bound to a kernel-chosen
+    /// port first. Returns the endpoint registered.
+    pub fn set_socket_policy(
+        &self,
+        socket: impl AsFd,
+        policy: Policy,
+    ) -> Result<SocketAddr, Error> {
+        self.update_socket_policy(
+            socket.as_fd().as_raw_fd(),
+            Some(policy.no_resumption),
+            Some(policy.no_cache),
+        )
+    }
+
+    /// For the C ABI, where one `setsockopt` sets one field and the
+    /// descriptor may be anything.
+    pub(crate) fn update_socket_policy(
+        &self,
+        fd: RawFd,
+        no_resumption: Option<bool>,
+        no_cache: Option<bool>,
+    ) -> Result<SocketAddr, Error> {
+        if fd < 0 {
+            return Err(Error::Socket {
+                fd,
+                source: std::io::Error::from_raw_os_error(libc::EBADF),
+            });
+        }
+        let (local, listening) = addr::policy_endpoint(fd)?;
+        let scope = if listening {
+            PolicyScope::Listen
+        } else {
+            PolicyScope::Connect
+        };
+        self.update_policy(scope, local, no_resumption, no_cache)?;
+        Ok(local)
+    }
+
+    fn update_policy(
+        &self,
+        scope: PolicyScope,
+        local: SocketAddr,
+        no_resumption: Option<bool>,
+        no_cache: Option<bool>,
+    ) -> Result<(), Error> {
+        let request = Request::SetPolicy {
+            scope,
+            local: addr::normalize(local),
+            no_resumption,
+            no_cache,
+        };
+        let line = self.exchange(&request, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
+        message::decode_set_policy(&line)
+    }
+
+    /// Removes the policy registered for `scope` and exactly `local`;
+    /// returns whether there was one.
+    pub fn clear_policy(&self, scope: PolicyScope, local: SocketAddr) -> Result<bool, Error> {
+        let request = Request::ClearPolicy {
+            scope,
+            local: addr::normalize(local),
+        };
+        let line = self.exchange(&request, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
+        message::decode_cleared(&line)
     }
 
     fn exchange(&self, request: &Request, wait: Duration, max: usize) -> Result<Vec<u8>, Error> {

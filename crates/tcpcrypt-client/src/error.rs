@@ -74,6 +74,8 @@ pub enum DaemonErrorCode {
     UnsupportedVersion,
     UnknownOp,
     PermissionDenied,
+    /// The daemon's policy table is full.
+    TableFull,
     Internal,
     /// A code this client does not know; kept verbatim.
     Other(String),
@@ -86,6 +88,7 @@ impl DaemonErrorCode {
             "unsupported_version" => Self::UnsupportedVersion,
             "unknown_op" => Self::UnknownOp,
             "permission_denied" => Self::PermissionDenied,
+            "table_full" => Self::TableFull,
             "internal" => Self::Internal,
             other => Self::Other(other.to_string()),
         }
@@ -97,6 +100,7 @@ impl DaemonErrorCode {
             Self::UnsupportedVersion => "unsupported_version",
             Self::UnknownOp => "unknown_op",
             Self::PermissionDenied => "permission_denied",
+            Self::TableFull => "table_full",
             Self::Internal => "internal",
             Self::Other(word) => word,
         }
@@ -154,6 +158,7 @@ impl Error {
                 DaemonErrorCode::UnsupportedVersion => libc::EPROTONOSUPPORT,
                 DaemonErrorCode::UnknownOp => libc::EOPNOTSUPP,
                 DaemonErrorCode::BadRequest | DaemonErrorCode::Other(_) => libc::EPROTO,
+                DaemonErrorCode::TableFull => libc::ENOSPC,
                 DaemonErrorCode::Internal => libc::EIO,
             },
             Error::NotASocket { .. } => libc::ENOTSOCK,

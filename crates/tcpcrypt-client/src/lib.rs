@@ -3,8 +3,9 @@
 //! `libtcpcrypt.a` with `include/tcpcrypt/tcpcrypt.h`, for C.
 //!
 //! Owns: the control-protocol client, lookups by socket or by address pair,
-//! the typed answer ([`Lookup`]), and the C ABI including the original
-//! libtcpcrypt's `tcpcrypt_getsockopt`.
+//! the typed answer ([`Lookup`]), per-socket resumption policies
+//! ([`Client::set_socket_policy`]), and the C ABI including the original
+//! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`.
 //!
 //! Must not: block past its time limit (every call is bounded, default
 //! [`DEFAULT_TIMEOUT`]), exit, abort or unwind into its caller, raise
@@ -41,8 +42,8 @@ pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT
 pub use error::{DaemonErrorCode, Error, ProtocolError};
 pub use message::MAX_WAIT;
 pub use session::{
-    Aead, Connection, DaemonVersion, Lookup, Phase, Role, SESSION_ID_LEN, Session, SessionId,
-    SessionIdError, Tep,
+    Aead, Connection, DaemonVersion, Lookup, Phase, Policy, PolicyScope, Role, SESSION_ID_LEN,
+    Session, SessionId, SessionIdError, Tep,
 };
 
 /// Formats an address as the control protocol (and `tcpcrypt status`) writes

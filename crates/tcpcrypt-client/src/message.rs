@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 
 use crate::addr;
 use crate::error::{DaemonErrorCode, Error, ProtocolError};
-use crate::session::{Aead, Connection, DaemonVersion, Lookup, Phase, Role, Session, Tep};
+use crate::session::{
+    Aead, Connection, DaemonVersion, Lookup, Phase, PolicyScope, Role, Session, Tep,
+};
 
 pub const PROTOCOL_VERSION: u64 = 1;
 
@@ -27,6 +29,18 @@ pub enum Request {
     Version,
     /// Forget every cached resumption secret (root only).
     FlushResumption,
+    /// Resumption controls for the socket bound to `local`; a field that
+    /// is `None` keeps its registered value.
+    SetPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+        no_resumption: Option<bool>,
+        no_cache: Option<bool>,
+    },
+    ClearPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+    },
 }
 
 impl Request {
@@ -53,6 +67,32 @@ impl Request {
             Request::List => json!({"v": PROTOCOL_VERSION, "op": "list"}),
             Request::Version => json!({"v": PROTOCOL_VERSION, "op": "version"}),
             Request::FlushResumption => json!({"v": PROTOCOL_VERSION, "op": "flush_resumption"}),
+            Request::SetPolicy {
+                scope,
+                local,
+                no_resumption,
+                no_cache,
+            } => {
+                let mut v = json!({
+                    "v": PROTOCOL_VERSION,
+                    "op": "set_policy",
+                    "scope": scope.word(),
+                    "local": addr::to_wire(*local),
+                });
+                if let Some(b) = no_resumption {
+                    v["no_resumption"] = json!(b);
+                }
+                if let Some(b) = no_cache {
+                    v["no_cache"] = json!(b);
+                }
+                v
+            }
+            Request::ClearPolicy { scope, local } => json!({
+                "v": PROTOCOL_VERSION,
+                "op": "clear_policy",
+                "scope": scope.word(),
+                "local": addr::to_wire(*local),
+            }),
         };
         let mut line = value.to_string();
         line.push('\n');
@@ -119,6 +159,17 @@ pub fn decode_version(line: &[u8]) -> Result<DaemonVersion, Error> {
         None => return Err(missing("supported").into()),
     };
     Ok(DaemonVersion { daemon, supported })
+}
+
+/// A `set_policy` answer: `ok` is all it says.
+pub fn decode_set_policy(line: &[u8]) -> Result<(), Error> {
+    parse_ok(line).map(|_| ())
+}
+
+/// Whether a `clear_policy` answer says there was a registration.
+pub fn decode_cleared(line: &[u8]) -> Result<bool, Error> {
+    let map = parse_ok(line)?;
+    Ok(bool_field(&map, "cleared")?)
 }
 
 /// The number of secrets a `flush_resumption` answer says were forgotten.
@@ -261,6 +312,60 @@ mod tests {
         match result {
             Err(Error::Protocol(e)) => e,
             other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_policy_request_matches_the_documented_example() {
+        let req = Request::SetPolicy {
+            scope: PolicyScope::Connect,
+            local: "10.0.0.1:5555".parse().expect("literal"),
+            no_resumption: Some(true),
+            no_cache: Some(false),
+        };
+        let sent: Value = serde_json::from_str(&req.encode()).expect("json");
+        let documented: Value = serde_json::from_str(
+            r#"{"v":1,"op":"set_policy","scope":"connect","local":"10.0.0.1:5555","no_resumption":true,"no_cache":false}"#,
+        )
+        .expect("json");
+        assert_eq!(sent, documented);
+        assert_eq!(decode_set_policy(br#"{"v":1,"ok":true}"#).ok(), Some(()));
+    }
+
+    #[test]
+    fn a_policy_field_left_unset_is_not_sent() {
+        let req = Request::SetPolicy {
+            scope: PolicyScope::Listen,
+            local: "[::ffff:10.0.0.1]:80".parse().expect("literal"),
+            no_resumption: None,
+            no_cache: Some(true),
+        };
+        let sent: Value = serde_json::from_str(&req.encode()).expect("json");
+        assert_eq!(sent["local"], "10.0.0.1:80");
+        assert_eq!(sent["scope"], "listen");
+        assert_eq!(sent["no_cache"], true);
+        assert!(sent.get("no_resumption").is_none());
+    }
+
+    #[test]
+    fn clear_policy_request_and_answer_match_the_documented_example() {
+        let req = Request::ClearPolicy {
+            scope: PolicyScope::Listen,
+            local: "0.0.0.0:80".parse().expect("literal"),
+        };
+        let sent: Value = serde_json::from_str(&req.encode()).expect("json");
+        let documented: Value = serde_json::from_str(
+            r#"{"v":1,"op":"clear_policy","scope":"listen","local":"0.0.0.0:80"}"#,
+        )
+        .expect("json");
+        assert_eq!(sent, documented);
+        assert_eq!(
+            decode_cleared(br#"{"v":1,"ok":true,"cleared":true}"#).ok(),
+            Some(true)
+        );
+        match decode_cleared(br#"{"v":1,"ok":false,"error":"table_full","message":"x"}"#) {
+            Err(Error::Daemon { code, .. }) => assert_eq!(code, DaemonErrorCode::TableFull),
+            other => panic!("{other:?}"),
         }
     }
 

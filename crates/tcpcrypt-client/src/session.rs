@@ -430,3 +430,32 @@ mod tests {
         assert_eq!(Role::from_name("a"), None);
     }
 }
+
+/// RFC 8548 section 3.5 controls for one socket's connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Neither offer nor accept resumption: a fresh key exchange.
+    pub no_resumption: bool,
+    /// Keep no secret from the session, so no later connection resumes it.
+    pub no_cache: bool,
+}
+
+/// Which connections of a local endpoint a policy applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyScope {
+    /// The next connection this host opens from the endpoint; used up by
+    /// it, and dropped by the daemon if unused for 120 s.
+    Connect,
+    /// Every connection a peer opens to the endpoint, until cleared.
+    Listen,
+}
+
+impl PolicyScope {
+    /// The control protocol's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            PolicyScope::Connect => "connect",
+            PolicyScope::Listen => "listen",
+        }
+    }
+}

@@ -118,6 +118,33 @@ fn struct_layout_matches_the_header() {
 }
 
 #[test]
+fn c_program_using_the_old_setter_registers_its_socket_before_connect() {
+    let fake = FakeDaemon::always(r#"{"v":1,"ok":true}"#);
+    let link = LinkDir::new();
+    let program = link.compile("old_setsockopt.c");
+    let output = link
+        .command(&program)
+        .env("TCPCRYPT_CONTROL", fake.path())
+        .output()
+        .expect("run program");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(field(&stdout, "nocache"), Some("rc=0 errno=0"), "{stdout}");
+    assert_eq!(field(&stdout, "resume"), Some("rc=0 errno=0"), "{stdout}");
+    let port = field(&stdout, "port").expect("port line");
+    assert_ne!(port, "0", "the library bound the socket to a port");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for r in &requests {
+        assert_eq!(r["op"], "set_policy");
+        assert_eq!(r["scope"], "connect");
+        assert_eq!(r["local"], format!("0.0.0.0:{port}"));
+    }
+    assert_eq!(requests[0]["no_cache"], true);
+    assert_eq!(requests[1]["no_resumption"], true);
+}
+
+#[test]
 fn c_program_using_only_the_old_call_gets_the_session_id() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let server = listener.local_addr().expect("addr");

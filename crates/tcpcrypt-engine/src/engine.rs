@@ -6,13 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use tcpcrypt_proto::Rng;
-use tcpcrypt_proto::handshake::{ConfigError, Host, HostConfig};
+use tcpcrypt_proto::handshake::{ConfigError, ConnectionPolicy, Host, HostConfig};
 
 use crate::api::{
     Checksum, ConnectionInfo, Direction, EngineConfig, EngineStats, Event, Lookup, Transmit,
     Verdict,
 };
 use crate::conn::{Connection, Ctx};
+use crate::policy::{PolicyError, PolicyScope, PolicyTable};
 use crate::wire::ip::TcpRemnant;
 use crate::wire::tcp::kind;
 use crate::wire::{Packet, TcpFlags, canonical};
@@ -43,6 +44,8 @@ pub struct Engine {
     half_open: usize,
     /// Out-of-order bytes held across all connections.
     ooo_bytes: usize,
+    /// Per-socket resumption policies, consulted on first SYNs.
+    policies: PolicyTable,
 }
 
 struct Tracked {
@@ -115,6 +118,7 @@ impl Engine {
             stats: EngineStats::default(),
             half_open: 0,
             ooo_bytes: 0,
+            policies: PolicyTable::default(),
         })
     }
 
@@ -182,6 +186,7 @@ impl Engine {
         };
         let key = (local, remote);
         let flags = pkt.tcp.flags;
+        let mut policy = ConnectionPolicy::default();
         if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
             let live = self.table.get(&key).filter(|t| !t.conn.is_closed());
             // Only our own host starts a connection over a live entry (its
@@ -196,6 +201,16 @@ impl Engine {
             };
             if fresh && !self.admit(now, key, dir) {
                 return Verdict::Accept;
+            }
+            // Only a connection's first SYN chooses its offer; a
+            // retransmission reuses it, so only that SYN uses up a client
+            // registration.
+            if fresh {
+                let scope = match dir {
+                    Direction::Outbound => PolicyScope::Connect,
+                    Direction::Inbound => PolicyScope::Listen,
+                };
+                policy = self.policies.take(now, scope, local);
             }
         }
         let Some(tracked) = self.table.get_mut(&key) else {
@@ -224,6 +239,7 @@ impl Engine {
                 .config
                 .max_out_of_order_bytes_total
                 .saturating_sub(self.ooo_bytes),
+            policy,
         };
         let verdict = tracked.conn.handle(&mut ctx, dir, pkt, packet);
         let after = Footprint::of(&tracked.conn);
@@ -395,6 +411,7 @@ impl Engine {
                 events: &mut self.events,
                 stats: &mut self.stats,
                 ooo_budget: 0,
+                policy: ConnectionPolicy::default(),
             };
             if !tracked.conn.on_timeout(&mut ctx) {
                 if before.half_open {
@@ -465,6 +482,44 @@ impl Engine {
         let n = self.host.cache().len();
         self.host.cache_mut().clear();
         n
+    }
+
+    /// Registers `policy` for the connections whose first SYN `scope`
+    /// names the local endpoint `local` (see [`PolicyScope`]; an
+    /// unspecified address matches any local address with that port).
+    /// Replaces an earlier registration for the same scope and endpoint.
+    pub fn set_policy(
+        &mut self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+        policy: ConnectionPolicy,
+    ) -> Result<(), PolicyError> {
+        self.policies.set(now, scope, local, policy)
+    }
+
+    /// Removes the registration for `scope` and `local`; returns whether
+    /// there was one. Connections already opened keep their policy.
+    pub fn clear_policy(&mut self, scope: PolicyScope, local: SocketAddr) -> bool {
+        self.policies.clear(scope, local)
+    }
+
+    /// The registration for exactly `scope` and `local`, if one is live
+    /// (no wildcard matching: this is what [`Engine::set_policy`] would
+    /// replace).
+    pub fn policy(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy> {
+        self.policies.get(now, scope, local)
+    }
+
+    /// Policy registrations currently held (expired ones until they are
+    /// next looked at).
+    pub fn policy_count(&self) -> usize {
+        self.policies.len()
     }
 
     /// Resumption secrets currently cached.

@@ -34,6 +34,9 @@
 //! session ID and role, `Plain` with a reason, `Pending`, `Unknown`);
 //! [`Engine::connections`] lists every tracked connection with byte counters.
 //! Addresses are from this host's view: `local` is our address and port.
+//! [`Engine::set_policy`] registers RFC 8548 section 3.5 controls (no
+//! resumption, no caching) for a local endpoint, consulted on a
+//! connection's first SYN ([`policy`]).
 //! `Outbound` transmits go to the network through a marked raw socket (so
 //! they are not queued again), `Inbound` ones to the local stack.
 //!
@@ -157,6 +160,7 @@ mod engine;
 pub mod error;
 pub mod inbound;
 pub mod outbound;
+pub mod policy;
 pub mod seq;
 pub mod wire;
 
@@ -165,3 +169,5 @@ pub use api::{
     KeylogSecrets, Lookup, PlainReason, SessionInfo, Transmit, Verdict,
 };
 pub use engine::Engine;
+pub use policy::{PolicyError, PolicyScope};
+pub use tcpcrypt_proto::handshake::ConnectionPolicy;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use tcpcrypt_engine::wire::canonical;
 
-use crate::engine_api::{ConnectionView, LookupState, SessionView};
+use crate::engine_api::{ConnectionPolicy, ConnectionView, LookupState, PolicyScope, SessionView};
 
 pub const VERSION: u64 = 1;
 /// Longest request line, newline included.
@@ -27,12 +27,44 @@ pub enum Request {
     List,
     Version,
     FlushResumption,
+    /// RFC 8548 section 3.5 controls for the socket bound to `local`.
+    SetPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+        update: PolicyUpdate,
+    },
+    ClearPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+    },
 }
 
 impl Request {
-    /// Whether the request changes daemon state (root only).
-    pub fn changes_state(&self) -> bool {
+    /// Whether only uid 0 may ask. Flushing the cache touches every
+    /// application's sessions; a policy only makes the sessions of one
+    /// socket slower or less cached, never weaker, so the control group
+    /// may set one.
+    pub fn needs_root(&self) -> bool {
         matches!(self, Request::FlushResumption)
+    }
+}
+
+/// The fields a `set_policy` names; a field left out keeps its value from
+/// the registration being replaced (false if none). That lets the C ABI
+/// map one `setsockopt` option to one request without the library having
+/// to remember the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub no_resumption: Option<bool>,
+    pub no_cache: Option<bool>,
+}
+
+impl PolicyUpdate {
+    pub fn apply(self, base: ConnectionPolicy) -> ConnectionPolicy {
+        ConnectionPolicy {
+            ignore_resumption: self.no_resumption.unwrap_or(base.ignore_resumption),
+            no_cache: self.no_cache.unwrap_or(base.no_cache),
+        }
     }
 }
 
@@ -51,6 +83,8 @@ pub enum ErrorCode {
     UnsupportedVersion,
     UnknownOp,
     PermissionDenied,
+    /// A bounded table (the policy registrations) is full.
+    TableFull,
     Internal,
 }
 
@@ -61,6 +95,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::TableFull => "table_full",
             ErrorCode::Internal => "internal",
         }
     }
@@ -135,6 +170,11 @@ pub fn parse_request(line: &str) -> Result<Request, ProtocolError> {
         "list" => Ok(Request::List),
         "version" => Ok(Request::Version),
         "flush_resumption" => Ok(Request::FlushResumption),
+        "set_policy" => parse_set_policy(&obj),
+        "clear_policy" => Ok(Request::ClearPolicy {
+            scope: parse_scope(&obj)?,
+            local: parse_local(&obj)?,
+        }),
         other => Err(ProtocolError::new(
             ErrorCode::UnknownOp,
             format!("unknown op {other:?}"),
@@ -142,19 +182,64 @@ pub fn parse_request(line: &str) -> Result<Request, ProtocolError> {
     }
 }
 
-fn parse_lookup(obj: &Map<String, Value>) -> Result<Request, ProtocolError> {
-    let addr = |field: &str| -> Result<SocketAddr, ProtocolError> {
-        let s = match obj.get(field) {
-            Some(Value::String(s)) => s,
-            _ => return Err(ProtocolError::bad_field(field, "ADDR:PORT")),
-        };
-        let a: SocketAddr = s
-            .parse()
-            .map_err(|_| ProtocolError::bad_field(field, "ADDR:PORT"))?;
-        Ok(canonical(a))
+fn parse_addr(obj: &Map<String, Value>, field: &str) -> Result<SocketAddr, ProtocolError> {
+    let s = match obj.get(field) {
+        Some(Value::String(s)) => s,
+        _ => return Err(ProtocolError::bad_field(field, "ADDR:PORT")),
     };
-    let local = addr("local")?;
-    let remote = addr("remote")?;
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| ProtocolError::bad_field(field, "ADDR:PORT"))?;
+    Ok(canonical(a))
+}
+
+/// The local endpoint a policy is for: port 0 names no socket.
+fn parse_local(obj: &Map<String, Value>) -> Result<SocketAddr, ProtocolError> {
+    let local = parse_addr(obj, "local")?;
+    if local.port() == 0 {
+        return Err(ProtocolError::bad_field(
+            "local",
+            "the ADDR:PORT the socket is bound to (port 0 names no socket)",
+        ));
+    }
+    Ok(local)
+}
+
+/// `scope`: `"connect"` (the default) or `"listen"`.
+fn parse_scope(obj: &Map<String, Value>) -> Result<PolicyScope, ProtocolError> {
+    match obj.get("scope") {
+        None | Some(Value::Null) => Ok(PolicyScope::Connect),
+        Some(Value::String(s)) if s == "connect" => Ok(PolicyScope::Connect),
+        Some(Value::String(s)) if s == "listen" => Ok(PolicyScope::Listen),
+        Some(_) => Err(ProtocolError::bad_field(
+            "scope",
+            "\"connect\" or \"listen\"",
+        )),
+    }
+}
+
+fn parse_flag(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, ProtocolError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ProtocolError::bad_field(field, "true or false")),
+    }
+}
+
+fn parse_set_policy(obj: &Map<String, Value>) -> Result<Request, ProtocolError> {
+    Ok(Request::SetPolicy {
+        scope: parse_scope(obj)?,
+        local: parse_local(obj)?,
+        update: PolicyUpdate {
+            no_resumption: parse_flag(obj, "no_resumption")?,
+            no_cache: parse_flag(obj, "no_cache")?,
+        },
+    })
+}
+
+fn parse_lookup(obj: &Map<String, Value>) -> Result<Request, ProtocolError> {
+    let local = parse_addr(obj, "local")?;
+    let remote = parse_addr(obj, "remote")?;
     let wait = match obj.get("wait_ms") {
         None | Some(Value::Null) => Duration::ZERO,
         Some(v) => match v.as_u64() {
@@ -255,6 +340,16 @@ pub fn flush_response(flushed: usize) -> String {
     Value::Object(m).to_string()
 }
 
+pub fn set_policy_response() -> String {
+    Value::Object(ok_map()).to_string()
+}
+
+pub fn clear_policy_response(cleared: bool) -> String {
+    let mut m = ok_map();
+    m.insert("cleared".into(), json!(cleared));
+    Value::Object(m).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,10 +429,109 @@ mod tests {
     }
 
     #[test]
-    fn only_flush_resumption_changes_state() {
-        assert!(Request::FlushResumption.changes_state());
-        assert!(!Request::List.changes_state());
-        assert!(!Request::Version.changes_state());
+    fn only_flush_resumption_needs_root() {
+        assert!(Request::FlushResumption.needs_root());
+        assert!(!Request::List.needs_root());
+        assert!(!Request::Version.needs_root());
+        let local = "10.0.0.1:5555".parse().expect("addr");
+        let set = Request::SetPolicy {
+            scope: PolicyScope::Connect,
+            local,
+            update: PolicyUpdate::default(),
+        };
+        assert!(!set.needs_root());
+        let clear = Request::ClearPolicy {
+            scope: PolicyScope::Listen,
+            local,
+        };
+        assert!(!clear.needs_root());
+    }
+
+    #[test]
+    fn set_policy_parses_with_connect_as_the_default_scope() {
+        let r = parse_request(
+            r#"{"v":1,"op":"set_policy","local":"10.0.0.1:5555","no_resumption":true,"no_cache":false}"#,
+        );
+        assert_eq!(
+            r,
+            Ok(Request::SetPolicy {
+                scope: PolicyScope::Connect,
+                local: "10.0.0.1:5555".parse().expect("addr"),
+                update: PolicyUpdate {
+                    no_resumption: Some(true),
+                    no_cache: Some(false),
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn a_field_left_out_keeps_the_registered_value() {
+        let base = ConnectionPolicy {
+            ignore_resumption: true,
+            no_cache: false,
+        };
+        let only_cache = PolicyUpdate {
+            no_resumption: None,
+            no_cache: Some(true),
+        };
+        assert_eq!(
+            only_cache.apply(base),
+            ConnectionPolicy {
+                ignore_resumption: true,
+                no_cache: true,
+            }
+        );
+        assert_eq!(PolicyUpdate::default().apply(base), base);
+    }
+
+    #[test]
+    fn set_policy_for_a_listening_wildcard_parses() {
+        let r = parse_request(
+            r#"{"v":1,"op":"set_policy","scope":"listen","local":"[::]:443","no_cache":true}"#,
+        );
+        assert_eq!(
+            r,
+            Ok(Request::SetPolicy {
+                scope: PolicyScope::Listen,
+                local: "[::]:443".parse().expect("addr"),
+                update: PolicyUpdate {
+                    no_resumption: None,
+                    no_cache: Some(true),
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn set_policy_rejects_port_zero_bad_scope_and_non_boolean_flags() {
+        let e =
+            parse_request(r#"{"v":1,"op":"set_policy","local":"10.0.0.1:0"}"#).expect_err("port 0");
+        assert!(e.message.starts_with("field \"local\""), "{}", e.message);
+        let e = parse_request(r#"{"v":1,"op":"set_policy","local":"10.0.0.1:1","scope":"any"}"#)
+            .expect_err("scope");
+        assert!(e.message.starts_with("field \"scope\""), "{}", e.message);
+        let e = parse_request(r#"{"v":1,"op":"set_policy","local":"10.0.0.1:1","no_cache":1}"#)
+            .expect_err("flag");
+        assert_eq!(e.message, "field \"no_cache\": expected true or false");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn clear_policy_parses_and_answers_whether_there_was_one() {
+        let r =
+            parse_request(r#"{"v":1,"op":"clear_policy","scope":"listen","local":"0.0.0.0:80"}"#);
+        assert_eq!(
+            r,
+            Ok(Request::ClearPolicy {
+                scope: PolicyScope::Listen,
+                local: "0.0.0.0:80".parse().expect("addr"),
+            })
+        );
+        let v = parse(&clear_policy_response(true));
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["cleared"], true);
+        assert_eq!(parse(&set_policy_response())["ok"], true);
     }
 
     fn session() -> SessionView {

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ControlGroup;
 use crate::control_protocol::{self as proto, ErrorCode, MAX_LINE, ProtocolError, Request};
+use crate::engine_api::PolicyError;
 use crate::packet_loop::{EngineHandle, HandleError};
 use crate::sys;
 
@@ -505,7 +506,7 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
         Ok(r) => r,
         Err(e) => return (e.to_line(), e.close),
     };
-    if request.changes_state() && !is_root {
+    if request.needs_root() && !is_root {
         let e = ProtocolError::new(
             ErrorCode::PermissionDenied,
             "this operation changes daemon state and needs uid 0",
@@ -533,6 +534,24 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
                 log::info!("resumption cache flushed ({n} secrets) by a control client");
                 proto::flush_response(n)
             }
+            Err(e) => internal(e),
+        },
+        Request::SetPolicy {
+            scope,
+            local,
+            update,
+        } => match engine.set_policy(scope, local, update) {
+            Ok(Ok(())) => proto::set_policy_response(),
+            Ok(Err(e @ PolicyError::TableFull)) => {
+                ProtocolError::new(ErrorCode::TableFull, e.to_string()).to_line()
+            }
+            Ok(Err(e @ PolicyError::NoPort)) => {
+                ProtocolError::new(ErrorCode::BadRequest, e.to_string()).to_line()
+            }
+            Err(e) => internal(e),
+        },
+        Request::ClearPolicy { scope, local } => match engine.clear_policy(scope, local) {
+            Ok(cleared) => proto::clear_policy_response(cleared),
             Err(e) => internal(e),
         },
     };
@@ -573,6 +592,17 @@ mod tests {
                     EngineRequest::FlushResumption { reply } => {
                         let _ = reply.send(0);
                     }
+                    // Port 1 stands for a full policy table.
+                    EngineRequest::SetPolicy { local, reply, .. } => {
+                        let _ = reply.send(if local.port() == 1 {
+                            Err(PolicyError::TableFull)
+                        } else {
+                            Ok(())
+                        });
+                    }
+                    EngineRequest::ClearPolicy { reply, .. } => {
+                        let _ = reply.send(false);
+                    }
                 }
             }
         });
@@ -607,6 +637,33 @@ mod tests {
         assert!(answer_line(&mut r)["daemon"].is_string());
         assert_eq!(answer_line(&mut r)["state"], "unknown");
         assert_eq!(answer_line(&mut r)["connections"], serde_json::json!([]));
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn set_policy_answers_ok_or_table_full_and_clear_says_whether_there_was_one() {
+        let (sock, dir) = server("policy");
+        let (mut s, mut r) = client(sock.path());
+        s.write_all(
+            concat!(
+                r#"{"v":1,"op":"set_policy","local":"10.0.0.1:5555","no_cache":true}"#,
+                "\n",
+                r#"{"v":1,"op":"set_policy","local":"10.0.0.1:1","no_cache":true}"#,
+                "\n",
+                r#"{"v":1,"op":"clear_policy","scope":"listen","local":"[::]:80"}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+        assert_eq!(answer_line(&mut r), serde_json::json!({"v":1,"ok":true}));
+        let full = answer_line(&mut r);
+        assert_eq!(full["error"], "table_full", "{full}");
+        assert_eq!(
+            answer_line(&mut r),
+            serde_json::json!({"v":1,"ok":true,"cleared":false})
+        );
         drop(sock);
         std::fs::remove_dir_all(dir).ok();
     }

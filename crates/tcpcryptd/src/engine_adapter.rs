@@ -10,8 +10,9 @@ use tcpcrypt_engine as eng;
 use crate::config::Config;
 use crate::engine_api::{
     Checksum, ConnectionView, Direction, EngineEvent, EngineStats, LookupState, PacketEngine,
-    Phase, SessionView, Transmit, Verdict,
+    Phase, PolicyError, PolicyScope, SessionView, Transmit, Verdict,
 };
+use tcpcrypt_engine::ConnectionPolicy;
 
 /// Builds the engine with the operating system's RNG.
 pub fn build(config: &Config) -> eng::Engine {
@@ -138,6 +139,29 @@ impl PacketEngine for eng::Engine {
 
     fn flush_resumption(&mut self) -> usize {
         eng::Engine::flush_resumption(self)
+    }
+
+    fn set_policy(
+        &mut self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+        policy: ConnectionPolicy,
+    ) -> Result<(), PolicyError> {
+        eng::Engine::set_policy(self, now, scope, local, policy)
+    }
+
+    fn clear_policy(&mut self, scope: PolicyScope, local: SocketAddr) -> bool {
+        eng::Engine::clear_policy(self, scope, local)
+    }
+
+    fn policy(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy> {
+        eng::Engine::policy(self, now, scope, local)
     }
 
     fn handle_packet_with(

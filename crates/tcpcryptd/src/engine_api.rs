@@ -14,7 +14,8 @@ use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
 pub use tcpcrypt_engine::{
-    Checksum, Direction, EngineStats, KeylogSecrets, PlainReason, Transmit, Verdict,
+    Checksum, ConnectionPolicy, Direction, EngineStats, KeylogSecrets, PlainReason, PolicyError,
+    PolicyScope, Transmit, Verdict,
 };
 
 /// What a tcpcrypt session is, as the control protocol reports it.
@@ -144,6 +145,23 @@ pub trait PacketEngine {
         remote: SocketAddr,
     ) -> Option<ConnectionView>;
     fn flush_resumption(&mut self) -> usize;
+    /// Registers a per-socket resumption policy (RFC 8548 section 3.5).
+    fn set_policy(
+        &mut self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+        policy: ConnectionPolicy,
+    ) -> Result<(), PolicyError>;
+    /// Removes one; returns whether there was one.
+    fn clear_policy(&mut self, scope: PolicyScope, local: SocketAddr) -> bool;
+    /// The live registration for exactly `scope` and `local`.
+    fn policy(
+        &self,
+        now: Instant,
+        scope: PolicyScope,
+        local: SocketAddr,
+    ) -> Option<ConnectionPolicy>;
     /// Takes one queued packet; `csum` says whether the kernel already
     /// verified its TCP checksum.
     fn handle_packet_with(

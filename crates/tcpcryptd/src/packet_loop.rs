@@ -23,8 +23,10 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use crate::conn_journal::{ConnKey, Journal};
+use crate::control_protocol::PolicyUpdate;
 use crate::engine_api::{
-    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, Transmit, Verdict,
+    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, PolicyError,
+    PolicyScope, Transmit, Verdict,
 };
 use crate::firewall::verdict_mark;
 use crate::inject::Injector;
@@ -55,6 +57,17 @@ pub enum EngineRequest {
     },
     FlushResumption {
         reply: Sender<usize>,
+    },
+    SetPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+        update: PolicyUpdate,
+        reply: Sender<Result<(), PolicyError>>,
+    },
+    ClearPolicy {
+        scope: PolicyScope,
+        local: SocketAddr,
+        reply: Sender<bool>,
     },
 }
 
@@ -127,6 +140,34 @@ impl EngineHandle {
     pub fn flush_resumption(&self) -> Result<usize, HandleError> {
         self.submit(
             |reply| EngineRequest::FlushResumption { reply },
+            Duration::from_secs(5),
+        )
+    }
+
+    pub fn set_policy(
+        &self,
+        scope: PolicyScope,
+        local: SocketAddr,
+        update: PolicyUpdate,
+    ) -> Result<Result<(), PolicyError>, HandleError> {
+        self.submit(
+            |reply| EngineRequest::SetPolicy {
+                scope,
+                local,
+                update,
+                reply,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    pub fn clear_policy(&self, scope: PolicyScope, local: SocketAddr) -> Result<bool, HandleError> {
+        self.submit(
+            |reply| EngineRequest::ClearPolicy {
+                scope,
+                local,
+                reply,
+            },
             Duration::from_secs(5),
         )
     }
@@ -419,6 +460,25 @@ impl<E: PacketEngine> PacketLoop<E> {
             EngineRequest::List { reply } => lists.push(reply),
             EngineRequest::FlushResumption { reply } => {
                 let _ = reply.send(self.engine.flush_resumption());
+            }
+            EngineRequest::SetPolicy {
+                scope,
+                local,
+                update,
+                reply,
+            } => {
+                // Merged here, on the engine's thread, so two updates of
+                // one socket's fields cannot race.
+                let base = self.engine.policy(now, scope, local).unwrap_or_default();
+                let policy = update.apply(base);
+                let _ = reply.send(self.engine.set_policy(now, scope, local, policy));
+            }
+            EngineRequest::ClearPolicy {
+                scope,
+                local,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.clear_policy(scope, local));
             }
         }
     }
@@ -804,6 +864,26 @@ mod tests {
         }
         fn flush_resumption(&mut self) -> usize {
             0
+        }
+        fn set_policy(
+            &mut self,
+            _: Instant,
+            _: PolicyScope,
+            _: SocketAddr,
+            _: crate::engine_api::ConnectionPolicy,
+        ) -> Result<(), PolicyError> {
+            Ok(())
+        }
+        fn clear_policy(&mut self, _: PolicyScope, _: SocketAddr) -> bool {
+            false
+        }
+        fn policy(
+            &self,
+            _: Instant,
+            _: PolicyScope,
+            _: SocketAddr,
+        ) -> Option<crate::engine_api::ConnectionPolicy> {
+            None
         }
         fn handle_packet_with(
             &mut self,

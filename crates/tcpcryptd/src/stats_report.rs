@@ -247,6 +247,26 @@ mod tests {
         fn flush_resumption(&mut self) -> usize {
             0
         }
+        fn set_policy(
+            &mut self,
+            _: Instant,
+            _: crate::engine_api::PolicyScope,
+            _: SocketAddr,
+            _: crate::engine_api::ConnectionPolicy,
+        ) -> Result<(), crate::engine_api::PolicyError> {
+            Ok(())
+        }
+        fn clear_policy(&mut self, _: crate::engine_api::PolicyScope, _: SocketAddr) -> bool {
+            false
+        }
+        fn policy(
+            &self,
+            _: Instant,
+            _: crate::engine_api::PolicyScope,
+            _: SocketAddr,
+        ) -> Option<crate::engine_api::ConnectionPolicy> {
+            None
+        }
         fn stats(&self) -> EngineStats {
             self.reads.set(self.reads.get() + 1);
             self.stats

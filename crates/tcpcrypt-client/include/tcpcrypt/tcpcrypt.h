@@ -27,9 +27,10 @@ extern "C" {
 
 /* ---- The original libtcpcrypt interface (source-compatible) ---------- */
 
-/* Option names for tcpcrypt_getsockopt, values as in the original header.
- * Only TCP_CRYPT_ENABLE and TCP_CRYPT_SESSID are supported; the others
- * fail with errno ENOPROTOOPT. */
+/* Option names, values as in the original header. tcpcrypt_getsockopt
+ * supports TCP_CRYPT_ENABLE and TCP_CRYPT_SESSID, tcpcrypt_setsockopt
+ * TCP_CRYPT_NOCACHE and TCP_CRYPT_RESUME; the others fail with errno
+ * ENOPROTOOPT. */
 enum {
 	TCP_CRYPT_ENABLE      = 0,
 	TCP_CRYPT_CMODE       = 1,
@@ -79,7 +80,42 @@ int tcpcrypt_getsockopt(int s, int level, int optname, void *optval,
 			unsigned int *optlen);
 
 /*
- * Sets the control socket path used by tcpcrypt_getsockopt (param
+ * Sets the RFC 8548 section 3.5 controls for TCP socket s's connections.
+ * level must be IPPROTO_TCP; optval points to an int, optlen is at least
+ * sizeof(int).
+ *
+ * TCP_CRYPT_NOCACHE: nonzero keeps no secret from the session, so no later
+ *   connection can resume it; 0 caches as usual (the default).
+ * TCP_CRYPT_RESUME: 0 turns resumption off, so the connection neither
+ *   offers nor accepts one and runs a fresh key exchange; nonzero allows it
+ *   again (the default). (Our mapping: the original header defined the
+ *   name; here it is the on/off switch for resumption on this socket.)
+ *
+ * tcpcryptd sees packets, not sockets, so the library registers the
+ * setting for the socket's local address and port, and it must be in
+ * place before the first SYN: for a client, call this before connect()
+ * (a socket with no port yet is bound to a kernel-chosen port of the
+ * unspecified address first, as connect() would have done); for a server,
+ * after listen(), and it then applies to every connection accepted on the
+ * socket's address and port until tcpcryptd restarts. A client's setting
+ * applies to its next connection only, and lapses if connect() does not
+ * follow within 120 s. The two options combine: setting one keeps the
+ * other's value. Members of tcpcryptd's control group may call this.
+ *
+ * Returns 0, or -1 with errno set:
+ *   EISCONN       the socket is connected already (too late)
+ *   EINVAL        optlen < sizeof(int)
+ *   EFAULT        optval is NULL
+ *   ENOPROTOOPT   level is not IPPROTO_TCP, or option not supported
+ *   ENOSPC        tcpcryptd holds as many registrations as it will
+ *   and any code listed for tcpcrypt_lookup_fd below (ENOTCONN excepted).
+ */
+int tcpcrypt_setsockopt(int s, int level, int optname, const void *optval,
+			unsigned int optlen);
+
+/*
+ * Sets the control socket path used by tcpcrypt_getsockopt and
+ * tcpcrypt_setsockopt (param
  * TCPCRYPT_PARAM_CTLPATH, val a NUL-terminated path; NULL restores the
  * default). Other params are ignored.
  */

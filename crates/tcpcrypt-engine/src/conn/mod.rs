@@ -45,6 +45,9 @@ pub struct Ctx<'a> {
     /// Out-of-order bytes this connection may still add (what is left of
     /// the engine-wide budget).
     pub ooo_budget: usize,
+    /// The resumption policy registered for this connection's socket;
+    /// meaningful while handling its first SYN, the default otherwise.
+    pub policy: ConnectionPolicy,
 }
 
 /// Handshake facts learned from the SYNs.
@@ -593,8 +596,7 @@ impl Connection {
                     return Verdict::Accept;
                 }
                 if st.local_option.is_none() {
-                    let policy = ConnectionPolicy::default();
-                    match ctx.host.active_open(&peer_ip, policy, ctx.rng) {
+                    match ctx.host.active_open(&peer_ip, ctx.policy, ctx.rng) {
                         Ok(open) => {
                             st.local_option = Some(open.syn_option().to_vec());
                             st.active = Some(open);
@@ -624,7 +626,7 @@ impl Connection {
                         [] => Err("the SYN carried no ENO option".to_string()),
                         [one] => ctx
                             .host
-                            .passive_open(&peer_ip, one, ConnectionPolicy::default(), ctx.rng)
+                            .passive_open(&peer_ip, one, ctx.policy, ctx.rng)
                             .map_err(|e| e.to_string()),
                         _ => Err("the SYN carried several ENO options".to_string()),
                     };
