@@ -1,8 +1,11 @@
 //! Test support for integration tests that need real kernels on both ends
 //! of a TCP connection: uniquely named network namespaces joined by veth
 //! pairs, closures and processes run inside them, `tcpcryptd` instances with
-//! their own control sockets, packet captures on a veth, and attacker tools
-//! ([`forge`]: forged segments, SYN floods, an on-path sniffer).
+//! their own control sockets, packet captures on a veth, attacker tools
+//! ([`forge`]: forged segments, SYN floods, an on-path sniffer) and, with
+//! the `impair` feature, a seeded impairment tool for a router namespace
+//! (loss, reordering, duplication, resegmentation, corruption, CE marks,
+//! MSS rewriting, ICMP loss).
 //!
 //! Everything it creates is torn down on `Drop` (processes killed, namespaces
 //! deleted), also when a test panics. Addresses are 10.77.x.x and fd00:77::
