@@ -81,6 +81,9 @@ pub struct EngineStats {
     pub challenge_acks: u64,
     /// Out-of-order segments not kept because a limit was reached.
     pub out_of_order_refused: u64,
+    /// Packet-too-big reports about encrypted connections, rewritten for
+    /// the kernel.
+    pub too_big_reports: u64,
 }
 
 /// A packet the engine wants sent.
@@ -124,9 +127,16 @@ pub struct EngineConfig {
     /// (longer than the default TCP keepalive interval, so live idle
     /// connections survive).
     pub idle_timeout: Duration,
-    /// Authentication failures after which the connection is aborted with
-    /// RST both ways. Default: 16.
+    /// Authentication failures in a row (no frame authenticating between
+    /// them) after which the connection is aborted with RST both ways.
+    /// Default: 16.
     pub max_auth_failures: u32,
+    /// A run of authentication failures that has lasted this long, with at
+    /// least four failures in it, also aborts the
+    /// connection. Persistent tampering on the path makes the sender retry
+    /// the same segment with exponential back-off, so the count alone would
+    /// take minutes; this ends it after a few retransmissions. Default: 5 s.
+    pub auth_failure_timeout: Duration,
     /// Start a rekey (RFC 8548 section 3.8) with the first frame sent after
     /// this many wire bytes went out under the current key; the peer's
     /// rekeys are followed whatever this says. Default: `None` (never
@@ -166,6 +176,7 @@ impl Default for EngineConfig {
             handshake_timeout: Duration::from_secs(75),
             idle_timeout: Duration::from_secs(130 * 60),
             max_auth_failures: 16,
+            auth_failure_timeout: Duration::from_secs(5),
             rekey_after_bytes: None,
             half_open_timeout: Duration::from_secs(15),
             max_half_open: 8192,

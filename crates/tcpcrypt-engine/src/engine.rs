@@ -14,6 +14,7 @@ use crate::api::{
 };
 use crate::conn::{Connection, Ctx};
 use crate::policy::{PolicyError, PolicyScope, PolicyTable};
+use crate::wire::icmp::TooBig;
 use crate::wire::ip::TcpRemnant;
 use crate::wire::tcp::kind;
 use crate::wire::{Packet, TcpFlags, canonical};
@@ -173,6 +174,11 @@ impl Engine {
         csum: Checksum,
         packet: &mut Vec<u8>,
     ) -> Verdict {
+        if dir == Direction::Inbound
+            && let Some(report) = TooBig::parse(packet)
+        {
+            return self.on_too_big(&report, packet);
+        }
         let Ok(pkt) = Packet::parse(packet) else {
             return self.unparsed_verdict(dir, packet);
         };
@@ -330,6 +336,25 @@ impl Engine {
     /// whose bytes must be encrypted it is dropped: passing it would put
     /// the kernel's plaintext on the wire, or unauthenticated bytes into
     /// the kernel's stream.
+    /// A router's packet-too-big report about one of our segments. For an
+    /// encrypted connection the connection learns the path's limit (so it
+    /// never sends a wire packet above it again, retransmissions included)
+    /// and the quoted sequence number is moved into the kernel's space,
+    /// where the kernel checks it before believing the report. Other
+    /// reports pass untouched.
+    fn on_too_big(&mut self, report: &TooBig, packet: &mut [u8]) -> Verdict {
+        let key = (canonical(report.quoted_src), canonical(report.quoted_dst));
+        let Some(t) = self.table.get_mut(&key) else {
+            return Verdict::Accept;
+        };
+        if let Some((mtu, seq)) = t.conn.on_too_big(report) {
+            report.rewrite(packet, mtu, seq);
+            self.stats.too_big_reports += 1;
+            return Verdict::AcceptModified;
+        }
+        Verdict::Accept
+    }
+
     fn unparsed_verdict(&self, dir: Direction, packet: &[u8]) -> Verdict {
         let Some(remnant) = TcpRemnant::peek(packet) else {
             return Verdict::Accept;

@@ -146,9 +146,9 @@
 //! encrypted connection that is idle past the idle timeout (default 2 h 10
 //! min, longer than the kernel's default keepalive) is reset even if both
 //! ends meant to keep it; GSO super-segments (they work, but are split into
-//! MSS-sized wire packets); a path MTU below the peer's MSS that the kernel
-//! learns by itself (the engine sizes packets from the MSS and the kernel's
-//! own segments, not the route); a passive opener whose peer drops ENO on
+//! MSS-sized wire packets); a path MTU below the peer's MSS that no ICMP
+//! report announces (the engine learns the path only from packet-too-big
+//! reports, see [`wire::icmp`]); a passive opener whose peer drops ENO on
 //! its first ACK keeps the MSS it clamped in the SYN (20 bytes less,
 //! otherwise plain TCP).
 

@@ -453,6 +453,18 @@ impl OutStream {
             .map_or(self.wire_next as i64, |f| f.wire.start as i64)
     }
 
+    /// The local offset of the frame holding wire offset `wire` (its start),
+    /// kept between what the kernel counts as acknowledged and what it sent.
+    pub fn local_offset_for_wire(&self, wire: u64) -> u64 {
+        let i = self.frames.partition_point(|f| f.wire.end <= wire);
+        let local = self
+            .frames
+            .get(i)
+            .map_or(self.local_next, |f| f.local.start);
+        let acked = u64::try_from(self.local_ack()).unwrap_or(0);
+        local.clamp(acked.min(self.local_next), self.local_next)
+    }
+
     /// Wire bytes sent but not acknowledged, and their local equivalent.
     pub fn in_flight(&self) -> (u64, u64) {
         (

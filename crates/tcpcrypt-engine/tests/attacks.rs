@@ -392,6 +392,84 @@ fn forged_data_in_order_fails_authentication_and_the_genuine_stream_goes_on() {
     still_works(&mut sim, &before);
 }
 
+/// A wire filter that rewrites one payload byte of every data segment A
+/// sends and fixes the checksum: what a tampering router does.
+fn tamper_everything_from_a() -> harness::WireFilter {
+    Box::new(|from, p| {
+        if from == Side::A
+            && let Ok(mut pkt) = Packet::parse(p)
+            && let Some(b) = pkt.tcp.payload.last_mut()
+        {
+            *b ^= 0x01;
+            *p = pkt.to_bytes().unwrap();
+        }
+        harness::Fate::Pass
+    })
+}
+
+/// A's kernel resends its first unacknowledged segment `times` times with
+/// exponential back-off from 200 ms, as on retransmission timeouts.
+fn resend_with_backoff(sim: &mut Sim, off: u64, len: usize, times: u32) {
+    let mut rto = Duration::from_millis(200);
+    for _ in 0..times {
+        sim.advance(rto);
+        sim.a.kernel.send_range(off, len);
+        sim.run();
+        rto *= 2;
+    }
+}
+
+#[test]
+fn persistent_tampering_ends_the_connection_within_seconds_with_resets_both_ways() {
+    let mut sim = established(0);
+    sim.filter = Some(tamper_everything_from_a());
+    sim.a.kernel.write(&pattern(1000, 3));
+    sim.a.kernel.push();
+    sim.run();
+    // 0.2 + 0.4 + ... + 6.4 s: the run of failures passes the 5 s limit on
+    // the sixth retransmission, long before 16 failures would.
+    resend_with_backoff(&mut sim, 0, 1000, 6);
+    assert!(
+        sim.b.kernel.received.is_empty(),
+        "a tampered byte got through"
+    );
+    assert!(sim.b.kernel.rst_received, "B's application saw no reset");
+    assert!(sim.a.kernel.rst_received, "A's application saw no reset");
+    let reason = sim.b.events.iter().find_map(|e| match e {
+        Event::Aborted { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("failed authentication")),
+        "{reason:?}"
+    );
+}
+
+#[test]
+fn slow_isolated_tampering_with_genuine_frames_between_does_not_end_the_connection() {
+    let mut sim = established(0);
+    let before = sim.lookup(Side::B);
+    // Three rounds, each a failure then a genuine retransmission that
+    // passes: the run restarts every time, however long it all takes.
+    for round in 0..3u8 {
+        let start = sim.a.kernel.send_buf.len() as u64;
+        sim.filter = Some(tamper_everything_from_a());
+        sim.a.kernel.write(&pattern(1000, round));
+        sim.a.kernel.push();
+        sim.run();
+        resend_with_backoff(&mut sim, start, 1000, 2);
+        sim.filter = None;
+        sim.advance(Duration::from_secs(4));
+        sim.a.kernel.send_range(start, 1000);
+        sim.run();
+    }
+    let want: Vec<u8> = (0..3u8).flat_map(|r| pattern(1000, r)).collect();
+    assert_eq!(sim.b.kernel.received, want);
+    still_works(&mut sim, &before);
+}
+
 #[test]
 fn a_corrupted_segment_is_dropped_before_the_engine_rewrites_it() {
     let mut sim = established(0);

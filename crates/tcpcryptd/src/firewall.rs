@@ -287,6 +287,11 @@ fn chain_rules(config: &Config, hp: &Hookpoint) -> Vec<Vec<String>> {
             }
         }
         (Role::Queue, false) => {
+            // Only packet-too-big reports enter this chain besides TCP (see
+            // `icmp_jump_rule`), loopback included: the kernel reports a
+            // wire packet of ours too big for a path it already knew to
+            // itself. Losing them (no daemon) is what plain TCP risks too.
+            rules.insert(0, [words(&["!", "-p", "tcp"]), queue(true)].concat());
             // Guarded connections and packets conntrack cannot place reach
             // the local stack only through the daemon; without a reader the
             // kernel drops them. The scope rule below only ever matches
@@ -372,6 +377,44 @@ fn jump_rule(hp: &Hookpoint) -> Vec<String> {
     .collect()
 }
 
+/// The second jump into the inbound queue chain, for the path-MTU reports
+/// the engine must rewrite (their MTU counts wire bytes, their quoted
+/// sequence number is a wire one).
+fn icmp_jump_rule(hp: &Hookpoint, v6: bool) -> Option<Vec<String>> {
+    if hp.chain != IN_CHAIN {
+        return None;
+    }
+    let report = if v6 {
+        [
+            "-p",
+            "ipv6-icmp",
+            "-m",
+            "icmp6",
+            "--icmpv6-type",
+            "packet-too-big",
+        ]
+    } else {
+        [
+            "-p",
+            "icmp",
+            "-m",
+            "icmp",
+            "--icmp-type",
+            "fragmentation-needed",
+        ]
+    };
+    let mut r = words(&report);
+    r.extend(words(&[
+        "-m",
+        "comment",
+        "--comment",
+        COMMENT,
+        "-j",
+        hp.chain,
+    ]));
+    Some(r)
+}
+
 /// Removes every rule and chain of ours, including a crashed instance's.
 /// Returns how many jump rules were found.
 pub fn remove_rules(backend: &Backend) -> Result<usize, FirewallError> {
@@ -412,10 +455,12 @@ pub fn install_rules(backend: &Backend, config: &Config) -> Result<(), FirewallE
                     args.extend(rule.iter().map(String::as_str));
                     run(cmd, &args)?;
                 }
-                let jump = jump_rule(hp);
-                let mut args: Vec<&str> = vec!["-t", hp.table, "-I", hp.builtin, "1"];
-                args.extend(jump.iter().map(String::as_str));
-                run(cmd, &args)?;
+                let v6 = cmd == backend.v6;
+                for jump in std::iter::once(jump_rule(hp)).chain(icmp_jump_rule(hp, v6)) {
+                    let mut args: Vec<&str> = vec!["-t", hp.table, "-I", hp.builtin, "1"];
+                    args.extend(jump.iter().map(String::as_str));
+                    run(cmd, &args)?;
+                }
             }
         }
         Ok(())
@@ -469,6 +514,7 @@ mod tests {
         assert_eq!(
             joined(chain_rules(&c, hookpoint(IN_CHAIN))),
             vec![
+                "! -p tcp -j NFQUEUE --queue-num 7463 --queue-bypass".to_string(),
                 "-i lo -j RETURN".to_string(),
                 "-m mark --mark 0x74637270 -j RETURN".to_string(),
                 "-m connmark --mark 0x2000000/0x2000000 -j NFQUEUE --queue-num 7463".to_string(),
@@ -515,9 +561,9 @@ mod tests {
     fn fail_closed_rules_have_no_bypass_and_need_no_unplaced_rules() {
         let c = config(&["--fail-closed", "--queue", "3"]);
         let inbound = joined(chain_rules(&c, hookpoint(IN_CHAIN)));
-        assert_eq!(inbound[0], "-i lo -j RETURN");
+        assert_eq!(inbound[1], "-i lo -j RETURN");
         assert_eq!(
-            &inbound[2..],
+            &inbound[3..],
             &[
                 "-m connmark --mark 0x2000000/0x2000000 -j NFQUEUE --queue-num 3".to_string(),
                 "-p tcp -j NFQUEUE --queue-num 3".to_string(),

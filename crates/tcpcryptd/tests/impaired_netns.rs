@@ -715,9 +715,6 @@ fn isolated_tampering_with_fixed_checksums_is_recovered_without_a_wrong_byte() {
 }
 
 #[test]
-#[ignore = "engine: the one tampered frame at the hole is retried once per retransmission timeout, \
-            so max_auth_failures (16 in a row) is reached only after minutes of backoff; the \
-            connection stalls without a reset until the kernel's tcp_retries2 gives up"]
 fn persistent_tampering_resets_the_connection_and_delivers_no_wrong_byte() {
     let _turn = serial();
     let port = 7105;
@@ -902,33 +899,49 @@ fn narrow_path(
     plan: Plan,
     size: usize,
 ) -> (Run, (Stats, Stats), (u64, u64)) {
-    narrow_path_probing(port, daemons, plan, size, false)
+    narrow_path_with(port, daemons, plan, size, Narrow::default())
 }
 
-/// [`narrow_path`], with `net.ipv4.tcp_mtu_probing=1` on both hosts when
-/// `probing` (the kernel then finds a black hole by itself, RFC 4821).
-fn narrow_path_probing(
+/// Variations of [`narrow_path`].
+#[derive(Clone, Copy, Default)]
+struct Narrow {
+    /// `net.ipv4.tcp_mtu_probing=1` on both hosts (the kernel then finds a
+    /// black hole by itself, RFC 4821).
+    probing: bool,
+    v6: bool,
+    /// Exchanges before the measured one: a later connection starts with
+    /// the path MTU already in the hosts' route caches.
+    warm_up: usize,
+}
+
+fn narrow_path_with(
     port: u16,
     daemons: bool,
     plan: Plan,
     size: usize,
-    probing: bool,
+    narrow: Narrow,
 ) -> (Run, (Stats, Stats), (u64, u64)) {
     let (t, daemons, imp) = setup_with(daemons, port, u64::from(port), plan.clone(), plan);
-    if probing {
+    if narrow.probing {
         for ns in [&t.client, &t.server] {
             ns.sysctl("net.ipv4.tcp_mtu_probing", "1").expect("sysctl");
         }
     }
     let router = t.router.as_ref().expect("router");
-    for (ip, dev) in [(t.server_addrs.v4, "veth1"), (t.client_addrs.v4, "veth0")] {
+    let v6 = narrow.v6;
+    for (ip, dev) in [
+        (t.server_addrs.ip(v6), "veth1"),
+        (t.client_addrs.ip(v6), "veth0"),
+    ] {
+        let (family, prefix) = if v6 { ("-6", 128) } else { ("-4", 32) };
         router
             .exec(
                 "ip",
                 &[
+                    family,
                     "route",
                     "add",
-                    &format!("{ip}/32"),
+                    &format!("{ip}/{prefix}"),
                     "dev",
                     dev,
                     "mtu",
@@ -937,7 +950,11 @@ fn narrow_path_probing(
             )
             .expect("route with MTU 1280");
     }
-    let to = SocketAddr::new(t.server_addrs.ip(false), port);
+    let to = SocketAddr::new(t.server_addrs.ip(v6), port);
+    for _ in 0..narrow.warm_up {
+        let run = exchange(&t, daemons.as_ref(), to, 1 << 20);
+        assert!(run.client.got.error.is_none() && run.server.got.error.is_none());
+    }
     let before = (retransmissions(&t.client), retransmissions(&t.server));
     let run = std::thread::scope(|s| {
         s.spawn(|| {
@@ -982,9 +999,6 @@ fn a_path_mtu_of_1280_below_the_hosts_mss_is_discovered_by_plain_tcp() {
 }
 
 #[test]
-#[ignore = "engine: both kernels learn PMTU 1280 from the router's ICMP, but the engine resends \
-            the frames it sealed for 1,448-byte segments at their old size, which the path \
-            never carries: a black hole"]
 fn a_path_mtu_of_1280_below_the_hosts_mss_is_discovered() {
     let _turn = serial();
     let size = 8 << 20;
@@ -993,6 +1007,42 @@ fn a_path_mtu_of_1280_below_the_hosts_mss_is_discovered() {
     assert!(
         stats.1.icmp_passed > 0,
         "the router never said fragmentation needed: nothing was too big"
+    );
+}
+
+#[test]
+fn a_path_mtu_of_1280_is_discovered_over_ipv6() {
+    let _turn = serial();
+    let size = 8 << 20;
+    let narrow = Narrow {
+        v6: true,
+        ..Narrow::default()
+    };
+    let (run, stats, retrans) = narrow_path_with(7118, true, Plan::default(), size, narrow);
+    assert_intact("IPv6 path MTU 1280", &run, size, retrans, stats);
+    assert!(stats.1.icmp_passed > 0, "nothing was too big for the path");
+}
+
+#[test]
+fn a_later_connection_over_a_narrow_path_the_hosts_already_know_gets_through() {
+    // The first exchange teaches both kernels the path MTU; the measured
+    // one starts with it. Its first full segments plus a frame's overhead
+    // are too big for the route the kernel knows, so the host itself
+    // reports them too big (over loopback) and the engine must act on that
+    // report as on a router's.
+    let _turn = serial();
+    let size = 4 << 20;
+    let narrow = Narrow {
+        warm_up: 1,
+        ..Narrow::default()
+    };
+    let (run, stats, retrans) = narrow_path_with(7119, true, Plan::default(), size, narrow);
+    assert_intact(
+        "path MTU 1280, known before the connection",
+        &run,
+        size,
+        retrans,
+        stats,
     );
 }
 
@@ -1110,7 +1160,16 @@ fn a_path_mtu_black_hole_is_found_by_plain_tcp_with_mtu_probing() {
         drop_icmp: true,
         ..Plan::default()
     };
-    let (run, stats, retrans) = narrow_path_probing(7117, false, plan, size, true);
+    let (run, stats, retrans) = narrow_path_with(
+        7117,
+        false,
+        plan,
+        size,
+        Narrow {
+            probing: true,
+            ..Narrow::default()
+        },
+    );
     // A black hole costs retransmission timeouts before probing starts.
     assert_intact_within(
         "PMTU black hole, plain TCP, probing",

@@ -511,9 +511,9 @@ fn remove_rules_leaves_no_trace_and_finds_stale_ones() {
     }
     assert!(during.contains("--queue-bypass"));
     // A fresh start finds what the "crashed" instance left: four jumps per
-    // address family.
+    // address family, and the second jump for path-MTU reports in each.
     let found = ns.run(|| firewall::remove_rules(&backend)).expect("remove");
-    assert_eq!(found, 8);
+    assert_eq!(found, 10);
     assert_eq!(ns.run(|| dump(&backend)), before);
 }
 

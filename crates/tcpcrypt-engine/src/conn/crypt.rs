@@ -63,8 +63,10 @@ pub(super) struct Crypt {
     /// Last (ACK, window) given to the kernel in a rewritten packet.
     pub(super) last_kernel_ack: Option<(u32, u16)>,
     pub(super) init_timer: Option<InitTimer>,
-    /// Frames that failed authentication since the last one that passed.
+    /// Frames that failed authentication since the last one that passed,
+    /// and when the first of them failed.
     pub(super) auth_failures: u32,
+    pub(super) auth_failing_since: Option<Instant>,
     /// (local port, remote port).
     pub(super) ports: (u16, u16),
     /// The furthest wire offset our advertised windows ever allowed the
@@ -74,6 +76,9 @@ pub(super) struct Crypt {
     /// 5.2 accepts ACKs this far below the acknowledged point).
     pub(super) peer_max_window: u64,
     pub(super) last_challenge: Option<Instant>,
+    /// Largest payload a wire packet may carry, once a router reported
+    /// the path narrower than the peer's MSS.
+    pub(super) path_payload_cap: Option<usize>,
 }
 
 impl Crypt {
@@ -254,7 +259,33 @@ impl Crypt {
             .saturating_sub(options_len);
         (self.kernel_max_payload + FRAME_OVERHEAD)
             .min(peer_mss)
+            .min(self.path_payload_cap.unwrap_or(usize::MAX))
             .max(FRAME_OVERHEAD + 1)
+    }
+
+    /// See [`super::Connection::on_too_big`]. From now on no wire packet
+    /// carries more than the path takes: stored frames sealed for the
+    /// wider path are resent cut to the new limit, and a new frame whose
+    /// segment filled the path is cut in two (frames may span segments).
+    ///
+    /// The MTU given to the kernel stays the router's: the kernel keeps it
+    /// in its route cache and checks our rewritten packets against it too,
+    /// so telling it less (to make room for the frame overhead) would have
+    /// it refuse the very packets that fit the path.
+    pub(super) fn on_too_big(&mut self, report: &crate::wire::icmp::TooBig) -> Option<(u32, u32)> {
+        let wire = self
+            .out
+            .space()
+            .offset(report.quoted_seq, self.out.wire_acked() as i64);
+        if wire < self.out.wire_acked() as i64 || wire > self.out.wire_next() as i64 {
+            return None;
+        }
+        let mtu = report.mtu.max(report.kernel_floor()) as usize;
+        let headers = report.quoted_ip_header_len + 20 + self.made_options_len();
+        let cap = mtu.saturating_sub(headers).max(FRAME_OVERHEAD + 1);
+        self.path_payload_cap = Some(self.path_payload_cap.map_or(cap, |c| c.min(cap)));
+        let local = self.out.local_offset_for_wire(wire as u64);
+        Some((report.mtu, self.out.space().seq(local as i64)))
     }
 
     pub(super) fn start_init_timer(&mut self, ctx: &Ctx<'_>) {
@@ -492,6 +523,7 @@ impl Crypt {
         let mut frames = std::mem::take(&mut outcome.frames);
         if !frames.is_empty() {
             self.auth_failures = 0;
+            self.auth_failing_since = None;
         }
         if let Some(init) = outcome.init.take() {
             frames.extend(self.complete_keying(ctx, &init)?);

@@ -31,6 +31,10 @@ const MAX_LOCAL_DELIVERY: usize = 60_000;
 const DEFAULT_MSS: usize = 536;
 /// Never clamp an MSS below this.
 const MIN_CLAMPED_MSS: u16 = 88;
+/// Failures a run must hold before `auth_failure_timeout` ends it: one slow
+/// failure is a corrupted segment, several in a row with none passing is
+/// someone rewriting the stream.
+const MIN_TIMED_AUTH_FAILURES: u32 = 4;
 
 /// Everything a connection needs from the engine while handling a packet.
 pub struct Ctx<'a> {
@@ -300,6 +304,17 @@ impl Connection {
     /// Whether this connection's bytes must never cross untouched: it is
     /// encrypted, in its key exchange, past a successful ENO negotiation,
     /// or aborted (its packets are dropped until it is forgotten).
+    /// A packet-too-big report about this connection: the MTU and quoted
+    /// sequence number to give the kernel instead, or `None` to pass the
+    /// report as it is (no encrypted stream, or a quote outside what we
+    /// have in flight, which the kernel would ignore too).
+    pub fn on_too_big(&mut self, report: &crate::wire::icmp::TooBig) -> Option<(u32, u32)> {
+        match &mut self.mode {
+            Mode::Crypt(c) => c.on_too_big(report),
+            _ => None,
+        }
+    }
+
     pub fn guards_plaintext(&self) -> bool {
         self.aborted
             || match &self.mode {
@@ -870,9 +885,11 @@ impl Connection {
             last_kernel_ack: None,
             init_timer: None,
             auth_failures: 0,
+            auth_failing_since: None,
             adv_right: syn_right,
             peer_max_window: u64::from(u16::MAX),
             last_challenge: None,
+            path_payload_cap: None,
         };
         if let Some(session) = resumed {
             // No Init messages: frames start at offset 0 both ways.
@@ -988,10 +1005,23 @@ impl Connection {
             Ok(v) => v,
             Err(EngineError::Frame(e)) => {
                 c.auth_failures += 1;
+                let since = *c.auth_failing_since.get_or_insert(ctx.now);
+                let lasted = ctx.now.saturating_duration_since(since);
                 if c.auth_failures > ctx.config.max_auth_failures {
                     self.abort(
                         ctx,
                         format!("too many frames failed authentication, last: {e}"),
+                    );
+                } else if c.auth_failures >= MIN_TIMED_AUTH_FAILURES
+                    && lasted >= ctx.config.auth_failure_timeout
+                {
+                    let n = c.auth_failures;
+                    self.abort(
+                        ctx,
+                        format!(
+                            "{n} frames failed authentication over {lasted:.1?} with none \
+                             passing, last: {e}"
+                        ),
                     );
                 }
                 Verdict::Drop

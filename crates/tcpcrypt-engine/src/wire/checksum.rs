@@ -34,7 +34,12 @@ pub fn of(data: &[u8]) -> u16 {
 /// The accumulator of the TCP pseudo-header for `src`, `dst` and a TCP
 /// length of `tcp_len` bytes (RFC 9293 section 3.1, RFC 8200 section 8.1).
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u32 {
-    const PROTO_TCP: u32 = 6;
+    pseudo_header_for(src, dst, tcp_len, 6)
+}
+
+/// The pseudo-header accumulator for another upper-layer protocol (ICMPv6
+/// uses the same layout).
+pub fn pseudo_header_for(src: IpAddr, dst: IpAddr, len: usize, proto: u8) -> u32 {
     let mut sum = 0;
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -46,10 +51,10 @@ pub fn pseudo_header(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u32 {
             sum = accumulate(sum, &to_v6_octets(d));
         }
     }
-    // A TCP segment inside an IP packet is below 2^32 bytes by construction.
-    let len = tcp_len as u32;
+    // A segment inside an IP packet is below 2^32 bytes by construction.
+    let len = len as u32;
     sum = accumulate(sum, &len.to_be_bytes());
-    accumulate(sum, &PROTO_TCP.to_be_bytes())
+    accumulate(sum, &u32::from(proto).to_be_bytes())
 }
 
 fn to_v6_octets(addr: IpAddr) -> [u8; 16] {

@@ -5,6 +5,7 @@
 //! the engine edits and emits again. Nothing here panics on any input.
 
 pub mod checksum;
+pub mod icmp;
 pub mod ip;
 pub mod tcp;
 
