@@ -1,6 +1,6 @@
 //! The types the daemon exchanges with the engine.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
@@ -93,6 +93,9 @@ pub struct Transmit {
     pub direction: Direction,
     /// A whole IPv4/IPv6 packet with correct checksums.
     pub packet: Vec<u8>,
+    /// The packet's destination address, so the sender need not read it
+    /// back out of the header.
+    pub dst: IpAddr,
 }
 
 /// Engine settings. Every field has a documented default (`Default`).

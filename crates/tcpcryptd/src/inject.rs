@@ -11,8 +11,10 @@
 //! All raw-socket `unsafe` lives here.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use tcpcrypt_engine::wire::ip::{Ipv4Packet, Ipv6Packet};
 
 /// Why a packet could not be injected.
 #[derive(Debug, thiserror::Error)]
@@ -79,21 +81,29 @@ impl Injector {
         })
     }
 
-    /// Sends one whole IP packet to the destination in its header. The
-    /// sockets do not block: a full send buffer drops the packet (TCP on one
-    /// side or the engine's retransmission recovers it), which the caller
-    /// sees as `Send(WouldBlock)`.
+    /// Sends one whole IP packet to the destination in its header.
     pub fn send(&self, packet: &[u8]) -> Result<(), InjectError> {
-        match packet.first().map(|b| b >> 4) {
-            Some(4) => {
-                let dst: [u8; 4] = packet
-                    .get(16..20)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or(InjectError::NotIp)?;
+        let dst = match packet.first().map(|b| b >> 4) {
+            Some(4) => Ipv4Packet::new_checked(packet).map(|p| IpAddr::V4(p.dst())),
+            Some(6) => Ipv6Packet::new_checked(packet).map(|p| IpAddr::V6(p.dst())),
+            _ => return Err(InjectError::NotIp),
+        };
+        self.send_to_addr(packet, dst.map_err(|_| InjectError::NotIp)?)
+    }
+
+    /// Sends one whole IP packet to `dst`, which must be the destination in
+    /// its header (the engine's [`Transmit`](tcpcrypt_engine::Transmit)
+    /// carries it, so the packet is not read again). The sockets do not
+    /// block: a full send buffer drops the packet (TCP on one side or the
+    /// engine's retransmission recovers it), which the caller sees as
+    /// `Send(WouldBlock)`.
+    pub fn send_to_addr(&self, packet: &[u8], dst: IpAddr) -> Result<(), InjectError> {
+        match dst {
+            IpAddr::V4(dst) => {
                 // SAFETY: sockaddr_in is plain data; all-zero is valid.
                 let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
                 sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_addr.s_addr = u32::from_ne_bytes(Ipv4Addr::from(dst).octets());
+                sa.sin_addr.s_addr = u32::from_ne_bytes(dst.octets());
                 send_to(
                     &self.v4,
                     packet,
@@ -101,15 +111,11 @@ impl Injector {
                     std::mem::size_of::<libc::sockaddr_in>(),
                 )
             }
-            Some(6) => {
-                let dst: [u8; 16] = packet
-                    .get(24..40)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or(InjectError::NotIp)?;
+            IpAddr::V6(dst) => {
                 // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
                 let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
                 sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_addr.s6_addr = Ipv6Addr::from(dst).octets();
+                sa.sin6_addr.s6_addr = dst.octets();
                 send_to(
                     &self.v6,
                     packet,
@@ -117,7 +123,6 @@ impl Injector {
                     std::mem::size_of::<libc::sockaddr_in6>(),
                 )
             }
-            _ => Err(InjectError::NotIp),
         }
     }
 }

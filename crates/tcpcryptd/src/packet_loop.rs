@@ -33,6 +33,7 @@ use crate::inject::Injector;
 use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
 use crate::stats_report::StatsReport;
 use crate::sys::{EventFd, poll_readable};
+use tcpcrypt_engine::wire::{Packet, TcpFlags};
 
 /// Datagrams per `recvmmsg`.
 const BATCH: usize = 64;
@@ -374,7 +375,7 @@ impl<E: PacketEngine> PacketLoop<E> {
     fn inject(&mut self, first: &Transmit, stats: &mut LoopStats) {
         let mut send = |t: &Transmit| {
             log::trace!("inject {:?} {}", t.direction, packet_summary(&t.packet));
-            match self.injector.send(&t.packet) {
+            match self.injector.send_to_addr(&t.packet, t.dst) {
                 Ok(()) => stats.injected += 1,
                 Err(e) => {
                     stats.inject_failures += 1;
@@ -643,41 +644,29 @@ impl ListBuilder {
 /// A one-line description of a TCP/IP packet for trace logs: ports,
 /// flags, sequence and acknowledgement numbers, payload length.
 fn packet_summary(p: &[u8]) -> String {
-    let be16 = |at: usize| p.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let be32 = |at: usize| {
-        p.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    let Ok(pkt) = Packet::parse(p) else {
+        return format!("not a whole TCP/IP packet, len {}", p.len());
     };
-    let tcp = match p.first().map(|b| b >> 4) {
-        Some(4) => usize::from(p.first().map_or(0, |b| b & 0x0f)) * 4,
-        Some(6) => 40,
-        _ => return format!("non-IP len {}", p.len()),
-    };
-    let (Some(sport), Some(dport), Some(seq), Some(ack), Some(off_flags)) = (
-        be16(tcp),
-        be16(tcp + 2),
-        be32(tcp + 4),
-        be32(tcp + 8),
-        be16(tcp + 12),
-    ) else {
-        return format!("short len {}", p.len());
-    };
-    let hdr = usize::from(off_flags >> 12) * 4;
+    let t = &pkt.tcp;
     let flags: String = [
-        (0x02, 'S'),
-        (0x01, 'F'),
-        (0x04, 'R'),
-        (0x08, 'P'),
-        (0x10, '.'),
+        (TcpFlags::SYN, 'S'),
+        (TcpFlags::FIN, 'F'),
+        (TcpFlags::RST, 'R'),
+        (TcpFlags::PSH, 'P'),
+        (TcpFlags::ACK, '.'),
     ]
     .iter()
-    .filter(|(bit, _)| off_flags & bit != 0)
+    .filter(|(f, _)| t.flags.contains(*f))
     .map(|(_, c)| *c)
     .collect();
     format!(
-        "{sport}>{dport} [{flags}] seq {seq} ack {ack} win {} data {}",
-        be16(tcp + 14).unwrap_or(0),
-        p.len().saturating_sub(tcp + hdr)
+        "{}>{} [{flags}] seq {} ack {} win {} data {}",
+        t.src_port,
+        t.dst_port,
+        t.seq,
+        t.ack,
+        t.window,
+        t.payload.len()
     )
 }
 

@@ -1036,6 +1036,10 @@ impl Connection {
 
 fn push_transmit(ctx: &mut Ctx<'_>, direction: Direction, pkt: &Packet) {
     if let Ok(packet) = pkt.to_bytes() {
-        ctx.transmits.push_back(Transmit { direction, packet });
+        ctx.transmits.push_back(Transmit {
+            direction,
+            packet,
+            dst: pkt.ip.dst,
+        });
     }
 }

@@ -32,7 +32,7 @@ pub fn accumulate(sum: u32, data: &[u8]) -> u32 {
     }
     // Each lane is below 2^34 + 2^32 for any packet; their sum cannot
     // overflow 64 bits for any slice that fits in memory.
-    let mut total = lanes.iter().fold(0u64, |t, l| t + l);
+    let mut total: u64 = lanes.iter().sum();
     while total > 0xffff_ffff {
         total = (total & 0xffff_ffff) + (total >> 32);
     }
