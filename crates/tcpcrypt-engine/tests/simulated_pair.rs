@@ -560,6 +560,38 @@ fn a_lost_reset_is_sent_again_when_the_peer_retransmits() {
 }
 
 #[test]
+fn a_late_duplicate_of_the_peers_syn_does_not_replace_an_aborted_connection() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    let (from, syn) = sim.tap[0].clone();
+    let flags = Packet::parse(&syn).unwrap().tcp.flags;
+    assert!(from == Side::A && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK));
+    // B's application resets; the reset is lost on the wire.
+    sim.filter = Some(Box::new(|from, p| {
+        if from == Side::B && is_reset(p) {
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.b.kernel.reset();
+    sim.run();
+    sim.filter = None;
+    // A's first SYN, delayed in the network, arrives only now.
+    sim.forge(Side::B, syn);
+    assert_ne!(
+        sim.lookup(Side::B),
+        Lookup::Pending,
+        "a new handshake began"
+    );
+    // A still believes in the connection; its next segment must draw the
+    // reset again.
+    sim.a.kernel.write(b"still there?");
+    sim.a.kernel.push();
+    sim.run();
+    assert!(sim.a.kernel.rst_received, "A never heard of the reset");
+}
+
+#[test]
 fn a_peer_without_eno_gets_plain_tcp_when_we_are_the_client() {
     let mut sim = Sim::new("10.0.0.1:40000", "10.0.0.2:80", (true, false));
     sim.connect();
