@@ -194,16 +194,20 @@ impl Engine {
         let flags = pkt.tcp.flags;
         let mut policy = ConnectionPolicy::default();
         if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
-            let live = self.table.get(&key).filter(|t| !t.conn.is_closed());
+            let new_isn = |t: &Tracked| t.conn.isn(dir).is_some_and(|i| i != pkt.tcp.seq);
             // Only our own host starts a connection over a live entry (its
             // kernel reused the port with a new ISN); a peer's SYN on a live
             // connection is a retransmission or a forgery, which the
-            // connection itself screens (RFC 5961 section 4).
-            let fresh = match live {
+            // connection itself screens (RFC 5961 section 4). A closed
+            // entry gives way to a new connection, but not to a late
+            // duplicate of the peer's first SYN: that would hide the
+            // closed one, whose reset the peer may still need.
+            let fresh = match self.table.get(&key) {
                 None => true,
-                Some(t) => {
-                    dir == Direction::Outbound && t.conn.isn(dir).is_some_and(|i| i != pkt.tcp.seq)
+                Some(t) if t.conn.is_closed() => {
+                    dir == Direction::Outbound || t.conn.isn(dir).is_none() || new_isn(t)
                 }
+                Some(t) => dir == Direction::Outbound && new_isn(t),
             };
             if fresh && !self.admit(now, key, dir) {
                 return Verdict::Accept;

@@ -125,7 +125,8 @@
 //! forgotten while it may be alive, because its later packets would then
 //! pass untouched. On idle expiry an encrypted connection is aborted (RST
 //! both ways, [`Event::Aborted`]) and stays in the table, dropping its
-//! packets, until the cleanup delay; a plain one is simply forgotten. A
+//! packets (answering the peer's with a RST, as a closed TCP would), until
+//! the cleanup delay; a plain one is simply forgotten. A
 //! packet the engine cannot rewrite (an IPv4 fragment, an IPv6 packet with
 //! a fragment header, a cut-short TCP header) is dropped when its 4-tuple,
 //! if readable, names such a connection (or one past a successful ENO

@@ -498,6 +498,99 @@ fn a_reset_passes_through_and_ends_the_session() {
     );
 }
 
+fn is_reset(p: &[u8]) -> bool {
+    Packet::parse(p).is_ok_and(|p| p.tcp.flags.contains(TcpFlags::RST))
+}
+
+#[test]
+fn a_reset_that_overtakes_lost_data_is_repeated_where_the_peer_expects_it() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.a.kernel.write(&pattern(500, 1));
+    // The data is lost, so A's reset lies past B's next expected byte and
+    // B's engine answers it with a challenge ACK only.
+    sim.filter = Some(Box::new(|from, p| {
+        if from == Side::A && is_data(p) {
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.a.kernel.push();
+    sim.a.kernel.reset();
+    sim.run();
+    assert!(
+        sim.b.kernel.rst_received,
+        "B's kernel never heard of the reset"
+    );
+    assert!(
+        sim.b
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Aborted { .. }))
+    );
+    assert!(sim.b.kernel.received.is_empty());
+}
+
+#[test]
+fn a_lost_reset_is_sent_again_when_the_peer_retransmits() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.filter = Some(Box::new(|from, p| {
+        if from == Side::A && is_reset(p) {
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.a.kernel.reset();
+    sim.run();
+    assert!(!sim.b.kernel.rst_received);
+    sim.filter = None;
+    // The first answer goes to the segment just sent; more segments within
+    // the rate limit get none.
+    sim.b.kernel.write(b"anyone there?");
+    sim.b.kernel.push();
+    sim.run();
+    assert!(sim.b.kernel.rst_received, "B's data drew no reset");
+    let resets = sim
+        .tap
+        .iter()
+        .filter(|(s, p)| *s == Side::A && is_reset(p))
+        .count();
+    assert_eq!(resets, 2, "the lost reset and its one repetition");
+}
+
+#[test]
+fn a_late_duplicate_of_the_peers_syn_does_not_replace_an_aborted_connection() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    let (from, syn) = sim.tap[0].clone();
+    let flags = Packet::parse(&syn).unwrap().tcp.flags;
+    assert!(from == Side::A && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK));
+    // B's application resets; the reset is lost on the wire.
+    sim.filter = Some(Box::new(|from, p| {
+        if from == Side::B && is_reset(p) {
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.b.kernel.reset();
+    sim.run();
+    sim.filter = None;
+    // A's first SYN, delayed in the network, arrives only now.
+    sim.forge(Side::B, syn);
+    assert_ne!(
+        sim.lookup(Side::B),
+        Lookup::Pending,
+        "a new handshake began"
+    );
+    // A still believes in the connection; its next segment must draw the
+    // reset again.
+    sim.a.kernel.write(b"still there?");
+    sim.a.kernel.push();
+    sim.run();
+    assert!(sim.a.kernel.rst_received, "A never heard of the reset");
+}
+
 #[test]
 fn a_peer_without_eno_gets_plain_tcp_when_we_are_the_client() {
     let mut sim = Sim::new("10.0.0.1:40000", "10.0.0.2:80", (true, false));

@@ -171,6 +171,26 @@ impl Crypt {
         self.send_ack(ctx);
     }
 
+    /// Answers a segment that reaches the connection after it was aborted
+    /// as a closed TCP would (RFC 9293 section 3.10.7.1): a reset whose
+    /// sequence number is the segment's acknowledgment. Our abort's own
+    /// reset may have been lost, or may lie beyond what the peer received
+    /// (data before it was lost) and only drawn a challenge ACK; this one
+    /// sits where the peer's checks accept it. Rate-limited like challenge
+    /// ACKs, so forged segments cannot make us an amplifier.
+    pub(super) fn answer_after_abort(&mut self, ctx: &mut Ctx<'_>, tcp: &crate::wire::TcpRepr) {
+        if !tcp.flags.contains(TcpFlags::ACK)
+            || self
+                .last_challenge
+                .is_some_and(|t| ctx.now < t + CHALLENGE_ACK_INTERVAL)
+        {
+            return;
+        }
+        self.last_challenge = Some(ctx.now);
+        let p = self.make_packet(&self.out_ip, false, tcp.ack, 0, TcpFlags::RST, Vec::new());
+        push_transmit(ctx, Direction::Outbound, &p);
+    }
+
     /// The wire offset the peer may send up to: the right edge of the
     /// window we advertised.
     pub(super) fn recv_right(&self) -> u64 {

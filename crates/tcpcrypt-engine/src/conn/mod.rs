@@ -118,7 +118,8 @@ pub struct Connection {
     deferred_plain: bool,
     mode: Mode,
     closed_at: Option<Instant>,
-    /// Set once the connection ended abnormally; later packets are dropped.
+    /// Set once the connection ended abnormally; later packets are dropped
+    /// (the peer's answered with a RST).
     aborted: bool,
     fin_out: bool,
     fin_in: bool,
@@ -453,6 +454,12 @@ impl Connection {
             self.last_activity = ctx.now;
         }
         if self.aborted {
+            if dir == Direction::Inbound
+                && !flags.contains(TcpFlags::RST)
+                && let Mode::Crypt(c) = &mut self.mode
+            {
+                c.answer_after_abort(ctx, &pkt.tcp);
+            }
             return if flags.contains(TcpFlags::RST) {
                 Verdict::Accept
             } else {

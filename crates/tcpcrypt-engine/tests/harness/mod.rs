@@ -63,7 +63,10 @@ pub struct Kernel {
     pub received: Vec<u8>,
     pub fin_received: bool,
     pub rst_received: bool,
+    pub rst_sent: bool,
     pub established: bool,
+    /// This kernel sent the first SYN (`connect`).
+    pub active_open: bool,
     pub peer_window: u32,
     pub last_sack: Vec<(u32, u32)>,
     pub urgent_seen: Vec<u64>,
@@ -102,7 +105,9 @@ impl Kernel {
             received: Vec::new(),
             fin_received: false,
             rst_received: false,
+            rst_sent: false,
             established: false,
+            active_open: false,
             peer_window: 65535,
             last_sack: Vec::new(),
             urgent_seen: Vec::new(),
@@ -129,16 +134,22 @@ impl Kernel {
 
     fn packet(&mut self, seq: u32, flags: TcpFlags, payload: Vec<u8>) -> Packet {
         self.ts_clock += 1;
-        let mut options = vec![
-            TcpOption::Nop,
-            TcpOption::Nop,
-            TcpOption::Timestamps {
-                tsval: self.ts_clock,
-                tsecr: 0,
-            },
-        ];
+        let timestamps = self
+            .syn_options
+            .iter()
+            .any(|o| matches!(o, TcpOption::Timestamps { .. }));
+        let mut options = Vec::new();
         if flags.contains(TcpFlags::SYN) {
             options = self.syn_options.clone();
+        } else if timestamps {
+            options = vec![
+                TcpOption::Nop,
+                TcpOption::Nop,
+                TcpOption::Timestamps {
+                    tsval: self.ts_clock,
+                    tsecr: 0,
+                },
+            ];
         }
         Packet {
             ip: IpLayer::new_minimal(self.local.ip(), self.remote.ip()),
@@ -162,6 +173,7 @@ impl Kernel {
     }
 
     pub fn connect(&mut self) {
+        self.active_open = true;
         let p = self.packet(
             self.isn,
             TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR,
@@ -212,9 +224,61 @@ impl Kernel {
     }
 
     pub fn reset(&mut self) {
+        self.rst_sent = true;
         let off = self.snd_nxt + u64::from(self.fin_sent_at.is_some());
         let p = self.packet(self.seq(off), TcpFlags::RST | TcpFlags::ACK, vec![]);
         self.emit(p);
+    }
+
+    fn send_syn_ack(&mut self) {
+        let p = self.packet(self.isn, TcpFlags::SYN | TcpFlags::ACK, vec![]);
+        self.emit(p);
+    }
+
+    /// What the retransmission timer does when it fires: the SYN or the
+    /// SYN-ACK again while the three-way handshake is open; afterwards
+    /// go-back-N from the first unacknowledged byte up to what was sent,
+    /// at most the peer's window, in segments of `seg` bytes (boundaries
+    /// need not match the first transmission), and the FIN if the peer
+    /// has not acknowledged it. Nothing once a reset was sent or believed.
+    pub fn retransmit(&mut self, seg: usize) {
+        if self.rst_sent || self.rst_received {
+            return;
+        }
+        if self.active_open && self.peer_isn.is_none() {
+            self.connect();
+            return;
+        }
+        if !self.active_open {
+            if self.peer_isn.is_some() && !self.established {
+                self.send_syn_ack();
+            }
+            if !self.established {
+                return;
+            }
+        }
+        let seg = seg.clamp(1, self.mss);
+        let window = u64::from(self.peer_window).max(self.mss as u64);
+        let end = self.snd_nxt.min(self.snd_una + window);
+        let mut off = self.snd_una;
+        while off < end {
+            let len = (end - off).min(seg as u64) as usize;
+            self.send_range(off, len);
+            off += len as u64;
+        }
+        if let Some(fin) = self.fin_sent_at
+            && self.snd_una <= fin
+            && off >= fin
+        {
+            self.close();
+        }
+    }
+
+    /// Whether the peer acknowledged every byte written and, once closed,
+    /// the FIN.
+    pub fn all_acked(&self) -> bool {
+        let end = self.send_buf.len() as u64 + u64::from(self.fin_sent_at.is_some());
+        self.snd_una == end
     }
 
     pub fn send_ack(&mut self) {
@@ -270,17 +334,16 @@ impl Kernel {
             if let Some(m) = t.mss() {
                 self.mss = self.mss.min(usize::from(m));
             }
+            // Timestamps are on only if both SYNs carry them.
+            if t.timestamps().is_none() {
+                self.syn_options
+                    .retain(|o| !matches!(o, TcpOption::Timestamps { .. }));
+            }
             if t.flags.contains(TcpFlags::ACK) {
                 self.established = true;
                 self.send_ack();
             } else {
-                let mut opts = self.syn_options.clone();
-                if t.timestamps().is_none() {
-                    opts.retain(|o| !matches!(o, TcpOption::Timestamps { .. }));
-                }
-                self.syn_options = opts;
-                let p = self.packet(self.isn, TcpFlags::SYN | TcpFlags::ACK, vec![]);
-                self.emit(p);
+                self.send_syn_ack();
             }
             return;
         }
@@ -349,6 +412,9 @@ pub enum Fate {
     Duplicate,
     /// Deliver after everything now on the wire (reordering).
     Delay,
+    /// Deliver only once time has passed (the next `advance`), behind
+    /// whatever was sent until then: a stale segment.
+    Late,
 }
 
 pub type WireFilter = Box<dyn FnMut(Side, &mut Vec<u8>) -> Fate>;
@@ -361,9 +427,13 @@ pub struct Sim {
     wire: VecDeque<(Side, Vec<u8>)>,
     /// Every packet that crossed the wire (before the filter), by sender.
     pub tap: Vec<(Side, Vec<u8>)>,
+    /// When each packet of `tap` crossed.
+    pub tap_times: Vec<Instant>,
     pub filter: Option<WireFilter>,
     /// Packets held back by [`Fate::Delay`].
     delayed: VecDeque<(Side, Vec<u8>)>,
+    /// Packets held back by [`Fate::Late`].
+    late: VecDeque<(Side, Vec<u8>)>,
 }
 
 pub fn engine(seed: u64) -> Engine {
@@ -394,8 +464,10 @@ impl Sim {
             now: Instant::now(),
             wire: VecDeque::new(),
             tap: Vec::new(),
+            tap_times: Vec::new(),
             filter: None,
             delayed: VecDeque::new(),
+            late: VecDeque::new(),
         }
     }
 
@@ -434,6 +506,7 @@ impl Sim {
         }
         if let Some((from, mut p)) = self.wire.pop_front() {
             self.tap.push((from, p.clone()));
+            self.tap_times.push(self.now);
             let fate = match &mut self.filter {
                 Some(f) => f(from, &mut p),
                 None => Fate::Pass,
@@ -446,6 +519,7 @@ impl Sim {
                     self.wire_delivers(from.other(), p);
                 }
                 Fate::Delay => self.delayed.push_back((from, p)),
+                Fate::Late => self.late.push_back((from, p)),
             }
             return true;
         }
@@ -532,6 +606,56 @@ impl Sim {
             }
             self.drain_engine(side);
         }
+        self.delayed.extend(self.late.drain(..));
+    }
+
+    /// The earliest deadline either engine asked for.
+    pub fn engine_deadline(&self) -> Option<Instant> {
+        [&self.a, &self.b]
+            .into_iter()
+            .filter_map(|h| h.engine.as_ref()?.poll_timeout())
+            .min()
+    }
+
+    /// Runs the pair like two live hosts until `done` holds (true) or
+    /// `limit` of simulated time has passed (false). Whenever the wire is
+    /// quiet, `app` plays both applications (writes, closes); then time
+    /// jumps to the next engine deadline or kernel retransmission timeout,
+    /// whichever is first. Both kernels retransmit every `kernel_rto`,
+    /// with segment sizes that change from one timeout to the next.
+    pub fn drive(
+        &mut self,
+        kernel_rto: Duration,
+        limit: Duration,
+        mut app: impl FnMut(&mut Sim),
+        done: impl Fn(&Sim) -> bool,
+    ) -> bool {
+        const SEGMENTS: [usize; 4] = [usize::MAX, 700, 333, 1000];
+        let end = self.now + limit;
+        let mut next_rto = self.now + kernel_rto;
+        for round in 0..100_000 {
+            self.run();
+            app(self);
+            self.run();
+            if done(self) {
+                return true;
+            }
+            if self.now >= end {
+                return false;
+            }
+            let at = self
+                .engine_deadline()
+                .map_or(next_rto, |d| d.min(next_rto))
+                .clamp(self.now, end);
+            self.advance(at - self.now);
+            if self.now >= next_rto {
+                let seg = SEGMENTS[round % SEGMENTS.len()];
+                self.a.kernel.retransmit(seg);
+                self.b.kernel.retransmit(seg);
+                next_rto = self.now + kernel_rto;
+            }
+        }
+        panic!("timers kept firing without time passing");
     }
 
     /// Three-way handshake plus key exchange, run to completion.
@@ -601,6 +725,7 @@ impl Sim {
         self.a.kernel = Kernel::new(a, b, 0x2000_0000u32.wrapping_add(u32::from(port)));
         self.b.kernel = Kernel::new(b, a, 0x3000_0000u32.wrapping_add(u32::from(port)));
         self.tap.clear();
+        self.tap_times.clear();
         self.a.events.clear();
         self.b.events.clear();
     }
