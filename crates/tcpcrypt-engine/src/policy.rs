@@ -154,6 +154,7 @@ mod tests {
     const OFF: ConnectionPolicy = ConnectionPolicy {
         ignore_resumption: true,
         no_cache: true,
+        app_aware: None,
     };
 
     fn addr(s: &str) -> SocketAddr {

@@ -42,10 +42,12 @@ fn set(sim: &mut Sim, side: Side, scope: PolicyScope, local: &str, policy: Conne
 const NO_RESUMPTION: ConnectionPolicy = ConnectionPolicy {
     ignore_resumption: true,
     no_cache: false,
+    app_aware: None,
 };
 const NO_CACHE: ConnectionPolicy = ConnectionPolicy {
     ignore_resumption: false,
     no_cache: true,
+    app_aware: None,
 };
 
 /// Connects once (client port 40000), then again from `port`; returns

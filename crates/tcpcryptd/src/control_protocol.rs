@@ -64,6 +64,7 @@ impl PolicyUpdate {
         ConnectionPolicy {
             ignore_resumption: self.no_resumption.unwrap_or(base.ignore_resumption),
             no_cache: self.no_cache.unwrap_or(base.no_cache),
+            ..base
         }
     }
 }
@@ -469,7 +470,7 @@ mod tests {
     fn a_field_left_out_keeps_the_registered_value() {
         let base = ConnectionPolicy {
             ignore_resumption: true,
-            no_cache: false,
+            ..ConnectionPolicy::default()
         };
         let only_cache = PolicyUpdate {
             no_resumption: None,
@@ -480,6 +481,7 @@ mod tests {
             ConnectionPolicy {
                 ignore_resumption: true,
                 no_cache: true,
+                ..base
             }
         );
         assert_eq!(PolicyUpdate::default().apply(base), base);
