@@ -201,7 +201,7 @@ fn resumption_follows_the_policy_registered_on_the_client_socket() {
     // secret is cached; the next socket, without a policy, resumes again.
     let no_resumption = tcpcrypt::Policy {
         no_resumption: true,
-        no_cache: false,
+        ..tcpcrypt::Policy::default()
     };
     assert_fresh(
         &connection(&t, &cd, to, Register::Rust(no_resumption)),
