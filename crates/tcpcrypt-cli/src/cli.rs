@@ -71,7 +71,10 @@ pub enum Command {
     #[command(name = "flush-resumption", after_help = EXIT_CODES)]
     FlushResumption,
 
-    /// Set or clear resumption controls for one socket (RFC 8548 section 3.5)
+    /// Set or clear per-socket controls: resumption, caching, the `a` bit
+    ///
+    /// Resumption and caching are the controls of RFC 8548 section 3.5, the
+    /// application-aware bit `a` that of RFC 8547 section 4.2.
     ///
     /// tcpcryptd sees packets, not sockets, so a policy names the local
     /// ADDR:PORT a socket is bound to (0.0.0.0:PORT or [::]:PORT for any
@@ -120,6 +123,39 @@ pub struct PolicySetArgs {
     /// Cache no secret from the session, so no later connection resumes it
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Send the ENO application-aware bit (a = 1), which the peer's
+    /// application sees as peer_app_aware. --app-aware=mandatory also
+    /// leaves a peer that does not send it in plain TCP (root only: it
+    /// turns encryption off). A client socket with the bit offers no
+    /// resumption: its SYN has no room for both.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on"
+    )]
+    pub app_aware: Option<AppAwareArg>,
+}
+
+/// `--app-aware` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppAwareArg {
+    Off,
+    On,
+    Mandatory,
+}
+
+impl From<AppAwareArg> for tcpcrypt::AppAware {
+    fn from(a: AppAwareArg) -> tcpcrypt::AppAware {
+        match a {
+            AppAwareArg::Off => tcpcrypt::AppAware::Off,
+            AppAwareArg::On => tcpcrypt::AppAware::On,
+            AppAwareArg::Mandatory => tcpcrypt::AppAware::Mandatory,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

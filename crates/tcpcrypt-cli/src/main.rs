@@ -79,17 +79,19 @@ fn policy(client: &Client, cmd: &PolicyCommand) -> Result<Outcome, Failure> {
             let policy = tcpcrypt::Policy {
                 no_resumption: args.no_resumption,
                 no_cache: args.no_cache,
+                app_aware: args.app_aware.map(Into::into).unwrap_or_default(),
             };
             let t = &args.target;
             client
                 .set_policy(scope(t), t.local, policy)
                 .map_err(Failure::Daemon)?;
             println!(
-                "{} {}: no_resumption={} no_cache={}",
+                "{} {}: no_resumption={} no_cache={} app_aware={}",
                 scope(t).word(),
                 tcpcrypt::format_addr(t.local),
                 policy.no_resumption,
-                policy.no_cache
+                policy.no_cache,
+                policy.app_aware.word()
             );
         }
         PolicyCommand::Clear(t) => {

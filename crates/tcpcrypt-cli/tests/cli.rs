@@ -81,6 +81,8 @@ fn usage_errors_exit_1() {
         vec!["policy", "set"],
         vec!["policy", "set", "10.0.0.1"],
         vec!["policy", "clear", "10.0.0.1:80", "--no-cache"],
+        vec!["policy", "set", "10.0.0.1:80", "--app-aware=maybe"],
+        vec!["policy", "set", "10.0.0.1:80", "--app-aware", "mandatory"],
     ] {
         let (code, _, stderr) = run(tcpcrypt(&path).args(&args));
         assert_eq!(code, 1, "{args:?}: {stderr}");
@@ -515,4 +517,43 @@ fn policy_set_and_clear_send_the_documented_requests() {
     assert_eq!(requests[1]["op"], "clear_policy");
     assert_eq!(requests[1]["scope"], "listen");
     assert_eq!(requests[1]["local"], "[::]:443");
+}
+
+#[test]
+fn policy_set_sends_the_app_aware_mode_and_reports_a_refusal() {
+    let fake = FakeDaemon::start(|req: &Value| {
+        if req["app_aware"] == "mandatory" {
+            Reply::Line(
+                r#"{"v":1,"ok":false,"error":"permission_denied","message":"needs uid 0"}"#.into(),
+            )
+        } else {
+            Reply::Line(r#"{"v":1,"ok":true}"#.into())
+        }
+    });
+    let (code, stdout, stderr) =
+        run(tcpcrypt(fake.path()).args(["policy", "set", "0.0.0.0:80", "--listen", "--app-aware"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("listen 0.0.0.0:80: no_resumption=false no_cache=false app_aware=on"),
+        "{stdout}"
+    );
+    let (code, _, stderr) =
+        run(tcpcrypt(fake.path()).args(["policy", "set", "10.0.0.1:5555", "--no-cache"]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(tcpcrypt(fake.path()).args([
+        "policy",
+        "set",
+        "0.0.0.0:80",
+        "--listen",
+        "--app-aware=mandatory",
+    ]));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("permission"), "{stderr}");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert_eq!(requests[0]["scope"], "listen");
+    assert_eq!(requests[0]["app_aware"], "on");
+    // `policy set` states the whole registration: no flag means off.
+    assert_eq!(requests[1]["app_aware"], "off");
+    assert_eq!(requests[2]["app_aware"], "mandatory");
 }

@@ -15,13 +15,22 @@ use std::time::Duration;
 use crate::addr;
 use crate::client::{self, Client, DEFAULT_TIMEOUT};
 use crate::error::Error;
-use crate::session::{Lookup, Role, SESSION_ID_LEN};
+use crate::message::PolicyUpdate;
+use crate::session::{AppAware, Lookup, Role, SESSION_ID_LEN};
 
 /// Old option names (values from the original libtcpcrypt header).
 pub const TCP_CRYPT_ENABLE: c_int = 0;
 pub const TCP_CRYPT_SESSID: c_int = 2;
 pub const TCP_CRYPT_NOCACHE: c_int = 4;
+pub const TCP_CRYPT_APP_SUPPORT: c_int = 15;
 pub const TCP_CRYPT_RESUME: c_int = 16;
+
+/// Values of `TCP_CRYPT_APP_SUPPORT` (RFC 8547 section 4.2). The original
+/// library took an int for it; 0 and 1 keep their plain meaning, and 2 is
+/// ours, for the mandatory mode the RFC also asks for.
+pub const TCP_CRYPT_APP_SUPPORT_OFF: c_int = 0;
+pub const TCP_CRYPT_APP_SUPPORT_ON: c_int = 1;
+pub const TCP_CRYPT_APP_SUPPORT_MANDATORY: c_int = 2;
 
 /// Old `tcpcrypt_setparam` parameter: the control socket path.
 pub const TCPCRYPT_PARAM_CTLPATH: c_int = 0;
@@ -293,7 +302,8 @@ pub unsafe extern "C" fn tcpcrypt_getsockopt(
     }
 }
 
-/// The old call, for the RFC 8548 section 3.5 controls. See the header.
+/// The old call, for the RFC 8548 section 3.5 controls and the RFC 8547
+/// section 4.2 application-aware bit. See the header.
 ///
 /// # Safety
 /// `optval` is NULL or points to `optlen` readable bytes.
@@ -309,7 +319,7 @@ pub unsafe extern "C" fn tcpcrypt_setsockopt(
         if level != libc::IPPROTO_TCP {
             return -libc::ENOPROTOOPT;
         }
-        if optname != TCP_CRYPT_NOCACHE && optname != TCP_CRYPT_RESUME {
+        if ![TCP_CRYPT_NOCACHE, TCP_CRYPT_RESUME, TCP_CRYPT_APP_SUPPORT].contains(&optname) {
             return -libc::ENOPROTOOPT;
         }
         if optval.is_null() {
@@ -320,16 +330,37 @@ pub unsafe extern "C" fn tcpcrypt_setsockopt(
         }
         // SAFETY: checked non-NULL; the caller promises optlen (>= the size
         // of an int) readable bytes, with no alignment promised.
-        let on = unsafe { optval.cast::<c_int>().read_unaligned() } != 0;
-        let (no_resumption, no_cache) = match optname {
-            TCP_CRYPT_NOCACHE => (None, Some(on)),
-            _ => (Some(!on), None),
+        let value = unsafe { optval.cast::<c_int>().read_unaligned() };
+        let update = match optname {
+            TCP_CRYPT_NOCACHE => PolicyUpdate {
+                no_cache: Some(value != 0),
+                ..PolicyUpdate::default()
+            },
+            TCP_CRYPT_RESUME => PolicyUpdate {
+                no_resumption: Some(value == 0),
+                ..PolicyUpdate::default()
+            },
+            _ => {
+                // Unlike the two switches above, a value outside the
+                // three defined ones may mean a mode added later: refuse it
+                // rather than guess.
+                let mode = match value {
+                    TCP_CRYPT_APP_SUPPORT_OFF => AppAware::Off,
+                    TCP_CRYPT_APP_SUPPORT_ON => AppAware::On,
+                    TCP_CRYPT_APP_SUPPORT_MANDATORY => AppAware::Mandatory,
+                    _ => return -libc::EINVAL,
+                };
+                PolicyUpdate {
+                    app_aware: Some(mode),
+                    ..PolicyUpdate::default()
+                }
+            }
         };
         let path = OLD_API_PATH
             .lock()
             .map(|guard| guard.clone())
             .unwrap_or_default();
-        match client_for(path, 0).update_socket_policy(s, no_resumption, no_cache) {
+        match client_for(path, 0).update_socket_policy(s, update) {
             Ok(_) => 0,
             Err(e) => -e.errno(),
         }

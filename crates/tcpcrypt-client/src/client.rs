@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr;
 use crate::error::Error;
-use crate::message::{self, MAX_WAIT, Request};
+use crate::message::{self, MAX_WAIT, PolicyUpdate, Request};
 use crate::session::{Connection, DaemonVersion, Lookup, Policy, PolicyScope};
 use crate::transport;
 
@@ -159,24 +159,21 @@ impl Client {
     }
 
     /// Registers `policy` for the connections of the socket bound to
-    /// `local` (RFC 8548 section 3.5): for [`PolicyScope::Connect`], call it
-    /// after `bind` and before `connect`; for [`PolicyScope::Listen`],
-    /// before the first peer connects. An unspecified address matches any
-    /// local address with that port. Members of the control socket's
-    /// group may do this: a policy makes sessions slower or less cached,
-    /// never weaker.
+    /// `local` (RFC 8548 section 3.5, RFC 8547 section 4.2): for
+    /// [`PolicyScope::Connect`], call it after `bind` and before `connect`;
+    /// for [`PolicyScope::Listen`], before the first peer connects. An
+    /// unspecified address matches any local address with that port.
+    /// Members of the control socket's group may do this: such a policy
+    /// makes sessions slower or less cached, never weaker. Only
+    /// [`crate::AppAware::Mandatory`], which can turn encryption off, takes root
+    /// (the daemon answers others `permission_denied`).
     pub fn set_policy(
         &self,
         scope: PolicyScope,
         local: SocketAddr,
         policy: Policy,
     ) -> Result<(), Error> {
-        self.update_policy(
-            scope,
-            local,
-            Some(policy.no_resumption),
-            Some(policy.no_cache),
-        )
+        self.update_policy(scope, local, PolicyUpdate::from(policy))
     }
 
     /// [`Client::set_policy`] for a socket: registers for its local
@@ -188,11 +185,7 @@ impl Client {
         socket: impl AsFd,
         policy: Policy,
     ) -> Result<SocketAddr, Error> {
-        self.update_socket_policy(
-            socket.as_fd().as_raw_fd(),
-            Some(policy.no_resumption),
-            Some(policy.no_cache),
-        )
+        self.update_socket_policy(socket.as_fd().as_raw_fd(), PolicyUpdate::from(policy))
     }
 
     /// For the C ABI, where one `setsockopt` sets one field and the
@@ -200,8 +193,7 @@ impl Client {
     pub(crate) fn update_socket_policy(
         &self,
         fd: RawFd,
-        no_resumption: Option<bool>,
-        no_cache: Option<bool>,
+        update: PolicyUpdate,
     ) -> Result<SocketAddr, Error> {
         if fd < 0 {
             return Err(Error::Socket {
@@ -215,7 +207,7 @@ impl Client {
         } else {
             PolicyScope::Connect
         };
-        self.update_policy(scope, local, no_resumption, no_cache)?;
+        self.update_policy(scope, local, update)?;
         Ok(local)
     }
 
@@ -223,14 +215,12 @@ impl Client {
         &self,
         scope: PolicyScope,
         local: SocketAddr,
-        no_resumption: Option<bool>,
-        no_cache: Option<bool>,
+        update: PolicyUpdate,
     ) -> Result<(), Error> {
         let request = Request::SetPolicy {
             scope,
             local: addr::normalize(local),
-            no_resumption,
-            no_cache,
+            update,
         };
         let line = self.exchange(&request, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
         message::decode_set_policy(&line)

@@ -3,8 +3,8 @@
 //! `libtcpcrypt.a` with `include/tcpcrypt/tcpcrypt.h`, for C.
 //!
 //! Owns: the control-protocol client, lookups by socket or by address pair,
-//! the typed answer ([`Lookup`]), per-socket resumption policies
-//! ([`Client::set_socket_policy`]), and the C ABI including the original
+//! the typed answer ([`Lookup`]), per-socket policies (resumption, caching
+//! and the application-aware bit: [`Client::set_socket_policy`]), and the C ABI including the original
 //! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`.
 //!
 //! Must not: block past its time limit (every call is bounded, default
@@ -42,8 +42,8 @@ pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT
 pub use error::{DaemonErrorCode, Error, ProtocolError};
 pub use message::MAX_WAIT;
 pub use session::{
-    Aead, Connection, DaemonVersion, Lookup, Phase, Policy, PolicyScope, Role, SESSION_ID_LEN,
-    Session, SessionId, SessionIdError, Tep,
+    Aead, AppAware, Connection, DaemonVersion, Lookup, Phase, Policy, PolicyScope, Role,
+    SESSION_ID_LEN, Session, SessionId, SessionIdError, Tep,
 };
 
 /// Formats an address as the control protocol (and `tcpcrypt status`) writes

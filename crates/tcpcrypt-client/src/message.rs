@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::addr;
 use crate::error::{DaemonErrorCode, Error, ProtocolError};
 use crate::session::{
-    Aead, Connection, DaemonVersion, Lookup, Phase, PolicyScope, Role, Session, Tep,
+    Aead, AppAware, Connection, DaemonVersion, Lookup, Phase, PolicyScope, Role, Session, Tep,
 };
 
 pub const PROTOCOL_VERSION: u64 = 1;
@@ -29,18 +29,37 @@ pub enum Request {
     Version,
     /// Forget every cached resumption secret (root only).
     FlushResumption,
-    /// Resumption controls for the socket bound to `local`; a field that
-    /// is `None` keeps its registered value.
+    /// Controls for the socket bound to `local`.
     SetPolicy {
         scope: PolicyScope,
         local: SocketAddr,
-        no_resumption: Option<bool>,
-        no_cache: Option<bool>,
+        update: PolicyUpdate,
     },
     ClearPolicy {
         scope: PolicyScope,
         local: SocketAddr,
     },
+}
+
+/// The fields of a `set_policy`; one that is `None` is not sent, so the
+/// daemon keeps its registered value. That lets the C ABI set one option
+/// per call without knowing the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyUpdate {
+    pub no_resumption: Option<bool>,
+    pub no_cache: Option<bool>,
+    pub app_aware: Option<AppAware>,
+}
+
+impl From<crate::session::Policy> for PolicyUpdate {
+    /// Every field, so the registration is exactly `policy`.
+    fn from(policy: crate::session::Policy) -> PolicyUpdate {
+        PolicyUpdate {
+            no_resumption: Some(policy.no_resumption),
+            no_cache: Some(policy.no_cache),
+            app_aware: Some(policy.app_aware),
+        }
+    }
 }
 
 impl Request {
@@ -70,8 +89,7 @@ impl Request {
             Request::SetPolicy {
                 scope,
                 local,
-                no_resumption,
-                no_cache,
+                update,
             } => {
                 let mut v = json!({
                     "v": PROTOCOL_VERSION,
@@ -79,11 +97,14 @@ impl Request {
                     "scope": scope.word(),
                     "local": addr::to_wire(*local),
                 });
-                if let Some(b) = no_resumption {
+                if let Some(b) = update.no_resumption {
                     v["no_resumption"] = json!(b);
                 }
-                if let Some(b) = no_cache {
+                if let Some(b) = update.no_cache {
                     v["no_cache"] = json!(b);
+                }
+                if let Some(m) = update.app_aware {
+                    v["app_aware"] = json!(m.word());
                 }
                 v
             }
@@ -320,8 +341,11 @@ mod tests {
         let req = Request::SetPolicy {
             scope: PolicyScope::Connect,
             local: "10.0.0.1:5555".parse().expect("literal"),
-            no_resumption: Some(true),
-            no_cache: Some(false),
+            update: PolicyUpdate {
+                no_resumption: Some(true),
+                no_cache: Some(false),
+                app_aware: None,
+            },
         };
         let sent: Value = serde_json::from_str(&req.encode()).expect("json");
         let documented: Value = serde_json::from_str(
@@ -337,14 +361,41 @@ mod tests {
         let req = Request::SetPolicy {
             scope: PolicyScope::Listen,
             local: "[::ffff:10.0.0.1]:80".parse().expect("literal"),
-            no_resumption: None,
-            no_cache: Some(true),
+            update: PolicyUpdate {
+                no_cache: Some(true),
+                ..PolicyUpdate::default()
+            },
         };
         let sent: Value = serde_json::from_str(&req.encode()).expect("json");
         assert_eq!(sent["local"], "10.0.0.1:80");
         assert_eq!(sent["scope"], "listen");
         assert_eq!(sent["no_cache"], true);
         assert!(sent.get("no_resumption").is_none());
+        assert!(sent.get("app_aware").is_none());
+    }
+
+    #[test]
+    fn app_aware_is_sent_as_its_word() {
+        for (mode, word) in [
+            (AppAware::Off, "off"),
+            (AppAware::On, "on"),
+            (AppAware::Mandatory, "mandatory"),
+        ] {
+            let req = Request::SetPolicy {
+                scope: PolicyScope::Listen,
+                local: "0.0.0.0:443".parse().expect("literal"),
+                update: PolicyUpdate {
+                    app_aware: Some(mode),
+                    ..PolicyUpdate::default()
+                },
+            };
+            let sent: Value = serde_json::from_str(&req.encode()).expect("json");
+            let documented: Value = serde_json::from_str(&format!(
+                r#"{{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:443","app_aware":"{word}"}}"#
+            ))
+            .expect("json");
+            assert_eq!(sent, documented);
+        }
     }
 
     #[test]

@@ -431,13 +431,45 @@ mod tests {
     }
 }
 
-/// RFC 8548 section 3.5 controls for one socket's connections.
+/// Controls for one socket's connections: the RFC 8548 section 3.5 ones,
+/// and the application-aware mode of RFC 8547 section 4.2.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Neither offer nor accept resumption: a fresh key exchange.
     pub no_resumption: bool,
     /// Keep no secret from the session, so no later connection resumes it.
     pub no_cache: bool,
+    /// The ENO `a` bit this socket's SYN (or a listener's SYN-ACKs) carries.
+    pub app_aware: AppAware,
+}
+
+/// Whether a socket tells its peers it is application-aware: the ENO `a`
+/// bit (RFC 8547 section 4.2), which the peer's application reads as
+/// `peer_app_aware`. The bit changes nothing in the encryption; it lets two
+/// applications that both know about tcpcrypt agree to use it (for
+/// instance to authenticate the session ID).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppAware {
+    /// Send `a = 0`, as any socket without a policy does.
+    #[default]
+    Off,
+    /// Send `a = 1`.
+    On,
+    /// Send `a = 1`, and use plain TCP (no tcpcrypt at all) with a peer
+    /// that does not send `a = 1`. Only root may ask for this: it turns
+    /// encryption off, so the daemon keeps it from other local users.
+    Mandatory,
+}
+
+impl AppAware {
+    /// The control protocol's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            AppAware::Off => "off",
+            AppAware::On => "on",
+            AppAware::Mandatory => "mandatory",
+        }
+    }
 }
 
 /// Which connections of a local endpoint a policy applies to.

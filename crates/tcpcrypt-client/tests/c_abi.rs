@@ -145,6 +145,53 @@ fn c_program_using_the_old_setter_registers_its_socket_before_connect() {
 }
 
 #[test]
+fn c_program_sets_the_app_aware_bit_through_the_old_setter() {
+    // Stands in for a daemon that sees a caller other than root.
+    let fake = FakeDaemon::start(|req: &Value| {
+        if req["app_aware"] == "mandatory" {
+            Reply::Line(
+                r#"{"v":1,"ok":false,"error":"permission_denied","message":"needs uid 0"}"#.into(),
+            )
+        } else {
+            Reply::Line(r#"{"v":1,"ok":true}"#.into())
+        }
+    });
+    let link = LinkDir::new();
+    let program = link.compile("app_support.c");
+    let output = link
+        .command(&program)
+        .env("TCPCRYPT_CONTROL", fake.path())
+        .output()
+        .expect("run program");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(field(&stdout, "on"), Some("rc=0 errno=0"), "{stdout}");
+    let einval = format!("rc=-1 errno={}", libc::EINVAL);
+    assert_eq!(field(&stdout, "bad"), Some(einval.as_str()), "{stdout}");
+    let eperm = format!("rc=-1 errno={}", libc::EPERM);
+    assert_eq!(
+        field(&stdout, "mandatory"),
+        Some(eperm.as_str()),
+        "{stdout}"
+    );
+    let port = field(&stdout, "port").expect("port line");
+    let listen = field(&stdout, "listen").expect("listen line");
+    // The undefined value never reached the daemon.
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0]["op"], "set_policy");
+    assert_eq!(requests[0]["scope"], "connect");
+    assert_eq!(requests[0]["local"], format!("0.0.0.0:{port}"));
+    assert_eq!(requests[0]["app_aware"], "on");
+    for other in ["no_resumption", "no_cache"] {
+        assert!(requests[0].get(other).is_none(), "{requests:?}");
+    }
+    assert_eq!(requests[1]["scope"], "listen");
+    assert_eq!(requests[1]["local"], format!("127.0.0.1:{listen}"));
+    assert_eq!(requests[1]["app_aware"], "mandatory");
+}
+
+#[test]
 fn c_program_using_only_the_old_call_gets_the_session_id() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let server = listener.local_addr().expect("addr");

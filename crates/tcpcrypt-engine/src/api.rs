@@ -107,7 +107,9 @@ pub struct EngineConfig {
     /// AEADs we offer (as A) and accept (as B), most preferred first.
     /// Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305.
     pub aeads: Vec<Aead>,
-    /// Set the ENO application-aware bit `a` in our SYNs. Default: off.
+    /// Set the ENO application-aware bit `a` in our SYNs and SYN-ACKs.
+    /// Default: off. A policy registration with an application-aware mode
+    /// overrides this (and the next field) for its connections.
     pub app_aware: bool,
     /// Fall back to plain TCP unless the peer set `a`. Default: off.
     pub app_aware_mandatory: bool,

@@ -80,6 +80,10 @@ impl Footprint {
 /// stalling it.
 const MAX_TIMERS_PER_CALL: usize = 1024;
 
+/// Below this many slots the table and the timer heap keep whatever room
+/// they grew to: too little memory to be worth a reallocation.
+const MIN_ROOM_TO_RELEASE: usize = 1024;
+
 impl Engine {
     /// An engine with `config`, drawing nonces and keys from `rng`.
     ///
@@ -413,7 +417,9 @@ impl Engine {
     /// Runs the timers due at `now`: Init retransmissions, handshake and
     /// idle timeouts, removal of closed connections; at most
     /// 1024 of them, so call again while
-    /// [`Engine::poll_timeout`] is not later than `now`.
+    /// [`Engine::poll_timeout`] is not later than `now`. Once the table has
+    /// shrunk to an eighth of the room it grew to, most of that room is
+    /// given back.
     pub fn handle_timeout(&mut self, now: Instant) {
         for _ in 0..MAX_TIMERS_PER_CALL {
             let Some(Reverse((t, key))) = self.timers.peek().copied() else {
@@ -454,6 +460,26 @@ impl Engine {
             self.timers.push(Reverse((d, key)));
             let after = Footprint::of(&tracked.conn);
             self.account(&key, before, after);
+        }
+        self.release_spare_room();
+    }
+
+    /// A hash map or heap never returns room by itself, so without this a
+    /// daemon that once held a burst of 65,536 connections would keep their
+    /// slots for good. Shrinking only at an eighth, to twice what is held,
+    /// leaves a load that merely goes up and down without reallocations.
+    /// Connections leave the table in `handle_timeout`, so that is where
+    /// this runs; it costs two comparisons when there is nothing to do.
+    fn release_spare_room(&mut self) {
+        fn spare(len: usize, capacity: usize) -> bool {
+            capacity >= MIN_ROOM_TO_RELEASE && len <= capacity / 8
+        }
+        if spare(self.table.len(), self.table.capacity()) {
+            self.table.shrink_to(self.table.len() * 2);
+            self.guarded_pairs.shrink_to(self.guarded_pairs.len() * 2);
+        }
+        if spare(self.timers.len(), self.timers.capacity()) {
+            self.timers.shrink_to(self.timers.len() * 2);
         }
     }
 
@@ -582,4 +608,81 @@ fn checksum_ok(packet: &[u8]) -> bool {
 fn host_pair(local: IpAddr, remote: IpAddr) -> HostPair {
     let ip = |a: IpAddr| canonical(SocketAddr::new(a, 0)).ip();
     (ip(local), ip(remote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{IpLayer, Packet, TcpFlags, TcpOption, TcpRepr};
+    use tcpcrypt_proto::TestRng;
+
+    /// Opens `n` connections from 10.0.0.1 (our SYNs) to distinct ports.
+    fn open(engine: &mut Engine, now: Instant, ports: std::ops::Range<u16>) {
+        for port in ports {
+            let mut syn = Packet {
+                ip: IpLayer::new_minimal([10, 0, 0, 1].into(), [10, 0, 0, 2].into()),
+                tcp: TcpRepr {
+                    src_port: port,
+                    dst_port: 80,
+                    seq: u32::from(port),
+                    ack: 0,
+                    flags: TcpFlags::SYN,
+                    window: 65535,
+                    urgent: 0,
+                    options: vec![TcpOption::Mss(1460)],
+                    payload: Vec::new(),
+                },
+            }
+            .to_bytes()
+            .expect("a SYN emits");
+            let _ = engine.handle_packet(now, Direction::Outbound, &mut syn);
+            while engine.poll_transmit().is_some() {}
+            while engine.poll_event().is_some() {}
+        }
+    }
+
+    /// Runs every timer due by `now`.
+    fn expire(engine: &mut Engine, now: Instant) {
+        while engine.poll_timeout().is_some_and(|t| t <= now) {
+            engine.handle_timeout(now);
+        }
+        while engine.poll_event().is_some() {}
+    }
+
+    #[test]
+    fn a_drained_table_gives_its_room_back_and_a_busy_one_keeps_it() {
+        let mut engine = Engine::new(EngineConfig::default(), Box::new(TestRng::new(1)));
+        let t0 = Instant::now();
+        let timeout = engine.config.handshake_timeout;
+        open(&mut engine, t0, 10_000..14_000);
+        assert!(engine.table.capacity() >= 4000);
+        assert!(engine.timers.capacity() >= 4000);
+
+        // Most of them go (their handshakes time out) but more than an
+        // eighth of the room stays in use: no reallocation, which would
+        // leave room for 2 × 1000.
+        let later = t0 + timeout / 2;
+        open(&mut engine, later, 20_000..21_000);
+        expire(&mut engine, t0 + timeout);
+        assert_eq!(engine.connection_count(), 1000);
+        assert!(
+            engine.table.capacity() > 4000,
+            "{}",
+            engine.table.capacity()
+        );
+
+        // All of them go: the room goes with them.
+        expire(&mut engine, later + timeout);
+        assert_eq!(engine.connection_count(), 0);
+        assert!(engine.table.capacity() < 64, "{}", engine.table.capacity());
+        assert!(
+            engine.timers.capacity() < 64,
+            "{}",
+            engine.timers.capacity()
+        );
+
+        // And the table grows again as needed.
+        open(&mut engine, later + timeout, 30_000..31_000);
+        assert_eq!(engine.connection_count(), 1000);
+    }
 }

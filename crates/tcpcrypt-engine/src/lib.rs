@@ -35,8 +35,10 @@
 //! [`Engine::connections`] lists every tracked connection with byte counters.
 //! Addresses are from this host's view: `local` is our address and port.
 //! [`Engine::set_policy`] registers RFC 8548 section 3.5 controls (no
-//! resumption, no caching) for a local endpoint, consulted on a
-//! connection's first SYN ([`policy`]).
+//! resumption, no caching) and an application-aware mode (RFC 8547 section
+//! 4.2: the `a` bit our SYN or SYN-ACK carries, and whether a peer without
+//! it is refused) for a local endpoint, consulted on a connection's first
+//! SYN ([`policy`]).
 //! `Outbound` transmits go to the network through a marked raw socket (so
 //! they are not queued again), `Inbound` ones to the local stack.
 //!
@@ -171,4 +173,5 @@ pub use api::{
 };
 pub use engine::Engine;
 pub use policy::{PolicyError, PolicyScope};
+pub use tcpcrypt_proto::eno::AppAware;
 pub use tcpcrypt_proto::handshake::ConnectionPolicy;

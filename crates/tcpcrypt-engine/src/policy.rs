@@ -1,11 +1,15 @@
-//! Per-socket resumption policies (RFC 8548 section 3.5).
+//! Per-socket policies: the resumption controls of RFC 8548 section 3.5
+//! and the application-aware mode of RFC 8547 section 4.2.
 //!
 //! The engine sees packets, not sockets, so an application names its
 //! socket by the local endpoint it is bound to and registers the policy
 //! before the first SYN: before `connect` for a client socket, before
 //! `listen` for a listening one. The table is consulted once per
 //! connection, on our SYN (active open) or on the peer's SYN (passive
-//! open); the handshake then carries the policy to the end.
+//! open); the handshake then carries the policy to the end. That is also
+//! why the `a` bit fits here: it travels only in the SYN-form options, so
+//! its value for a connection is settled at the same moment. A `Connect`
+//! registration puts it in our SYN, a `Listen` one in each SYN-ACK.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -154,6 +158,7 @@ mod tests {
     const OFF: ConnectionPolicy = ConnectionPolicy {
         ignore_resumption: true,
         no_cache: true,
+        app_aware: None,
     };
 
     fn addr(s: &str) -> SocketAddr {

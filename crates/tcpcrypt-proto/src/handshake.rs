@@ -26,8 +26,8 @@ use zeroize::Zeroizing;
 
 use crate::aead::Aead;
 use crate::eno::{
-    DisableReason, EnoConfig, Negotiated, Origin, TepId, TepRules, TepSuboption, negotiate,
-    passive_reply,
+    AppAware, DisableReason, EnoConfig, Negotiated, Origin, TepId, TepRules, TepSuboption,
+    negotiate, passive_reply,
 };
 use crate::frame::{FrameReader, FrameWriter, first_frame_offset};
 use crate::init::{Init1, Init2, InitError, InitKind, InitProgress, init_progress};
@@ -102,13 +102,18 @@ pub enum ConfigError {
     NonceTooLong(usize),
 }
 
-/// Per-connection controls RFC 8548 section 3.5 requires.
+/// Per-connection controls an application may ask for: the two of RFC 8548
+/// section 3.5, and the application-aware mode, which RFC 8547 section 4.2
+/// wants applications to be able to change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionPolicy {
     /// Neither offer nor accept resumption: fresh key exchange only.
     pub ignore_resumption: bool,
     /// Cache no session secret from this connection.
     pub no_cache: bool,
+    /// This connection's application-aware mode; `None` keeps the host's
+    /// ([`HostConfig::app_aware`], [`HostConfig::app_aware_mandatory`]).
+    pub app_aware: Option<AppAware>,
 }
 
 /// Why a handshake failed. Every variant except [`HandshakeError::Disabled`]
@@ -294,11 +299,17 @@ impl<P: Eq + Hash + Clone> Host<P> {
         &mut self.cache
     }
 
-    fn eno_config(&self, teps: Vec<TepSuboption>) -> EnoConfig {
+    /// The application-aware mode of a connection under `policy`.
+    fn app_aware(&self, policy: ConnectionPolicy) -> AppAware {
+        policy.app_aware.unwrap_or_else(|| {
+            AppAware::from_flags(self.config.app_aware, self.config.app_aware_mandatory)
+        })
+    }
+
+    fn eno_config(&self, teps: Vec<TepSuboption>, policy: ConnectionPolicy) -> EnoConfig {
         EnoConfig::new(teps)
             .with_passive_role_bit(self.config.passive_role_bit)
-            .with_app_aware(self.config.app_aware)
-            .with_app_aware_mandatory(self.config.app_aware_mandatory)
+            .with_app_aware_mode(self.app_aware(policy))
     }
 
     fn fresh_nonce(&self, rng: &mut dyn Rng) -> Result<Vec<u8>, RngError> {
@@ -307,13 +318,10 @@ impl<P: Eq + Hash + Clone> Host<P> {
         Ok(nonce)
     }
 
-    /// Length of a SYN option holding only a resumption suboption.
-    fn resumption_option_len(&self) -> usize {
-        let global = usize::from(
-            self.config.passive_role_bit
-                || self.config.app_aware
-                || self.config.app_aware_mandatory,
-        );
+    /// Length of a SYN option holding only a resumption suboption (and
+    /// the global suboption, when it is not the implicit 0x00).
+    fn resumption_option_len(&self, policy: ConnectionPolicy) -> usize {
+        let global = usize::from(self.config.passive_role_bit || self.app_aware(policy).sends_a());
         2 + global + 1 + RESUME_HALF_LEN + self.config.resume_nonce_len
     }
 
@@ -322,7 +330,8 @@ impl<P: Eq + Hash + Clone> Host<P> {
     /// resumption suboption for the most preferred TEP that has one. That
     /// secret is used up whatever happens next. Fresh offers that do not fit
     /// beside it within [`HostConfig::max_syn_option_len`] are left out,
-    /// least preferred first.
+    /// least preferred first. The `a` bit, and whether a peer without it
+    /// is refused, follow `policy`'s application-aware mode.
     pub fn active_open(
         &mut self,
         peer: &P,
@@ -331,7 +340,7 @@ impl<P: Eq + Hash + Clone> Host<P> {
     ) -> Result<ActiveOpen, HandshakeError> {
         let resumable = self.config.resumption
             && !policy.ignore_resumption
-            && self.resumption_option_len() <= self.config.max_syn_option_len;
+            && self.resumption_option_len(policy) <= self.config.max_syn_option_len;
         let resume_tep = resumable
             .then(|| {
                 self.config
@@ -364,10 +373,10 @@ impl<P: Eq + Hash + Clone> Host<P> {
             let room = self
                 .config
                 .max_syn_option_len
-                .saturating_sub(self.resumption_option_len());
+                .saturating_sub(self.resumption_option_len(policy));
             teps.truncate(1 + room);
         }
-        let eno = self.eno_config(teps);
+        let eno = self.eno_config(teps, policy);
         let syn_option = eno
             .active_syn_option()
             .map_err(|e| HandshakeError::Disabled(DisableReason::ReplyUnencodable(e)))?;
@@ -382,7 +391,10 @@ impl<P: Eq + Hash + Clone> Host<P> {
 
     /// Answers a received SYN's ENO option (`syn_option`, the whole option)
     /// as passive opener (host B): agrees to resume when the peer names a
-    /// secret we hold, else picks our most preferred TEP it offers.
+    /// secret we hold, else picks our most preferred TEP it offers. Under
+    /// a mandatory application-aware `policy`, a SYN with `a = 0` is
+    /// refused ([`DisableReason::PeerNotAppAware`]); the SYN-ACK then
+    /// carries no ENO option.
     pub fn passive_open(
         &mut self,
         peer: &P,
@@ -421,7 +433,7 @@ impl<P: Eq + Hash + Clone> Host<P> {
                 None,
             ),
         };
-        let eno = self.eno_config(teps);
+        let eno = self.eno_config(teps, policy);
         let rules = Rules {
             offer: None,
             peer_may_request: true,

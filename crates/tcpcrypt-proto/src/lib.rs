@@ -32,7 +32,9 @@
 //!   caller's choice (the engine uses the peer's IP address) and TEP.
 //! - [`handshake`]: the glue the engine drives. A [`handshake::Host`]
 //!   (config [`handshake::HostConfig`] + resumption cache, generic over the
-//!   peer key) gives, per connection with a [`handshake::ConnectionPolicy`]:
+//!   peer key) gives, per connection with a [`handshake::ConnectionPolicy`]
+//!   (resumption and caching controls, and the application-aware mode,
+//!   which overrides the host's for that connection only):
 //!   `active_open(peer, policy, rng)` → [`handshake::ActiveOpen`]
 //!   (`syn_option()`, then `on_peer_syn(syn_ack_option, rng)`), or
 //!   `passive_open(peer, syn_option, policy, rng)` →

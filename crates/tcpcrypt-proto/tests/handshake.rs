@@ -205,7 +205,7 @@ fn ignore_resumption_policy_forces_fresh_exchange() {
     connect(&mut client, &mut server, &mut rng);
     let policy = ConnectionPolicy {
         ignore_resumption: true,
-        no_cache: false,
+        ..ConnectionPolicy::default()
     };
     let active = client.active_open(&SERVER, policy, &mut rng).unwrap();
     assert!(!active.offers_resumption());
@@ -228,8 +228,8 @@ fn no_cache_policy_leaves_nothing_to_resume() {
         host(Tep::X25519, Aead::Aes128Gcm),
     );
     let policy = ConnectionPolicy {
-        ignore_resumption: false,
         no_cache: true,
+        ..ConnectionPolicy::default()
     };
     let active = client.active_open(&SERVER, policy, &mut rng).unwrap();
     let passive = server

@@ -48,6 +48,11 @@ pub struct Memory {
     pub rss_kib: u64,
     /// `VmHWM`: the most it was ever resident (high-water mark).
     pub peak_kib: u64,
+    /// `RssAnon`: the part of `rss_kib` that is the process's own data
+    /// (heap, stacks), without the pages of its binary and libraries,
+    /// which grow as code paths are first used and say nothing of state
+    /// kept.
+    pub anon_kib: u64,
 }
 
 /// A running daemon.
@@ -178,6 +183,7 @@ impl Daemon {
         Ok(Memory {
             rss_kib: field("VmRSS:")?,
             peak_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
         })
     }
 

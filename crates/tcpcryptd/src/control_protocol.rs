@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 
 use tcpcrypt_engine::wire::canonical;
 
-use crate::engine_api::{ConnectionPolicy, ConnectionView, LookupState, PolicyScope, SessionView};
+use crate::engine_api::{
+    AppAware, ConnectionPolicy, ConnectionView, LookupState, PolicyScope, SessionView,
+};
 
 pub const VERSION: u64 = 1;
 /// Longest request line, newline included.
@@ -27,7 +29,8 @@ pub enum Request {
     List,
     Version,
     FlushResumption,
-    /// RFC 8548 section 3.5 controls for the socket bound to `local`.
+    /// RFC 8548 section 3.5 controls and the RFC 8547 section 4.2
+    /// application-aware mode for the socket bound to `local`.
     SetPolicy {
         scope: PolicyScope,
         local: SocketAddr,
@@ -41,11 +44,17 @@ pub enum Request {
 
 impl Request {
     /// Whether only uid 0 may ask. Flushing the cache touches every
-    /// application's sessions; a policy only makes the sessions of one
+    /// application's sessions. A policy mostly makes the sessions of one
     /// socket slower or less cached, never weaker, so the control group
-    /// may set one.
+    /// may set one; but mandatory application-aware mode turns encryption
+    /// off for every peer that does not send `a = 1`, and the daemon cannot
+    /// tell whether the asker owns the socket, so that takes uid 0.
     pub fn needs_root(&self) -> bool {
-        matches!(self, Request::FlushResumption)
+        match self {
+            Request::FlushResumption => true,
+            Request::SetPolicy { update, .. } => update.app_aware == Some(AppAware::Mandatory),
+            _ => false,
+        }
     }
 }
 
@@ -57,6 +66,7 @@ impl Request {
 pub struct PolicyUpdate {
     pub no_resumption: Option<bool>,
     pub no_cache: Option<bool>,
+    pub app_aware: Option<AppAware>,
 }
 
 impl PolicyUpdate {
@@ -64,6 +74,7 @@ impl PolicyUpdate {
         ConnectionPolicy {
             ignore_resumption: self.no_resumption.unwrap_or(base.ignore_resumption),
             no_cache: self.no_cache.unwrap_or(base.no_cache),
+            app_aware: self.app_aware.or(base.app_aware),
         }
     }
 }
@@ -226,6 +237,21 @@ fn parse_flag(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, Pro
     }
 }
 
+/// `app_aware`: `"off"`, `"on"` or `"mandatory"`; absent keeps the
+/// registered value.
+fn parse_app_aware(obj: &Map<String, Value>) -> Result<Option<AppAware>, ProtocolError> {
+    match obj.get("app_aware") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "off" => Ok(Some(AppAware::Off)),
+        Some(Value::String(s)) if s == "on" => Ok(Some(AppAware::On)),
+        Some(Value::String(s)) if s == "mandatory" => Ok(Some(AppAware::Mandatory)),
+        Some(_) => Err(ProtocolError::bad_field(
+            "app_aware",
+            "\"off\", \"on\" or \"mandatory\"",
+        )),
+    }
+}
+
 fn parse_set_policy(obj: &Map<String, Value>) -> Result<Request, ProtocolError> {
     Ok(Request::SetPolicy {
         scope: parse_scope(obj)?,
@@ -233,6 +259,7 @@ fn parse_set_policy(obj: &Map<String, Value>) -> Result<Request, ProtocolError> 
         update: PolicyUpdate {
             no_resumption: parse_flag(obj, "no_resumption")?,
             no_cache: parse_flag(obj, "no_cache")?,
+            app_aware: parse_app_aware(obj)?,
         },
     })
 }
@@ -460,6 +487,7 @@ mod tests {
                 update: PolicyUpdate {
                     no_resumption: Some(true),
                     no_cache: Some(false),
+                    app_aware: None,
                 },
             })
         );
@@ -469,17 +497,18 @@ mod tests {
     fn a_field_left_out_keeps_the_registered_value() {
         let base = ConnectionPolicy {
             ignore_resumption: true,
-            no_cache: false,
+            ..ConnectionPolicy::default()
         };
         let only_cache = PolicyUpdate {
-            no_resumption: None,
             no_cache: Some(true),
+            ..PolicyUpdate::default()
         };
         assert_eq!(
             only_cache.apply(base),
             ConnectionPolicy {
                 ignore_resumption: true,
                 no_cache: true,
+                ..base
             }
         );
         assert_eq!(PolicyUpdate::default().apply(base), base);
@@ -496,8 +525,8 @@ mod tests {
                 scope: PolicyScope::Listen,
                 local: "[::]:443".parse().expect("addr"),
                 update: PolicyUpdate {
-                    no_resumption: None,
                     no_cache: Some(true),
+                    ..PolicyUpdate::default()
                 },
             })
         );
@@ -515,6 +544,68 @@ mod tests {
             .expect_err("flag");
         assert_eq!(e.message, "field \"no_cache\": expected true or false");
         assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn app_aware_parses_each_mode_and_absent_keeps_the_registered_one() {
+        let update = |line: &str| match parse_request(line) {
+            Ok(Request::SetPolicy { update, .. }) => update,
+            other => panic!("{line}: {other:?}"),
+        };
+        for (word, mode) in [
+            ("off", AppAware::Off),
+            ("on", AppAware::On),
+            ("mandatory", AppAware::Mandatory),
+        ] {
+            let line = format!(
+                r#"{{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:80","app_aware":"{word}"}}"#
+            );
+            let u = update(&line);
+            assert_eq!(u.app_aware, Some(mode), "{word}");
+            assert_eq!((u.no_resumption, u.no_cache), (None, None));
+        }
+        let older = update(r#"{"v":1,"op":"set_policy","local":"10.0.0.1:5555","no_cache":true}"#);
+        assert_eq!(older.app_aware, None);
+        let base = ConnectionPolicy {
+            app_aware: Some(AppAware::On),
+            ..ConnectionPolicy::default()
+        };
+        let after = older.apply(base);
+        assert_eq!(after.app_aware, Some(AppAware::On));
+        assert!(after.no_cache);
+        let off = update(r#"{"v":1,"op":"set_policy","local":"10.0.0.1:5555","app_aware":"off"}"#);
+        assert_eq!(off.apply(base).app_aware, Some(AppAware::Off));
+    }
+
+    #[test]
+    fn app_aware_rejects_other_values() {
+        for bad in ["true", "1", r#""yes""#, r#""ON""#] {
+            let line =
+                format!(r#"{{"v":1,"op":"set_policy","local":"10.0.0.1:1","app_aware":{bad}}}"#);
+            let e = parse_request(&line).expect_err(bad);
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert_eq!(
+                e.message,
+                r#"field "app_aware": expected "off", "on" or "mandatory""#
+            );
+        }
+    }
+
+    #[test]
+    fn only_mandatory_app_aware_mode_needs_root() {
+        let local = "10.0.0.1:5555".parse().expect("addr");
+        let set = |app_aware| Request::SetPolicy {
+            scope: PolicyScope::Listen,
+            local,
+            update: PolicyUpdate {
+                app_aware,
+                ..PolicyUpdate::default()
+            },
+        };
+        assert!(set(Some(AppAware::Mandatory)).needs_root());
+        assert!(!set(Some(AppAware::On)).needs_root());
+        assert!(!set(Some(AppAware::Off)).needs_root());
+        assert!(!set(None).needs_root());
     }
 
     #[test]

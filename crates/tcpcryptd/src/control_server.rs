@@ -507,10 +507,14 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
         Err(e) => return (e.to_line(), e.close),
     };
     if request.needs_root() && !is_root {
-        let e = ProtocolError::new(
-            ErrorCode::PermissionDenied,
-            "this operation changes daemon state and needs uid 0",
-        );
+        let why = match request {
+            Request::SetPolicy { .. } => {
+                "mandatory application-aware mode turns encryption off for peers without \
+                 the a bit and needs uid 0"
+            }
+            _ => "this operation changes daemon state and needs uid 0",
+        };
+        let e = ProtocolError::new(ErrorCode::PermissionDenied, why);
         return (e.to_line(), false);
     }
     let internal =
@@ -561,9 +565,11 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine_api::LookupState;
+    use crate::control_protocol::PolicyUpdate;
+    use crate::engine_api::{AppAware, LookupState, PolicyScope};
     use crate::packet_loop::EngineRequest;
     use crate::sys::EventFd;
+    use std::net::SocketAddr;
 
     use std::io::{BufRead, BufReader};
 
@@ -574,11 +580,35 @@ mod tests {
     }
 
     fn server_with(tag: &str, limits: ClientLimits) -> (ControlSocket, PathBuf) {
+        let (engine, _) = recording_engine();
+        server_on(tag, limits, engine)
+    }
+
+    fn server_on(
+        tag: &str,
+        limits: ClientLimits,
+        engine: EngineHandle,
+    ) -> (ControlSocket, PathBuf) {
         let dir = std::env::temp_dir().join(format!("tcpcryptd-ctl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("control.sock");
         let sock = ControlSocket::bind(&path, &ControlGroup::Named("root".into()))
             .expect("bind control socket");
+        sock.serve(engine, limits).expect("serve");
+        (sock, dir)
+    }
+
+    type PolicyLog = Arc<Mutex<Vec<(PolicyScope, SocketAddr, PolicyUpdate)>>>;
+
+    fn fake_engine() -> EngineHandle {
+        recording_engine().0
+    }
+
+    /// A handle whose questions a thread standing in for the packet thread
+    /// answers: every connection is unknown. Policy updates are logged.
+    fn recording_engine() -> (EngineHandle, PolicyLog) {
+        let log = PolicyLog::default();
+        let seen = Arc::clone(&log);
         let (tx, rx) = std::sync::mpsc::sync_channel::<EngineRequest>(16);
         std::thread::spawn(move || {
             for req in rx {
@@ -593,7 +623,15 @@ mod tests {
                         let _ = reply.send(0);
                     }
                     // Port 1 stands for a full policy table.
-                    EngineRequest::SetPolicy { local, reply, .. } => {
+                    EngineRequest::SetPolicy {
+                        scope,
+                        local,
+                        update,
+                        reply,
+                    } => {
+                        if let Ok(mut log) = seen.lock() {
+                            log.push((scope, local, update));
+                        }
                         let _ = reply.send(if local.port() == 1 {
                             Err(PolicyError::TableFull)
                         } else {
@@ -607,9 +645,7 @@ mod tests {
             }
         });
         let wake = Arc::new(EventFd::new().expect("eventfd"));
-        sock.serve(EngineHandle::new(tx, wake), limits)
-            .expect("serve");
-        (sock, dir)
+        (EngineHandle::new(tx, wake), log)
     }
 
     fn client(path: &Path) -> (UnixStream, BufReader<UnixStream>) {
@@ -666,6 +702,85 @@ mod tests {
         );
         drop(sock);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The client library's requests, parsed by this server: what an
+    /// application asks for is what reaches the engine.
+    #[test]
+    fn client_library_policies_reach_the_engine_field_for_field() {
+        let (engine, log) = recording_engine();
+        let (sock, dir) = server_on(
+            "roundtrip",
+            ClientLimits::new(Duration::from_secs(30)),
+            engine,
+        );
+        let app = tcpcrypt::Client::with_control_path(sock.path());
+        let listen: SocketAddr = "[::]:443".parse().expect("addr");
+        let connect: SocketAddr = "[::ffff:10.0.0.1]:5555".parse().expect("addr");
+        let policy = tcpcrypt::Policy {
+            no_resumption: false,
+            no_cache: true,
+            app_aware: tcpcrypt::AppAware::Mandatory,
+        };
+        app.set_policy(tcpcrypt::PolicyScope::Listen, listen, policy)
+            .expect("listen policy");
+        let aware = tcpcrypt::Policy {
+            app_aware: tcpcrypt::AppAware::On,
+            ..tcpcrypt::Policy::default()
+        };
+        app.set_policy(tcpcrypt::PolicyScope::Connect, connect, aware)
+            .expect("connect policy");
+        let log = log.lock().expect("log").clone();
+        assert_eq!(
+            log,
+            vec![
+                (
+                    PolicyScope::Listen,
+                    listen,
+                    PolicyUpdate {
+                        no_resumption: Some(false),
+                        no_cache: Some(true),
+                        app_aware: Some(AppAware::Mandatory),
+                    }
+                ),
+                (
+                    PolicyScope::Connect,
+                    "10.0.0.1:5555".parse().expect("addr"),
+                    PolicyUpdate {
+                        no_resumption: Some(false),
+                        no_cache: Some(false),
+                        app_aware: Some(AppAware::On),
+                    }
+                ),
+            ]
+        );
+        drop(sock);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_control_group_may_set_app_aware_but_only_root_mandatory_mode() {
+        let engine = fake_engine();
+        let line = |mode: &str| {
+            format!(
+                r#"{{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:80","app_aware":"{mode}"}}"#
+            )
+        };
+        let ask = |l: String, root: bool| {
+            let (text, close) = answer(l.as_bytes(), root, &engine);
+            assert!(!close);
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON answer")
+        };
+        assert_eq!(ask(line("on"), false)["ok"], true);
+        let denied = ask(line("mandatory"), false);
+        assert_eq!(denied["error"], "permission_denied", "{denied}");
+        assert!(
+            denied["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("mandatory")),
+            "{denied}"
+        );
+        assert_eq!(ask(line("mandatory"), true)["ok"], true);
     }
 
     #[test]

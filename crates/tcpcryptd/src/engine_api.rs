@@ -14,8 +14,8 @@ use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
 pub use tcpcrypt_engine::{
-    Checksum, ConnectionPolicy, Direction, EngineStats, KeylogSecrets, PlainReason, PolicyError,
-    PolicyScope, Transmit, Verdict,
+    AppAware, Checksum, ConnectionPolicy, Direction, EngineStats, KeylogSecrets, PlainReason,
+    PolicyError, PolicyScope, Transmit, Verdict,
 };
 
 /// What a tcpcrypt session is, as the control protocol reports it.

@@ -27,3 +27,4 @@ pub mod outcomes;
 pub mod packet_loop;
 pub mod stats_report;
 pub mod sys;
+pub mod trim;

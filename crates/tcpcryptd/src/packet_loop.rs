@@ -33,6 +33,7 @@ use crate::inject::Injector;
 use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
 use crate::stats_report::StatsReport;
 use crate::sys::{EventFd, poll_readable};
+use crate::trim::{DrainWatch, release_free_memory};
 use tcpcrypt_engine::wire::{Packet, TcpFlags};
 
 /// Datagrams per `recvmmsg`.
@@ -218,6 +219,7 @@ impl<E: PacketEngine> PacketLoop<E> {
         let mut pending: Vec<EngineEvent> = Vec::new();
         let mut list = ListBuilder::default();
         let mut stats = LoopStats::default();
+        let mut drain = DrainWatch::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let deadline = [
@@ -289,6 +291,16 @@ impl<E: PacketEngine> PacketLoop<E> {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.guarded(&mut stats, |e| e.handle_timeout(now));
                 self.flush_engine(&mut pending, &mut waiters, &mut stats);
+                // Timers are where connections leave the table.
+                let left = self.engine.stats().connections;
+                if drain.drained(left) {
+                    let start = Instant::now();
+                    release_free_memory();
+                    log::debug!(
+                        "connection table down to {left}: freed memory returned in {:?}",
+                        start.elapsed()
+                    );
+                }
             }
             self.wake.drain();
             let mut lists = Vec::new();

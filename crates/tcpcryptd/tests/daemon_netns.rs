@@ -367,7 +367,7 @@ fn restart_after_kill9_removes_stale_rules_and_encrypts_again() {
 }
 
 #[test]
-fn control_socket_is_group_readable_and_only_flushing_needs_root() {
+fn control_socket_is_group_readable_and_only_flushing_and_mandatory_mode_need_root() {
     require_root();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let ns = Netns::new("perm").expect("netns");
@@ -387,11 +387,12 @@ import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
 s.sendall(b'{"v":1,"op":"version"}\n{"v":1,"op":"flush_resumption"}\n'
-          b'{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:7009","no_cache":true}\n')
+          b'{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:7009","no_cache":true}\n'
+          b'{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:7009","app_aware":"on"}\n'
+          b'{"v":1,"op":"set_policy","scope":"listen","local":"0.0.0.0:7009","app_aware":"mandatory"}\n')
 f = s.makefile()
-print(f.readline().strip())
-print(f.readline().strip())
-print(f.readline().strip())
+for _ in range(5):
+    print(f.readline().strip())
 "#;
     let out = std::process::Command::new("/usr/bin/python3")
         .args(["-c", script])
@@ -407,7 +408,7 @@ print(f.readline().strip())
         .collect();
     assert_eq!(
         lines.len(),
-        3,
+        5,
         "stdout {text:?} stderr {:?}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -416,6 +417,10 @@ print(f.readline().strip())
     // A policy only makes one socket's sessions slower or less cached:
     // the control group may set one.
     assert_eq!(lines[2]["ok"], true, "{}", lines[2]);
+    // So may the a bit, a signal that weakens nothing; mandatory mode
+    // turns encryption off for peers without it, and needs root.
+    assert_eq!(lines[3]["ok"], true, "{}", lines[3]);
+    assert_eq!(lines[4]["error"], "permission_denied", "{}", lines[4]);
     let root = d
         .request(&serde_json::json!({"v":1,"op":"flush_resumption"}))
         .expect("flush as root");

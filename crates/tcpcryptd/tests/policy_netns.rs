@@ -1,8 +1,10 @@
-//! Per-socket resumption controls (RFC 8548 section 3.5) with real daemons
-//! between two network namespaces: an application registers a policy for
-//! its socket through libtcpcrypt (the Rust API, or the old C calls) before
-//! connecting, and the wire shows whether its connection resumed. Needs
-//! root. Only one test sets the old calls' process-wide control path.
+//! Per-socket policies with real daemons between two network namespaces:
+//! an application registers a policy for its socket through libtcpcrypt
+//! (the Rust API, or the old C calls) before connecting or once listening.
+//! For the resumption controls (RFC 8548 section 3.5) the wire shows
+//! whether its connection resumed; for the application-aware bit (RFC 8547
+//! section 4.2) the peer's daemon reports `peer_app_aware`. Needs root.
+//! Only one test sets the old calls' process-wide control path.
 
 use std::ffi::{CString, c_int, c_uint};
 use std::io::{Read, Write};
@@ -26,6 +28,10 @@ fn echo_server(ns: &Netns, ip: IpAddr, port: u16) {
     let listener = ns
         .run(|| TcpListener::bind(SocketAddr::new(ip, port)))
         .expect("listen");
+    serve_echo(listener);
+}
+
+fn serve_echo(listener: TcpListener) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { return };
@@ -201,7 +207,7 @@ fn resumption_follows_the_policy_registered_on_the_client_socket() {
     // secret is cached; the next socket, without a policy, resumes again.
     let no_resumption = tcpcrypt::Policy {
         no_resumption: true,
-        no_cache: false,
+        ..tcpcrypt::Policy::default()
     };
     assert_fresh(
         &connection(&t, &cd, to, Register::Rust(no_resumption)),
@@ -240,4 +246,128 @@ fn a_connection_that_may_not_be_cached_leaves_the_next_nothing_to_resume() {
         &connection(&t, &cd, to, Register::Nothing),
         "after a cached one",
     );
+}
+
+/// Connects from the client namespace (with `policy` registered on the
+/// socket first, if any), checks that bytes go both ways, and returns the
+/// client daemon's and the server daemon's answers for the connection.
+fn exchange(
+    t: &Topology,
+    cd: &Daemon,
+    sd: &Daemon,
+    to: SocketAddr,
+    policy: Option<tcpcrypt::Policy>,
+) -> (serde_json::Value, serde_json::Value) {
+    let fd = socket(&t.client);
+    if let Some(policy) = policy {
+        tcpcrypt::Client::with_control_path(cd.control_socket())
+            .set_socket_policy(&fd, policy)
+            .expect("client policy");
+    }
+    let mut c = connect_fd(fd, to);
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(b"are you aware?").expect("write");
+    let mut buf = [0u8; 14];
+    c.read_exact(&mut buf).expect("echo");
+    assert_eq!(&buf, b"are you aware?");
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    let client = cd.lookup(local, remote, 5000).expect("client lookup");
+    let server = sd.lookup(remote, local, 5000).expect("server lookup");
+    (client, server)
+}
+
+fn aware(mode: tcpcrypt::AppAware) -> tcpcrypt::Policy {
+    tcpcrypt::Policy {
+        app_aware: mode,
+        ..tcpcrypt::Policy::default()
+    }
+}
+
+#[test]
+fn clients_of_an_app_aware_listener_see_its_a_bit_and_others_do_not() {
+    require_root();
+    let (aware_port, plain_port) = (7043, 7044);
+    let opts = DaemonOptions::new(BIN)
+        .arg("--ports")
+        .arg(format!("{aware_port},{plain_port}"));
+    let t = Topology::pair().expect("topology");
+    let cd = Daemon::start(&t.client, &opts).expect("client daemon");
+    let sd = Daemon::start(&t.server, &opts).expect("server daemon");
+    let ip = t.server_addrs.ip(false);
+
+    // The application-aware server registers its listening socket.
+    let listener = t
+        .server
+        .run(|| TcpListener::bind(SocketAddr::new(ip, aware_port)))
+        .expect("listen");
+    let registered = tcpcrypt::Client::with_control_path(sd.control_socket())
+        .set_socket_policy(&listener, aware(tcpcrypt::AppAware::On))
+        .expect("listener policy");
+    assert_eq!(registered, SocketAddr::new(ip, aware_port));
+    serve_echo(listener);
+    echo_server(&t.server, ip, plain_port);
+    let (to_aware, to_plain) = (
+        SocketAddr::new(ip, aware_port),
+        SocketAddr::new(ip, plain_port),
+    );
+
+    for round in 0..2 {
+        let (client, server) = exchange(&t, &cd, &sd, to_aware, None);
+        assert_eq!(client["state"], "tcpcrypt", "round {round}: {client}");
+        assert_eq!(client["peer_app_aware"], true, "round {round}: {client}");
+        // The client asked for nothing, so the server sees a = 0.
+        assert_eq!(server["peer_app_aware"], false, "round {round}: {server}");
+        assert_eq!(client["session_id"], server["session_id"]);
+    }
+    let (client, server) = exchange(&t, &cd, &sd, to_plain, None);
+    assert_eq!(client["state"], "tcpcrypt", "{client}");
+    assert_eq!(client["peer_app_aware"], false, "{client}");
+    assert_eq!(server["peer_app_aware"], false, "{server}");
+
+    // A client socket can say it too; its registration is used up.
+    let (client, server) = exchange(&t, &cd, &sd, to_plain, Some(aware(tcpcrypt::AppAware::On)));
+    assert_eq!(server["state"], "tcpcrypt", "{server}");
+    assert_eq!(server["peer_app_aware"], true, "{server}");
+    assert_eq!(client["peer_app_aware"], false, "{client}");
+}
+
+#[test]
+fn a_mandatory_client_gets_tcpcrypt_only_from_an_app_aware_listener() {
+    require_root();
+    let (aware_port, plain_port) = (7045, 7046);
+    let opts = DaemonOptions::new(BIN)
+        .arg("--ports")
+        .arg(format!("{aware_port},{plain_port}"));
+    let t = Topology::pair().expect("topology");
+    let cd = Daemon::start(&t.client, &opts).expect("client daemon");
+    let sd = Daemon::start(&t.server, &opts).expect("server daemon");
+    let ip = t.server_addrs.ip(false);
+    let listener = t
+        .server
+        .run(|| TcpListener::bind(SocketAddr::new(ip, aware_port)))
+        .expect("listen");
+    tcpcrypt::Client::with_control_path(sd.control_socket())
+        .set_socket_policy(&listener, aware(tcpcrypt::AppAware::On))
+        .expect("listener policy");
+    serve_echo(listener);
+    echo_server(&t.server, ip, plain_port);
+    let mandatory = Some(aware(tcpcrypt::AppAware::Mandatory));
+
+    let (client, server) = exchange(&t, &cd, &sd, SocketAddr::new(ip, aware_port), mandatory);
+    assert_eq!(client["state"], "tcpcrypt", "{client}");
+    assert_eq!(client["peer_app_aware"], true, "{client}");
+    assert_eq!(server["peer_app_aware"], true, "{server}");
+
+    // The other listener sends a = 0: both ends fall back to plain TCP,
+    // and the bytes still went through (checked inside `exchange`).
+    let (client, server) = exchange(&t, &cd, &sd, SocketAddr::new(ip, plain_port), mandatory);
+    assert_eq!(client["state"], "plain", "{client}");
+    assert!(
+        client["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("application-aware")),
+        "{client}"
+    );
+    assert_eq!(server["state"], "plain", "{server}");
 }

@@ -29,8 +29,8 @@ extern "C" {
 
 /* Option names, values as in the original header. tcpcrypt_getsockopt
  * supports TCP_CRYPT_ENABLE and TCP_CRYPT_SESSID, tcpcrypt_setsockopt
- * TCP_CRYPT_NOCACHE and TCP_CRYPT_RESUME; the others fail with errno
- * ENOPROTOOPT. */
+ * TCP_CRYPT_NOCACHE, TCP_CRYPT_RESUME and TCP_CRYPT_APP_SUPPORT; the others
+ * fail with errno ENOPROTOOPT. */
 enum {
 	TCP_CRYPT_ENABLE      = 0,
 	TCP_CRYPT_CMODE       = 1,
@@ -39,6 +39,13 @@ enum {
 	TCP_CRYPT_NOCACHE     = 4,
 	TCP_CRYPT_APP_SUPPORT = 15,
 	TCP_CRYPT_RESUME      = 16
+};
+
+/* Values of TCP_CRYPT_APP_SUPPORT for tcpcrypt_setsockopt. */
+enum {
+	TCP_CRYPT_APP_SUPPORT_OFF       = 0,
+	TCP_CRYPT_APP_SUPPORT_ON        = 1,
+	TCP_CRYPT_APP_SUPPORT_MANDATORY = 2
 };
 
 enum {
@@ -80,9 +87,9 @@ int tcpcrypt_getsockopt(int s, int level, int optname, void *optval,
 			unsigned int *optlen);
 
 /*
- * Sets the RFC 8548 section 3.5 controls for TCP socket s's connections.
- * level must be IPPROTO_TCP; optval points to an int, optlen is at least
- * sizeof(int).
+ * Sets the RFC 8548 section 3.5 controls, or the RFC 8547 section 4.2
+ * application-aware bit, for TCP socket s's connections. level must be
+ * IPPROTO_TCP; optval points to an int, optlen is at least sizeof(int).
  *
  * TCP_CRYPT_NOCACHE: nonzero keeps no secret from the session, so no later
  *   connection can resume it; 0 caches as usual (the default).
@@ -90,6 +97,18 @@ int tcpcrypt_getsockopt(int s, int level, int optname, void *optval,
  *   offers nor accepts one and runs a fresh key exchange; nonzero allows it
  *   again (the default). (Our mapping: the original header defined the
  *   name; here it is the on/off switch for resumption on this socket.)
+ * TCP_CRYPT_APP_SUPPORT: the ENO "a" bit the socket sends, which the
+ *   peer's application reads as peer_app_aware (struct tcpcrypt_info).
+ *   A client socket sends it in its SYN, a listening socket in the SYN-ACK
+ *   of every connection it accepts. It changes nothing in the encryption.
+ *   TCP_CRYPT_APP_SUPPORT_OFF (0): a = 0, the default.
+ *   TCP_CRYPT_APP_SUPPORT_ON (1): a = 1.
+ *   TCP_CRYPT_APP_SUPPORT_MANDATORY (2): a = 1, and a peer that does not
+ *     send a = 1 gets plain TCP: no tcpcrypt at all on that connection.
+ *     Because that turns encryption off, tcpcryptd allows it to root only
+ *     (others get EPERM).
+ *   Other values fail with EINVAL. A client socket with a = 1 offers no
+ *   resumption: its SYN has no room for both (a listener resumes as usual).
  *
  * tcpcryptd sees packets, not sockets, so the library registers the
  * setting for the socket's local address and port, and it must be in
@@ -99,15 +118,17 @@ int tcpcrypt_getsockopt(int s, int level, int optname, void *optval,
  * after listen(), and it then applies to every connection accepted on the
  * socket's address and port until tcpcryptd restarts. A client's setting
  * applies to its next connection only, and lapses if connect() does not
- * follow within 120 s. The two options combine: setting one keeps the
- * other's value. Members of tcpcryptd's control group may call this.
+ * follow within 120 s. The options combine: setting one keeps the
+ * others' values. Members of tcpcryptd's control group may call this.
  *
  * Returns 0, or -1 with errno set:
  *   EISCONN       the socket is connected already (too late)
- *   EINVAL        optlen < sizeof(int)
+ *   EINVAL        optlen < sizeof(int), or a TCP_CRYPT_APP_SUPPORT value
+ *                 other than 0, 1 or 2
  *   EFAULT        optval is NULL
  *   ENOPROTOOPT   level is not IPPROTO_TCP, or option not supported
  *   ENOSPC        tcpcryptd holds as many registrations as it will
+ *   EPERM         TCP_CRYPT_APP_SUPPORT_MANDATORY asked by a user other than root
  *   and any code listed for tcpcrypt_lookup_fd below (ENOTCONN excepted).
  */
 int tcpcrypt_setsockopt(int s, int level, int optname, const void *optval,

@@ -46,6 +46,48 @@ impl TepRules for PlainTeps {
     }
 }
 
+/// How one end uses the application-aware bit `a` of the global suboption
+/// (RFC 8547 sections 4.2 and 8.4).
+///
+/// The bit means nothing to ENO or tcpcrypt themselves: it lets two
+/// applications that know about ENO find each other, so they can, for
+/// instance, bind their own authentication to the session ID. Only
+/// [`AppAware::Mandatory`] changes the negotiation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AppAware {
+    /// Send `a = 0` (the RFC's default).
+    #[default]
+    Off,
+    /// Send `a = 1`; negotiate as usual whatever the peer sends.
+    On,
+    /// Send `a = 1` and leave ENO off (plain TCP) unless the peer sends
+    /// `a = 1` too: for an application that only wants tcpcrypt when the
+    /// other end's application will make use of it.
+    Mandatory,
+}
+
+impl AppAware {
+    /// From the pair of switches [`EnoConfig`] and host configurations
+    /// carry; mandatory mode implies sending the bit.
+    pub fn from_flags(a: bool, mandatory: bool) -> AppAware {
+        match (a, mandatory) {
+            (_, true) => AppAware::Mandatory,
+            (true, false) => AppAware::On,
+            (false, false) => AppAware::Off,
+        }
+    }
+
+    /// The `a` bit this mode sends.
+    pub fn sends_a(self) -> bool {
+        !matches!(self, AppAware::Off)
+    }
+
+    /// Whether ENO is refused to a peer that sends `a = 0`.
+    pub fn is_mandatory(self) -> bool {
+        matches!(self, AppAware::Mandatory)
+    }
+}
+
 /// A host's ENO settings for one connection (RFC 8547 sections 4.2 and 4.5).
 ///
 /// The TEP suboptions are listed most preferred first. They go on the wire
@@ -91,6 +133,12 @@ impl EnoConfig {
     pub fn with_app_aware_mandatory(mut self, mandatory: bool) -> EnoConfig {
         self.app_aware_mandatory = mandatory;
         self
+    }
+
+    /// Sets both the `a` bit and mandatory mode from one [`AppAware`].
+    pub fn with_app_aware_mode(self, mode: AppAware) -> EnoConfig {
+        self.with_app_aware(mode.sends_a())
+            .with_app_aware_mandatory(mode.is_mandatory())
     }
 
     /// Our TEP suboptions, most preferred first.

@@ -44,7 +44,7 @@ mod scan;
 mod tep;
 mod transcript;
 
-pub use config::{EnoConfig, Origin, PlainTeps, TepRules};
+pub use config::{AppAware, EnoConfig, Origin, PlainTeps, TepRules};
 pub use handshake::{EnoHandshake, EnoStatus, SegmentFlags};
 pub use negotiate::{
     DisableReason, Negotiated, PassiveReply, TepRejection, TepRejections, negotiate, passive_reply,
