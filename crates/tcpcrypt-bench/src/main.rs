@@ -34,10 +34,11 @@ use crate::testbed::Testbed;
 
 const AFTER_HELP: &str = "\
 Needs root: it creates network namespaces and the daemons install firewall
-rules inside them. Plain runs use server ports the daemons do not handle, on
-the same link, so plain and tcpcrypt rounds alternate without restarts; every
-tcpcrypt measurement is checked to be encrypted and every plain one to be
-untouched by the daemons. MB and GB are 10^6 and 10^9 bytes.
+rules inside them. Each round starts fresh daemons; plain runs use server
+ports the daemons do not handle, on the same link, so plain and tcpcrypt runs
+alternate on the same daemons. Every tcpcrypt measurement is checked to be
+encrypted and every plain one to be untouched by the daemons. MB and GB are
+10^6 and 10^9 bytes.
 
 Exit status: 0 everything measured and checked; 1 the namespaces or daemons
 could not be set up; 2 bad arguments; 3 a measurement failed or a check did
