@@ -4,6 +4,8 @@
 #   sudo make install         install what `make` built (never builds as root)
 #   sudo make uninstall       remove it again (config files are kept)
 #   sudo make test            the whole test suite (scripts/test.sh)
+#   sudo make bench           plain TCP vs tcpcrypt benchmark (scripts/bench.sh;
+#                             BENCH_ARGS="--rounds 9" passes options on)
 #
 # Variables (all may be given on the command line):
 #   PREFIX=/usr/local         binaries, library, header, pkg-config file, docs
@@ -57,7 +59,7 @@ endif
 
 .PHONY: all build install install-daemon install-cli install-lib \
 	install-apache install-systemd install-config install-docs \
-	post-install uninstall test check-artifacts clean
+	post-install uninstall test bench check-artifacts clean
 
 all: build
 
@@ -183,6 +185,10 @@ endif
 
 test:
 	bash scripts/test.sh
+
+BENCH_ARGS ?=
+bench:
+	bash scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
