@@ -478,6 +478,19 @@ impl Engine {
             self.table.shrink_to(self.table.len() * 2);
             self.guarded_pairs.shrink_to(self.guarded_pairs.len() * 2);
         }
+        // A deadline that moves earlier is pushed again and its old entry
+        // is only skipped when it comes up: each closing connection leaves
+        // one behind for up to the idle timeout. Once they outnumber the
+        // live ones, the heap is rebuilt from the table (each entry's one
+        // live deadline), which costs no more than the pushes that made
+        // the stale entries.
+        if self.timers.len() > 2 * self.table.len() + MIN_ROOM_TO_RELEASE {
+            self.timers = self
+                .table
+                .iter()
+                .filter_map(|(key, t)| t.scheduled.map(|d| Reverse((d, *key))))
+                .collect();
+        }
         if spare(self.timers.len(), self.timers.capacity()) {
             self.timers.shrink_to(self.timers.len() * 2);
         }
@@ -647,6 +660,70 @@ mod tests {
             engine.handle_timeout(now);
         }
         while engine.poll_event().is_some() {}
+    }
+
+    /// Each connection `open` made is answered by a peer without ENO (so
+    /// it is plain TCP, with the idle timeout as its deadline) and then
+    /// reset by our kernel (which moves its deadline to the cleanup delay).
+    fn answer_plain_then_reset(engine: &mut Engine, now: Instant, ports: std::ops::Range<u16>) {
+        let segment = |inbound: bool, port: u16, seq: u32, ack: u32, flags: TcpFlags| {
+            let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+            let (src, dst, sp, dp) = if inbound {
+                (b, a, 80, port)
+            } else {
+                (a, b, port, 80)
+            };
+            Packet {
+                ip: IpLayer::new_minimal(src, dst),
+                tcp: TcpRepr {
+                    src_port: sp,
+                    dst_port: dp,
+                    seq,
+                    ack,
+                    flags,
+                    window: 65535,
+                    urgent: 0,
+                    options: Vec::new(),
+                    payload: Vec::new(),
+                },
+            }
+            .to_bytes()
+            .expect("a segment emits")
+        };
+        for port in ports {
+            let isn = u32::from(port);
+            let mut synack = segment(true, port, 5000, isn + 1, TcpFlags::SYN | TcpFlags::ACK);
+            let _ = engine.handle_packet(now, Direction::Inbound, &mut synack);
+            let mut rst = segment(false, port, isn + 1, 0, TcpFlags::RST);
+            let _ = engine.handle_packet(now, Direction::Outbound, &mut rst);
+            while engine.poll_transmit().is_some() {}
+            while engine.poll_event().is_some() {}
+        }
+    }
+
+    #[test]
+    fn deadlines_that_moved_earlier_do_not_pile_up_in_the_timer_heap() {
+        // Every connection that closes moves its deadline from the
+        // handshake or idle timeout to the cleanup delay; the old deadline
+        // stays in the heap. With the idle timeout at over two hours, a
+        // host opening and closing connections all day would keep one heap
+        // entry for each connection of the last two hours.
+        let mut engine = Engine::new(EngineConfig::default(), Box::new(TestRng::new(1)));
+        let t0 = Instant::now();
+        let cleanup = engine.config.cleanup_delay;
+        for round in 0..4u16 {
+            let ports = 10_000 + round * 4000..14_000 + round * 4000;
+            let now = t0 + cleanup * 2 * u32::from(round);
+            open(&mut engine, now, ports.clone());
+            answer_plain_then_reset(&mut engine, now, ports);
+            expire(&mut engine, now + cleanup);
+            assert_eq!(engine.connection_count(), 0, "round {round}");
+            assert!(
+                engine.timers.len() <= MIN_ROOM_TO_RELEASE,
+                "round {round}: {} timers for an empty table",
+                engine.timers.len()
+            );
+        }
     }
 
     #[test]

@@ -16,18 +16,31 @@ pub const MIN_PEAK: usize = 64;
 #[derive(Debug, Default)]
 pub struct DrainWatch {
     peak: usize,
+    /// A burst worth trimming after has not drained to nothing yet: the
+    /// last connections of a burst, and what the other threads free as
+    /// they finish with them, are worth one more trim at zero.
+    burst: bool,
 }
 
 impl DrainWatch {
     /// Records the current count; true when it is time to trim. The peak
     /// then starts again from the current count, so a table that drains
     /// to nothing is trimmed at each eighth of the way down, until what
-    /// is left is below [`MIN_PEAK`]: a trim frees only what was already
-    /// freed, and a big table that is still draining has much to come.
+    /// is left is below [`MIN_PEAK`], and once more when nothing is left:
+    /// a trim frees only what was already freed, and a big table that is
+    /// still draining has much to come.
     pub fn drained(&mut self, connections: usize) -> bool {
         self.peak = self.peak.max(connections);
-        if self.peak >= MIN_PEAK && connections <= self.peak / 8 {
-            self.peak = connections;
+        if self.peak >= MIN_PEAK {
+            self.burst = true;
+            if connections <= self.peak / 8 {
+                self.peak = connections;
+                self.burst = connections > 0;
+                return true;
+            }
+        }
+        if connections == 0 && self.burst {
+            self.burst = false;
             return true;
         }
         false
@@ -60,8 +73,11 @@ mod tests {
         }
         assert!(w.drained(150));
         assert!(!w.drained(100));
-        // 150 is still a peak worth trimming after; 18 is not.
+        // 150 is still a peak worth trimming after; 18 is not, but the
+        // burst ends with one more trim once nothing is left.
         assert!(w.drained(18));
+        assert!(!w.drained(5));
+        assert!(w.drained(0));
         assert!(!w.drained(0));
     }
 

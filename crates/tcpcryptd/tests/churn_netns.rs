@@ -25,6 +25,13 @@
 //!   that is the daemon's own data. The rest is pages of the binary and
 //!   libraries, which grow as code runs for the first time (the closing
 //!   and cleanup paths, here) and hold no state.
+//! - Two loops of 10,000. What the allocator keeps after the first depends
+//!   on how many connections were open at once (faster machines and
+//!   release builds reach three times the debug build's peak), so an
+//!   absolute limit would judge the machine. A leak grows with the number
+//!   of connections instead, so the second loop must leave the daemon's
+//!   own data where the first left it; and the first must hand most of
+//!   its peak back.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -45,19 +52,19 @@ const WARM_UP: usize = 200;
 const WORKERS: usize = 8;
 const SAMPLE_EVERY: usize = 100;
 const MESSAGE: usize = 64;
-/// How far above its warmed-up size a daemon's own data may end. At the
-/// peak, with some 1,000 to 1,600 connections waiting out the cleanup
-/// delay, it is about 7 MiB larger; without handing freed memory back to
-/// the system (`tcpcryptd::trim`) it stayed there, 7 MiB above the start,
-/// and with it it ends 2 to 3 MiB above (measured on a 2-core machine;
-/// what remains is allocator pages that still hold something, and the
-/// stack and buffer pages the busier threads touched). A leak of whole
-/// connections (several KiB each) would pass this by tens of MiB; one of
-/// 400 bytes per connection would pass it too.
-const ANON_SLACK_KIB: u64 = 4 * 1024;
-/// The same for all resident memory, which also counts code pages first
-/// used during the loop (about 1 MiB of this debug binary).
-const RSS_SLACK_KIB: u64 = 5 * 1024;
+/// How much more of its own data a daemon may hold after the second loop
+/// than after the first. What the allocator keeps moves by up to about 2
+/// MiB from one loop to the next, either way (measured over five loops in
+/// a row: 4.2, 6.2, 7.4, 9.2, 5.2 MiB); a leak of 400 bytes per connection
+/// or more fails it. Before the timer heap dropped the deadlines that had
+/// moved earlier, every closed connection left 50 to 100 bytes there for
+/// the idle timeout (over two hours).
+const LEAK_SLACK_KIB: u64 = 4 * 1024;
+/// Of the resident memory gained between the start and the peak, the share
+/// that must be given back by the end of the first loop. Without
+/// `tcpcryptd::trim` about a quarter was (7 MiB kept of 9 MiB gained);
+/// with it about three quarters is.
+const GIVEN_BACK_SHARE: f64 = 0.5;
 
 fn options() -> DaemonOptions {
     DaemonOptions::new(BIN)
@@ -234,6 +241,38 @@ fn ten_thousand_connections_leave_no_entries_and_no_memory_behind() {
         "{CONNECTIONS} connections in {loop_time:.1?} ({:.0}/s), tables drained {drain_time:.1?} later",
         CONNECTIONS as f64 / loop_time.as_secs_f64()
     );
+    assert!(left_c.is_empty(), "client daemon still tracks {left_c:?}");
+    assert!(left_s.is_empty(), "server daemon still tracks {left_s:?}");
+    for (name, s, e) in [("client", start[0], end[0]), ("server", start[1], end[1])] {
+        let gained = e.peak_kib.saturating_sub(s.rss_kib) as f64;
+        let kept = e.rss_kib.saturating_sub(s.rss_kib) as f64;
+        assert!(
+            kept <= gained * (1.0 - GIVEN_BACK_SHARE),
+            "{name} daemon kept {:.1} of the {:.1} MiB it gained (start {:.1}, peak {:.1}, \
+             end {:.1} MiB)",
+            kept / 1024.0,
+            gained / 1024.0,
+            mib(s.rss_kib),
+            mib(e.peak_kib),
+            mib(e.rss_kib),
+        );
+    }
+
+    // The second loop: the daemons must come back to where the first left
+    // them.
+    let second = WARM_UP + CONNECTIONS..WARM_UP + 2 * CONNECTIONS;
+    churn(&t, to, second, (&client, &server));
+    let left_c = wait_until_drained(&client, Duration::from_secs(30));
+    let left_s = wait_until_drained(&server, Duration::from_secs(30));
+    let again: [Memory; 2] = [client.memory().expect("rss"), server.memory().expect("rss")];
+    eprintln!(
+        "after a second loop of {CONNECTIONS}: own data client {:.1} MiB, server {:.1} MiB; \
+         RSS client {:.1} MiB, server {:.1} MiB",
+        mib(again[0].anon_kib),
+        mib(again[1].anon_kib),
+        mib(again[0].rss_kib),
+        mib(again[1].rss_kib),
+    );
 
     // Still alive: both answer and have counted every session.
     assert_eq!(
@@ -253,23 +292,17 @@ fn ten_thousand_connections_leave_no_entries_and_no_memory_behind() {
     for (name, d) in [("client", &client), ("server", &server)] {
         assert_eq!(
             outcomes(d),
-            (WARM_UP + CONNECTIONS, 0, 0, 0),
+            (WARM_UP + 2 * CONNECTIONS, 0, 0, 0),
             "{name}: (encrypted, plain, aborted) sessions and error lines"
         );
     }
-    for (name, s, e) in [("client", start[0], end[0]), ("server", start[1], end[1])] {
+    for (name, e, a) in [("client", end[0], again[0]), ("server", end[1], again[1])] {
         assert!(
-            e.anon_kib <= s.anon_kib + ANON_SLACK_KIB,
-            "{name} daemon's own data grew from {} KiB to {} KiB",
-            s.anon_kib,
+            a.anon_kib <= e.anon_kib + LEAK_SLACK_KIB,
+            "{name} daemon's own data grew from {} KiB after the first loop to {} KiB after \
+             the second: a leak",
             e.anon_kib,
-        );
-        assert!(
-            e.rss_kib <= s.rss_kib + RSS_SLACK_KIB,
-            "{name} daemon grew from {} KiB to {} KiB (peak {} KiB)",
-            s.rss_kib,
-            e.rss_kib,
-            e.peak_kib
+            a.anon_kib,
         );
     }
 }
