@@ -2,7 +2,7 @@
 //! 10,000 connections opened, used both ways and closed, then the daemons
 //! must still run, their connection tables must be back to where they
 //! started, and their resident memory back near its starting point. Needs
-//! root. Takes about 15 s.
+//! root. Takes about 25 s.
 //!
 //! Choices, so the numbers can be read:
 //! - The client closes first, with an ordinary FIN, so every connection
