@@ -58,8 +58,13 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 /// Largest IP packet plus generous room for the netlink headers and the
 /// attributes the kernel adds around the payload.
 const RECV_BUF_LEN: usize = 65536 + 4096;
-/// Flush queued verdicts before the send buffer could overflow.
-const VERDICT_FLUSH_LEN: usize = 1 << 20;
+/// Send the verdicts collected so far once they carry this many bytes. A
+/// packet waits in the kernel until its verdict is sent, and its sender's
+/// TCP counts it against the bytes it may have queued below it (TCP small
+/// queues, about a millisecond's worth at its pacing rate): holding a batch
+/// of 64 KiB packets until the whole batch is done would stall the sender,
+/// while a few small ones share one system call.
+const VERDICT_FLUSH_LEN: usize = 64 << 10;
 
 /// Errors of the queue layer, each naming the netlink step that failed.
 #[derive(Debug, thiserror::Error)]
