@@ -38,6 +38,10 @@ impl DaemonOptions {
     }
 }
 
+/// Environment variable with more arguments (split at whitespace) for
+/// every daemon a test starts, after the test's own.
+pub const EXTRA_ARGS_VAR: &str = "TCPCRYPT_TEST_DAEMON_ARGS";
+
 /// How much of the end of a daemon's log a failing test prints.
 const LOG_TAIL: usize = 64 << 10;
 
@@ -110,10 +114,19 @@ impl Daemon {
         let binary = opts.binary.to_string_lossy().into_owned();
         let mut cmd = ns.command(&binary);
         cmd.arg("--control-socket").arg(&socket);
-        if !opts.args.iter().any(|a| a == "--log-level") {
+        let mut args = opts.args.clone();
+        // Lets a whole suite run against another daemon configuration
+        // (say `--large-segments=off`) without editing each test.
+        if let Some(extra) = std::env::var_os(EXTRA_ARGS_VAR) {
+            args.extend(extra.to_string_lossy().split_whitespace().map(String::from));
+        }
+        if !args
+            .iter()
+            .any(|a| a == "--log-level" || a.starts_with("--log-level="))
+        {
             cmd.arg("--log-level").arg("debug");
         }
-        cmd.args(&opts.args)
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);

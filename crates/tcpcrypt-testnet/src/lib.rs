@@ -13,6 +13,11 @@
 //! It needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); [`require_root`] lets a
 //! test say so clearly.
 //!
+//! Every daemon a test starts also gets the arguments in the environment
+//! variable `TCPCRYPT_TEST_DAEMON_ARGS` ([`EXTRA_ARGS_VAR`]),
+//! so a whole suite can be run against another configuration, e.g.
+//! `TCPCRYPT_TEST_DAEMON_ARGS=--large-segments=off cargo test`.
+//!
 //! It must not be used by production code.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -26,7 +31,7 @@ mod netns;
 mod topology;
 
 pub use capture::{Capture, Frame};
-pub use daemon::{Daemon, DaemonOptions, Memory};
+pub use daemon::{Daemon, DaemonOptions, EXTRA_ARGS_VAR, Memory};
 #[cfg(feature = "impair")]
 pub use impair::{Impairment, Plan};
 pub use netns::{Netns, ProcessGuard};
