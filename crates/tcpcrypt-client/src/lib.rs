@@ -33,21 +33,13 @@ mod addr;
 pub mod capi;
 mod client;
 mod error;
-mod message;
-mod session;
 mod transport;
 
-pub use addr::normalize as normalize_addr;
 pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT, control_path};
 pub use error::{DaemonErrorCode, Error, ProtocolError};
-pub use message::MAX_WAIT;
-pub use session::{
-    Aead, AppAware, Connection, DaemonVersion, Lookup, Phase, Policy, PolicyScope, Role,
-    SESSION_ID_LEN, Session, SessionId, SessionIdError, Tep,
+// The protocol's types are the control crate's; they are re-exported so a
+// program that only asks the daemon needs this one crate.
+pub use tcpcrypt_control::{
+    Aead, AppAware, Connection, DaemonVersion, Lookup, MAX_WAIT, Phase, Policy, PolicyScope, Role,
+    SESSION_ID_LEN, Session, SessionId, SessionIdError, Tep, format_addr, normalize_addr,
 };
-
-/// Formats an address as the control protocol (and `tcpcrypt status`) writes
-/// it: `IPV4:PORT` or `[IPV6]:PORT`, IPv4-mapped IPv6 shown as IPv4.
-pub fn format_addr(addr: std::net::SocketAddr) -> String {
-    addr::to_wire(addr)
-}
