@@ -31,7 +31,7 @@ impl<R: Display> Answer<R> {
     /// The answer line, without its newline.
     pub fn to_line(&self) -> String {
         match self {
-            Answer::List(rows) => list_line(rows),
+            Answer::List(rows) => list_line(rows.iter().map(Connection::by_ref)),
             _ => {
                 let mut line = String::new();
                 let mut o = ok_object(&mut line);
@@ -62,13 +62,13 @@ impl<R: Display> Answer<R> {
 
 /// The `list` answer line for `rows`, without its newline; for a caller
 /// whose rows are not [`Connection`]s already, so it need not collect them.
-pub fn list_line<'a, R: Display + 'a>(rows: impl IntoIterator<Item = &'a Connection<R>>) -> String {
+pub fn list_line<R: Display>(rows: impl IntoIterator<Item = Connection<R>>) -> String {
     let mut entries = String::from("[");
     for (i, row) in rows.into_iter().enumerate() {
         if i > 0 {
             entries.push(',');
         }
-        entries.push_str(&connection_object(row));
+        entries.push_str(&connection_object(&row));
     }
     entries.push(']');
     let mut line = String::new();

@@ -351,6 +351,21 @@ pub struct Connection<R = String> {
     pub age: Duration,
 }
 
+impl<R> Connection<R> {
+    /// The same row borrowing its reason, to write it without a copy.
+    pub fn by_ref(&self) -> Connection<&R> {
+        Connection {
+            local: self.local,
+            remote: self.remote,
+            lookup: self.lookup.by_ref(),
+            phase: self.phase,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            age: self.age,
+        }
+    }
+}
+
 /// The daemon's answer to `version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonVersion {

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tcpcrypt_proto::SessionId;
+use tcpcrypt_control::SessionId;
 
 use crate::engine_api::KeylogSecrets;
 
@@ -62,10 +62,11 @@ impl KeyLog {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
-    use tcpcrypt_proto::Tep;
 
     fn sid() -> SessionId {
-        SessionId::new(Tep::X25519, false, [0x0f; 32])
+        let mut bytes = [0x0f; 33];
+        bytes[0] = 0x23;
+        SessionId::from_bytes(bytes)
     }
 
     #[test]
