@@ -3,7 +3,9 @@
 //!
 //! `TCPCRYPT_SS <session-id-hex> <ss-hex>` for every established session,
 //! followed for a fresh key exchange by `TCPCRYPT_ES <session-id-hex>
-//! <es-hex>`. Lower-case hex; the file is created with mode 0600.
+//! <es-hex>`. Lower-case hex; the file is created with mode 0600. This is
+//! the one place the line format is written: the protocol crate only hands
+//! out the secrets.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
