@@ -3,9 +3,11 @@
 //! `libtcpcrypt.a` with `include/tcpcrypt/tcpcrypt.h`, for C.
 //!
 //! Owns: the control-protocol client, lookups by socket or by address pair,
-//! the typed answer ([`Lookup`]), per-socket policies (resumption, caching
+//! per-socket policies (resumption, caching
 //! and the application-aware bit: [`Client::set_socket_policy`]), and the C ABI including the original
-//! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`.
+//! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`. The
+//! typed answer ([`Lookup`], [`Session`], ...) and the lines on the wire are
+//! `tcpcrypt-control`'s, re-exported here.
 //!
 //! Must not: block past its time limit (every call is bounded, default
 //! [`DEFAULT_TIMEOUT`]), exit, abort or unwind into its caller, raise
