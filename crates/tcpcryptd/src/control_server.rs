@@ -537,7 +537,7 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
         Request::FlushResumption => match engine.flush_resumption() {
             Ok(n) => {
                 log::info!("resumption cache flushed ({n} secrets) by a control client");
-                Answer::<String>::Flushed(n as u64).to_line()
+                Answer::<String>::Flushed(u64::try_from(n).unwrap_or(u64::MAX)).to_line()
             }
             Err(e) => internal(e),
         },
@@ -674,7 +674,11 @@ mod tests {
             b"{\"v\":1,\"op\":\"version\"}\n{\"v\":1,\"op\":\"lookup\",\"local\":\"10.0.0.1:1\",\"remote\":\"10.0.0.2:2\"}\n{\"v\":1,\"op\":\"list\"}\n",
         )
         .expect("send");
-        assert!(answer_line(&mut r)["daemon"].is_string());
+        assert_eq!(
+            answer_line(&mut r),
+            serde_json::json!({"v":1,"ok":true,
+                "daemon":format!("tcpcryptd {}", env!("CARGO_PKG_VERSION")),"supported":[1]})
+        );
         assert_eq!(answer_line(&mut r)["state"], "unknown");
         assert_eq!(answer_line(&mut r)["connections"], serde_json::json!([]));
         drop(sock);
