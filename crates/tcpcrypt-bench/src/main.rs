@@ -78,6 +78,15 @@ struct Args {
     /// The tcpcryptd binary [default: the one next to this program]
     #[arg(long)]
     daemon: Option<PathBuf>,
+    /// Leave receive offload (GRO) off on the veth link. By default it is
+    /// turned on, as physical NICs have it; plain TCP does not depend on it
+    /// over veth, tcpcrypt does
+    #[arg(long)]
+    no_gro: bool,
+    /// One more argument for both daemons, e.g. `--daemon-arg=--large-segments=off`
+    /// to measure without large segments; repeat for several
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    daemon_arg: Vec<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -184,7 +193,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
 
     let started = Instant::now();
     let mut res = Results::new(plan.rounds, plan.clients);
-    let mut bed = Testbed::new(&daemon)?;
+    let mut bed = Testbed::new(&daemon, !args.no_gro, &args.daemon_arg)?;
     let outcome = bench::run(&mut bed, &plan, &mut res);
     // Tear down before printing, so a slow cleanup is over once the table
     // appears and nothing of ours runs while the user reads it.
@@ -208,6 +217,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         "idle_connections": plan.idle_connections,
         "smoke": args.smoke,
         "daemon": daemon.display().to_string(),
+        "gro": !args.no_gro,
+        "daemon_args": args.daemon_arg,
     });
     let host = json!({"before": host_before, "after": host_after});
     write_json(&args.json, &res.json(settings, host, seconds))?;

@@ -106,9 +106,14 @@ impl Cpu {
 }
 
 impl Testbed {
-    /// Creates the namespaces and starts both daemons from `binary`.
-    pub fn new(binary: &Path) -> Result<Testbed, String> {
+    /// Creates the namespaces (with GRO on the link if `gro`) and starts
+    /// both daemons from `binary` with `extra` arguments.
+    pub fn new(binary: &Path, gro: bool, extra: &[String]) -> Result<Testbed, String> {
         let topo = Topology::pair().map_err(|e| format!("creating the namespaces: {e}"))?;
+        if gro {
+            topo.enable_gro()
+                .map_err(|e| format!("turning GRO on (is ethtool installed?): {e}"))?;
+        }
         topo.client
             .sysctl("net.ipv4.ip_local_port_range", EPHEMERAL)
             .map_err(|e| format!("setting the client's ephemeral ports: {e}"))?;
@@ -126,6 +131,7 @@ impl Testbed {
             // would slow the rate runs down.
             .arg("--log-level")
             .arg("warn");
+        let opts = extra.iter().fold(opts, |o, a| o.arg(a));
         let mut bed = Testbed {
             daemons: None,
             topo,

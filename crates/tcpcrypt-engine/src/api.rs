@@ -55,6 +55,29 @@ pub enum Checksum {
     Verified,
 }
 
+/// What the queue tells about a packet besides its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub checksum: Checksum,
+    /// A large segment: outbound, one the kernel will cut into packets of
+    /// at most its MSS after the verdict (GSO); inbound, several segments
+    /// merged on arrival (GRO). A rewritten large outbound segment may
+    /// then carry up to one IP packet of wire bytes, not just one path
+    /// MTU's worth, and its data is framed in pieces that each fit one
+    /// wire packet, so a later retransmission of any part of it resends
+    /// little.
+    pub large: bool,
+}
+
+impl From<Checksum> for PacketMeta {
+    fn from(checksum: Checksum) -> PacketMeta {
+        PacketMeta {
+            checksum,
+            large: false,
+        }
+    }
+}
+
 /// Counters and gauges for operators: what the limits cost and what the
 /// sequence checks turned away. Counters only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use tcpcrypt_proto::Rng;
 use tcpcrypt_proto::handshake::{ConfigError, ConnectionPolicy, Host, HostConfig};
 
 use crate::api::{
-    Checksum, ConnectionInfo, Direction, EngineConfig, EngineStats, Event, Lookup, Transmit,
-    Verdict,
+    Checksum, ConnectionInfo, Direction, EngineConfig, EngineStats, Event, Lookup, PacketMeta,
+    Transmit, Verdict,
 };
 use crate::conn::{Connection, Ctx};
 use crate::policy::{PolicyError, PolicyScope, PolicyTable};
@@ -134,7 +134,7 @@ impl Engine {
     /// Takes one queued packet travelling `dir`, whose TCP checksum nobody
     /// verified yet (see [`Engine::handle_packet_with`]).
     pub fn handle_packet(&mut self, now: Instant, dir: Direction, packet: &mut Vec<u8>) -> Verdict {
-        self.handle_packet_with(now, dir, Checksum::Unverified, packet)
+        self.handle_packet_with(now, dir, Checksum::Unverified.into(), packet)
     }
 
     /// Takes one queued packet travelling `dir`. Packets that are not TCP
@@ -142,16 +142,17 @@ impl Engine {
     /// untouched; so are packets the engine cannot parse (fragments, cut
     /// short headers), unless they may belong to an encrypted connection.
     /// An inbound packet whose checksum is `Unverified` is checked first and
-    /// dropped if wrong, before it can change any state.
+    /// dropped if wrong, before it can change any state. See [`PacketMeta`]
+    /// for large (GSO/GRO) segments.
     pub fn handle_packet_with(
         &mut self,
         now: Instant,
         dir: Direction,
-        csum: Checksum,
+        meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> Verdict {
         self.last_guarded = false;
-        self.handle_inner(now, dir, csum, packet)
+        self.handle_inner(now, dir, meta, packet)
     }
 
     /// Whether the packet last given to [`Engine::handle_packet_with`]
@@ -175,7 +176,7 @@ impl Engine {
         &mut self,
         now: Instant,
         dir: Direction,
-        csum: Checksum,
+        meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> Verdict {
         if dir == Direction::Inbound
@@ -186,7 +187,10 @@ impl Engine {
         let Ok(pkt) = Packet::parse(packet) else {
             return self.unparsed_verdict(dir, packet);
         };
-        if dir == Direction::Inbound && csum == Checksum::Unverified && !checksum_ok(packet) {
+        if dir == Direction::Inbound
+            && meta.checksum == Checksum::Unverified
+            && !checksum_ok(packet)
+        {
             self.stats.bad_checksum += 1;
             return Verdict::Drop;
         }
@@ -254,6 +258,7 @@ impl Engine {
                 .max_out_of_order_bytes_total
                 .saturating_sub(self.ooo_bytes),
             policy,
+            large_segment: meta.large,
         };
         let verdict = tracked.conn.handle(&mut ctx, dir, pkt, packet);
         let after = Footprint::of(&tracked.conn);
@@ -447,6 +452,7 @@ impl Engine {
                 stats: &mut self.stats,
                 ooo_budget: 0,
                 policy: ConnectionPolicy::default(),
+                large_segment: false,
             };
             if !tracked.conn.on_timeout(&mut ctx) {
                 if before.half_open {

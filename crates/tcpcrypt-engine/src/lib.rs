@@ -148,8 +148,9 @@
 //! without a RST (by then the kernel has given up on the handshake too); an
 //! encrypted connection that is idle past the idle timeout (default 2 h 10
 //! min, longer than the kernel's default keepalive) is reset even if both
-//! ends meant to keep it; GSO super-segments (they work, but are split into
-//! MSS-sized wire packets); a path MTU below the peer's MSS that no ICMP
+//! ends meant to keep it; segments over 64 KiB (BIG TCP: the queue cannot
+//! hand them over whole; large segments up to 64 KiB are handled, see
+//! [`PacketMeta`]); a path MTU below the peer's MSS that no ICMP
 //! report announces (the engine learns the path only from packet-too-big
 //! reports, see [`wire::icmp`]); a passive opener whose peer drops ENO on
 //! its first ACK keeps the MSS it clamped in the SYN (20 bytes less,
@@ -169,7 +170,7 @@ pub mod wire;
 
 pub use api::{
     Checksum, ConnPhase, ConnectionInfo, Direction, EngineConfig, EngineStats, Event,
-    KeylogSecrets, Lookup, PlainReason, SessionInfo, Transmit, Verdict,
+    KeylogSecrets, Lookup, PacketMeta, PlainReason, SessionInfo, Transmit, Verdict,
 };
 pub use engine::Engine;
 pub use policy::{PolicyError, PolicyScope};

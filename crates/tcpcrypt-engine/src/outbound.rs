@@ -78,6 +78,8 @@ pub struct OutStream {
     /// Wire bytes sealed since the writer's generation last changed, and
     /// the generation they count for.
     sealed_under_key: (u64, u64),
+    /// Most data a new frame may carry.
+    frame_limit: usize,
 }
 
 impl OutStream {
@@ -98,7 +100,15 @@ impl OutStream {
             bytes_framed: 0,
             rekey_after: None,
             sealed_under_key: (0, 0),
+            frame_limit: MAX_FRAME_DATA,
         }
+    }
+
+    /// Caps the data of the frames made from now on (at least 1 byte, at
+    /// most what a frame can hold). A kernel segment no larger than the
+    /// cap becomes one frame; a larger one is cut into several.
+    pub fn set_frame_limit(&mut self, limit: usize) {
+        self.frame_limit = limit.clamp(1, MAX_FRAME_DATA);
     }
 
     /// Makes us initiate a rekey (RFC 8548 section 3.8) on the first frame
@@ -350,14 +360,14 @@ impl OutStream {
             let start = self.local_next;
             // Urgent data: the last urgent byte is urgent_end - 1; URGp goes
             // on the frame holding it, as an index into that frame's data.
-            let max_plain = rest.len().min(MAX_FRAME_DATA);
+            let max_plain = rest.len().min(self.frame_limit);
             let urg = urgent_end
                 .filter(|e| *e > start && *e <= start + max_plain as u64)
                 .map(|e| e - 1 - start);
             let max = if urg.is_some() {
-                MAX_FRAME_DATA_URGENT
+                MAX_FRAME_DATA_URGENT.min(self.frame_limit)
             } else {
-                MAX_FRAME_DATA
+                self.frame_limit
             };
             let n = rest.len().min(max);
             let urgent = urg

@@ -129,6 +129,14 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     pub rekey_after: Option<String>,
 
+    /// Take large segments (GSO/GRO) from the queue whole and encrypt them
+    /// in one pass, rather than have the kernel cut them into packets
+    /// before queueing: `on` or `off`. Off costs most of the throughput;
+    /// it is there to rule this path out when chasing a problem.
+    /// [default: on]
+    #[arg(long, value_name = "on|off")]
+    pub large_segments: Option<String>,
+
     // The limits below print their defaults from `EngineConfig::default()`
     // rather than from the text, so the help cannot drift from the engine.
     #[arg(long, value_name = "SECONDS", help = with_default(
@@ -246,6 +254,8 @@ pub struct Config {
     /// Rekey after this many bytes under one key; `None`: only follow the
     /// peer's rekeys.
     pub rekey_after: Option<u64>,
+    /// Ask the queue for GSO/GRO packets whole.
+    pub large_segments: bool,
     pub limits: Limits,
 }
 
@@ -295,6 +305,7 @@ const FILE_KEYS: &[&str] = &[
     "cleanup-delay",
     "keylog",
     "rekey-after",
+    "large-segments",
     "half-open-timeout",
     "max-half-open",
     "max-connections",
@@ -467,6 +478,10 @@ impl Config {
             ),
             None => None,
         };
+        let large_segments = match pick("large-segments", &args.large_segments) {
+            Some(r) => parse_bool(&r, "large-segments")?,
+            None => true,
+        };
         let limits = parse_limits(&pick, args)?;
         Ok(Config {
             teps,
@@ -484,6 +499,7 @@ impl Config {
             cleanup_delay,
             keylog,
             rekey_after,
+            large_segments,
             limits,
         })
     }

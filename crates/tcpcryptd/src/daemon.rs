@@ -114,7 +114,13 @@ where
         None => None,
     };
     let injector = Injector::new(config.mark)?;
-    let queue = Queue::bind(config.queue, QUEUE_MAX_LEN, QUEUE_RCVBUF)?;
+    let mut queue = Queue::bind(config.queue, QUEUE_MAX_LEN, QUEUE_RCVBUF)?;
+    if config.large_segments {
+        // Without it everything still works, one MSS per queue round trip.
+        if let Err(e) = queue.take_large_segments() {
+            log::warn!("large segments stay off ({e}): the kernel cuts them up before queueing");
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicBool::new(false));
@@ -184,13 +190,15 @@ where
     let loop_result = match loop_result {
         Ok(Ok(stats)) => {
             log::info!(
-                "stopped: {} packets, {} modified, {} dropped, {} injected ({} failed), {} engine panics",
+                "stopped: {} packets ({} large), {} modified, {} dropped, {} injected ({} failed), {} engine panics, {} cut short",
                 stats.packets,
+                stats.large,
                 stats.modified,
                 stats.dropped,
                 stats.injected,
                 stats.inject_failures,
-                stats.engine_panics
+                stats.engine_panics,
+                stats.truncated
             );
             Ok(())
         }

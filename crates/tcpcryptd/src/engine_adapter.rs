@@ -9,7 +9,7 @@ use tcpcrypt_engine as eng;
 
 use crate::config::Config;
 use crate::engine_api::{
-    Checksum, ConnectionView, Direction, EngineEvent, EngineStats, LookupState, PacketEngine,
+    ConnectionView, Direction, EngineEvent, EngineStats, LookupState, PacketEngine, PacketMeta,
     Phase, PolicyError, PolicyScope, Session, Transmit, Verdict,
 };
 use tcpcrypt_control as control;
@@ -186,10 +186,10 @@ impl PacketEngine for eng::Engine {
         &mut self,
         now: Instant,
         dir: Direction,
-        csum: Checksum,
+        meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> Verdict {
-        eng::Engine::handle_packet_with(self, now, dir, csum, packet)
+        eng::Engine::handle_packet_with(self, now, dir, meta, packet)
     }
 
     fn last_packet_guarded(&self) -> bool {

@@ -14,8 +14,8 @@ use tcpcrypt_control::{Connection, Lookup};
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
 pub use tcpcrypt_engine::{
-    AppAware, Checksum, ConnectionPolicy, Direction, EngineStats, KeylogSecrets, PlainReason,
-    PolicyError, PolicyScope, Transmit, Verdict,
+    AppAware, Checksum, ConnectionPolicy, Direction, EngineStats, KeylogSecrets, PacketMeta,
+    PlainReason, PolicyError, PolicyScope, Transmit, Verdict,
 };
 
 // What the control protocol reports about a connection is the control
@@ -136,13 +136,13 @@ pub trait PacketEngine {
         scope: PolicyScope,
         local: SocketAddr,
     ) -> Option<ConnectionPolicy>;
-    /// Takes one queued packet; `csum` says whether the kernel already
-    /// verified its TCP checksum.
+    /// Takes one queued packet; `meta` says whether the kernel already
+    /// verified its TCP checksum and whether it is a large (GSO/GRO) one.
     fn handle_packet_with(
         &mut self,
         now: Instant,
         dir: Direction,
-        csum: Checksum,
+        meta: PacketMeta,
         packet: &mut Vec<u8>,
     ) -> Verdict;
     /// Whether the packet last handled belongs to a connection whose

@@ -4,10 +4,10 @@
 //! drop under load) or are unsound (ARCHITECTURE §7), so this module speaks
 //! the `nfnetlink_queue` protocol itself: bind one queue in copy-packet mode,
 //! receive many packets per system call (`recvmmsg`), and send many verdicts
-//! per `sendto`. The GSO flag is deliberately not requested: the kernel then
-//! segments and checksums packets before queueing them, so every packet we
-//! see is complete and one the engine can parse, and packets we accept
-//! unchanged need no checksum work.
+//! per `sendto`. With [`Queue::take_large_segments`] the kernel hands over
+//! GSO and GRO packets whole (up to 64 KiB) instead of cutting them up and
+//! checksumming every piece first: one queue round trip per large segment
+//! rather than one per MSS, which is what bulk throughput depends on.
 //!
 //! All `unsafe` of the netlink socket lives here; message encoding and
 //! decoding is plain safe code over byte slices.
@@ -25,16 +25,23 @@ const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
 const NFQA_MARK: u16 = 3;
 const NFQA_PAYLOAD: u16 = 10;
+const NFQA_CAP_LEN: u16 = 13;
 const NFQA_SKB_INFO: u16 = 14;
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
 const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
+const NFQA_CFG_MASK: u16 = 4;
+const NFQA_CFG_FLAGS: u16 = 5;
+/// Hand GSO packets over whole.
+const NFQA_CFG_F_GSO: u32 = 1 << 2;
 
 /// `NFQA_SKB_INFO` flags (linux/netfilter/nfnetlink_queue.h). The kernel
 /// sets `CSUMNOTREADY` for a packet whose checksum is still to be filled in
 /// (CHECKSUM_PARTIAL) and otherwise `CSUM_NOTVERIFIED` when nobody checked
 /// the checksum yet; it omits the attribute when no flag applies.
+#[cfg(test)]
 const NFQA_SKB_CSUMNOTREADY: u32 = 1 << 0;
+const NFQA_SKB_GSO: u32 = 1 << 1;
 const NFQA_SKB_CSUM_NOTVERIFIED: u32 = 1 << 2;
 
 const NFQNL_CFG_CMD_BIND: u8 = 1;
@@ -51,8 +58,13 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 /// Largest IP packet plus generous room for the netlink headers and the
 /// attributes the kernel adds around the payload.
 const RECV_BUF_LEN: usize = 65536 + 4096;
-/// Flush queued verdicts before the send buffer could overflow.
-const VERDICT_FLUSH_LEN: usize = 1 << 20;
+/// Send the verdicts collected so far once they carry this many bytes. A
+/// packet waits in the kernel until its verdict is sent, and its sender's
+/// TCP counts it against the bytes it may have queued below it (TCP small
+/// queues, about a millisecond's worth at its pacing rate): holding a batch
+/// of 64 KiB packets until the whole batch is done would stall the sender,
+/// while a few small ones share one system call.
+const VERDICT_FLUSH_LEN: usize = 64 << 10;
 
 /// Errors of the queue layer, each naming the netlink step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +126,13 @@ pub struct QueuedPacket<'a> {
     /// Whether the kernel vouches for the TCP checksum; see
     /// [`checksum_verified`].
     pub checksum_verified: bool,
-    /// The whole IP packet.
+    /// A GSO or GRO packet: several segments' worth in one, which the
+    /// kernel cuts at its MSS after the verdict (outbound).
+    pub large: bool,
+    /// The copy stopped short of the packet (it was longer than a netlink
+    /// attribute holds): `payload` is not the whole packet.
+    pub truncated: bool,
+    /// The whole IP packet, unless `truncated`.
     pub payload: &'a [u8],
 }
 
@@ -316,6 +334,7 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
     let mut attrs = msg.get(NLMSG_HDRLEN + NFGENMSG_LEN..).unwrap_or(&[]);
     let (mut id, mut hook, mut mark, mut payload) = (None, None, 0, None);
     let mut skb_info = 0;
+    let mut cap_len = None;
     while let (Some(alen), Some(aty)) = (read_u16(attrs, 0), read_u16(attrs, 2)) {
         let alen = alen as usize;
         if alen < 4 || alen > attrs.len() {
@@ -330,17 +349,21 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
             NFQA_MARK => mark = read_be_u32(body, 0).unwrap_or(0),
             NFQA_PAYLOAD => payload = Some(body),
             NFQA_SKB_INFO => skb_info = read_be_u32(body, 0).unwrap_or(u32::MAX),
+            NFQA_CAP_LEN => cap_len = Some(read_be_u32(body, 0).unwrap_or(u32::MAX)),
             _ => {}
         }
         attrs = attrs.get(align4(alen).min(attrs.len())..).unwrap_or(&[]);
     }
+    let payload = payload.unwrap_or(&[]);
     match (id, hook) {
         (Some(id), Some(hook)) => Message::Packet(QueuedPacket {
             id,
             hook,
             mark,
             checksum_verified: checksum_verified(skb_info),
-            payload: payload.unwrap_or(&[]),
+            large: skb_info != u32::MAX && skb_info & NFQA_SKB_GSO != 0,
+            truncated: cap_len.is_some_and(|c| c as usize > payload.len()),
+            payload,
         }),
         _ => Message::Other,
     }
@@ -354,15 +377,16 @@ fn parse_message(msg: &[u8]) -> Message<'_> {
 /// `CSUM_NOTVERIFIED` is set unless `skb_csum_unnecessary()` holds, i.e.
 /// unless the NIC or an earlier check (conntrack in PREROUTING verifies TCP
 /// checksums by default) vouched for it; packets the host sends (OUTPUT)
-/// never get it. `CSUMNOTREADY` means the checksum field is not filled in
-/// yet. Without the GSO flag, which we do not request, the kernel fills it
-/// in before copying and no longer reports `CSUMNOTREADY`; should it appear
-/// anyway, the copied checksum is not a real one, so it is not trusted
-/// either (the engine then checks it and drops such a packet rather than
-/// accept one it cannot vouch for). A malformed attribute counts as "not
-/// verified" too.
+/// never get it. `CSUMNOTREADY` (CHECKSUM_PARTIAL) means the checksum
+/// field is not filled in yet, which only the GSO flag lets through
+/// uncomputed: the packet was built by a kernel on this host (this
+/// namespace, or another one across a veth or loopback) and never crossed
+/// a wire, so its bytes are as their sender wrote them and count as
+/// verified; the kernel reports it instead of, never beside,
+/// `CSUM_NOTVERIFIED`. A malformed attribute (read as all flags set)
+/// counts as "not verified".
 pub fn checksum_verified(skb_info: u32) -> bool {
-    skb_info & (NFQA_SKB_CSUMNOTREADY | NFQA_SKB_CSUM_NOTVERIFIED) == 0
+    skb_info & NFQA_SKB_CSUM_NOTVERIFIED == 0
 }
 
 /// A bound NFQUEUE netlink socket.
@@ -441,6 +465,17 @@ impl Queue {
         Ok(q)
     }
 
+    /// Asks the kernel to queue GSO and GRO packets whole (see the module
+    /// doc). Their payload can then reach 64 KiB, and one whose checksum
+    /// is left for later arrives with `CSUMNOTREADY`.
+    pub fn take_large_segments(&mut self) -> Result<(), NfqError> {
+        let flag = NFQA_CFG_F_GSO.to_be_bytes();
+        self.config_attrs(
+            &[(NFQA_CFG_FLAGS, &flag), (NFQA_CFG_MASK, &flag)],
+            "asking for whole GSO packets",
+        )
+    }
+
     pub fn queue_num(&self) -> u16 {
         self.queue
     }
@@ -448,10 +483,18 @@ impl Queue {
     /// Sends one config attribute with an acknowledgement request and waits
     /// for the kernel's answer.
     fn config(&mut self, attr: u16, data: &[u8], step: &'static str) -> Result<(), NfqError> {
+        self.config_attrs(&[(attr, data)], step)
+    }
+
+    /// Sends config attributes in one message (the kernel takes flags only
+    /// together with their mask) and waits for the acknowledgement.
+    fn config_attrs(&mut self, attrs: &[(u16, &[u8])], step: &'static str) -> Result<(), NfqError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut body = Vec::new();
-        put_attr(&mut body, attr, data);
+        for (attr, data) in attrs {
+            put_attr(&mut body, *attr, data);
+        }
         let mut msg = Vec::new();
         put_msg_header(
             &mut msg,
@@ -719,6 +762,8 @@ mod tests {
                 hook: Hook::LocalOut,
                 mark: 0x1234,
                 checksum_verified: true,
+                large: false,
+                truncated: false,
                 payload: b"\x45abcde",
             })]
         );
@@ -733,15 +778,51 @@ mod tests {
     }
 
     #[test]
-    fn checksum_counts_as_verified_only_without_the_not_verified_and_not_ready_flags() {
+    fn checksum_counts_as_verified_unless_the_kernel_says_not_verified() {
         assert!(verified_with(None), "no NFQA_SKB_INFO");
-        assert!(verified_with(Some(&2u32.to_be_bytes())), "GSO flag only");
+        assert!(verified_with(Some(&NFQA_SKB_GSO.to_be_bytes())), "GSO only");
         assert!(
-            !verified_with(Some(&4u32.to_be_bytes())),
+            !verified_with(Some(&NFQA_SKB_CSUM_NOTVERIFIED.to_be_bytes())),
             "CSUM_NOTVERIFIED"
         );
-        assert!(!verified_with(Some(&1u32.to_be_bytes())), "CSUMNOTREADY");
+        assert!(
+            verified_with(Some(&NFQA_SKB_CSUMNOTREADY.to_be_bytes())),
+            "CSUMNOTREADY: built on this host, checksum still to be filled in"
+        );
         assert!(!verified_with(Some(&7u32.to_be_bytes())), "all flags");
+    }
+
+    fn parsed(skb_info: Option<&[u8]>, cap_len: Option<u32>, payload: &[u8]) -> (bool, bool) {
+        let mut msg = packet_message_with(1, 3, None, skb_info, payload);
+        if let Some(c) = cap_len {
+            // Attributes may come in any order; append one more and fix
+            // the message length.
+            put_attr(&mut msg, NFQA_CAP_LEN, &c.to_be_bytes());
+            let len = msg.len() as u32;
+            msg[..4].copy_from_slice(&len.to_ne_bytes());
+        }
+        match parse_datagram(&msg).next() {
+            Some(Message::Packet(p)) => (p.large, p.truncated),
+            other => panic!("not a packet: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn gso_flag_and_cut_short_copies_are_reported() {
+        assert_eq!(parsed(None, None, b"\x45abc"), (false, false));
+        let gso = NFQA_SKB_GSO.to_be_bytes();
+        assert_eq!(parsed(Some(&gso), None, b"\x45abc"), (true, false));
+        assert_eq!(
+            parsed(None, Some(4), b"\x45abc"),
+            (false, false),
+            "cap = copy"
+        );
+        assert_eq!(parsed(None, Some(70_000), b"\x45abc"), (false, true));
+        assert_eq!(
+            parsed(Some(&[0, 2]), None, b"\x45"),
+            (false, false),
+            "malformed"
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use crate::conn_journal::{ConnKey, Journal};
 use crate::control_protocol::{ApplyUpdate as _, PolicyUpdate};
 use crate::engine_api::{
-    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, PolicyError,
-    PolicyScope, Transmit, Verdict,
+    Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, PacketMeta,
+    PolicyError, PolicyScope, Transmit, Verdict,
 };
 use crate::firewall::verdict_mark;
 use crate::inject::Injector;
@@ -191,6 +191,11 @@ pub struct LoopStats {
     pub injected: u64,
     pub inject_failures: u64,
     pub engine_panics: u64,
+    /// Large (GSO/GRO) packets among `packets`.
+    pub large: u64,
+    /// Packets the queue copied only in part (longer than 65531 bytes:
+    /// BIG TCP, which the daemon does not support).
+    pub truncated: u64,
 }
 
 /// Everything the packet thread owns.
@@ -259,13 +264,32 @@ impl<E: PacketEngine> PacketLoop<E> {
                                 _ => continue,
                             };
                             stats.packets += 1;
-                            let csum = if p.checksum_verified {
-                                Checksum::Verified
-                            } else {
-                                Checksum::Unverified
+                            let meta = PacketMeta {
+                                checksum: if p.checksum_verified {
+                                    Checksum::Verified
+                                } else {
+                                    Checksum::Unverified
+                                },
+                                large: p.large,
                             };
+                            stats.large += u64::from(p.large);
+                            if p.truncated {
+                                // The engine sees a cut-short packet as one it
+                                // cannot parse: dropped if its connection is
+                                // guarded, passed unchanged otherwise.
+                                stats.truncated += 1;
+                                if stats.truncated % 1000 == 1 {
+                                    log::warn!(
+                                        "the queue cut a packet short ({} so far): \
+                                         packets over 64 KiB (BIG TCP, a gso_max_size \
+                                         above 65536) cannot be encrypted; lower the \
+                                         interface's gso_max_size and gro_max_size",
+                                        stats.truncated
+                                    );
+                                }
+                            }
                             let (v, modified, guarded) =
-                                self.decide(now, p.hook, csum, p.payload, &mut scratch, &mut stats);
+                                self.decide(now, p.hook, meta, p.payload, &mut scratch, &mut stats);
                             // Journalled before the verdict can let the
                             // connection's first guarded packet go.
                             self.take_events(&mut pending);
@@ -328,7 +352,7 @@ impl<E: PacketEngine> PacketLoop<E> {
         &mut self,
         now: Instant,
         hook: Hook,
-        csum: Checksum,
+        meta: PacketMeta,
         payload: &[u8],
         scratch: &mut Vec<u8>,
         stats: &mut LoopStats,
@@ -343,7 +367,7 @@ impl<E: PacketEngine> PacketLoop<E> {
         scratch.extend_from_slice(payload);
         let engine = &mut self.engine;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let v = engine.handle_packet_with(now, dir, csum, scratch);
+            let v = engine.handle_packet_with(now, dir, meta, scratch);
             (v, engine.last_packet_guarded())
         }));
         if log::log_enabled!(log::Level::Trace) {
@@ -890,7 +914,7 @@ mod tests {
             &mut self,
             _: Instant,
             _: Direction,
-            _: Checksum,
+            _: PacketMeta,
             _: &mut Vec<u8>,
         ) -> Verdict {
             Verdict::Accept

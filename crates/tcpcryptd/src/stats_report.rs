@@ -199,7 +199,7 @@ fn count(n: u64, one: &str, many: &str) -> String {
 mod tests {
     use super::*;
     use crate::engine_api::{
-        Checksum, ConnectionView, Direction, EngineEvent, LookupState, Transmit, Verdict,
+        ConnectionView, Direction, EngineEvent, LookupState, PacketMeta, Transmit, Verdict,
     };
     use std::cell::Cell;
     use std::net::SocketAddr;
@@ -217,7 +217,7 @@ mod tests {
             &mut self,
             _: Instant,
             _: Direction,
-            _: Checksum,
+            _: PacketMeta,
             _: &mut Vec<u8>,
         ) -> Verdict {
             Verdict::Accept

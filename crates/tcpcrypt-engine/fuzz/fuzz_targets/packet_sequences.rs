@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tcpcrypt_engine::wire::{IpLayer, Packet, TcpFlags, TcpOption, TcpRepr};
-use tcpcrypt_engine::{Direction, Engine, EngineConfig, Verdict};
+use tcpcrypt_engine::{Checksum, Direction, Engine, EngineConfig, PacketMeta, Verdict};
 use tcpcrypt_proto::TestRng;
 
 #[derive(Debug, Arbitrary)]
@@ -127,9 +127,15 @@ impl World {
     /// The local stack of host `h` sends `bytes`.
     fn send(&mut self, h: usize, mut bytes: Vec<u8>) {
         let now = self.now;
+        // Past one MSS only a GSO segment can be that long.
+        let large = Packet::parse(&bytes).is_ok_and(|p| p.tcp.payload.len() > 1400);
+        let meta = PacketMeta {
+            checksum: Checksum::Verified,
+            large,
+        };
         let v = self.hosts[h]
             .engine
-            .handle_packet(now, Direction::Outbound, &mut bytes);
+            .handle_packet_with(now, Direction::Outbound, meta, &mut bytes);
         if v != Verdict::Drop {
             self.wire.push_back((1 - h, bytes));
         }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tcpcrypt_proto::eno::NON_SYN_OPTION;
-use tcpcrypt_proto::frame::FRAME_OVERHEAD;
+use tcpcrypt_proto::frame::{FRAME_OVERHEAD, MAX_FRAME_DATA};
 use tcpcrypt_proto::handshake::{AwaitInit1, AwaitInit2, Step};
 use tcpcrypt_proto::session::Session;
 
@@ -26,6 +26,10 @@ pub(super) enum Pending {
     A(AwaitInit2),
     B(AwaitInit1),
 }
+
+/// Largest IP packet a queue verdict may carry (the IPv4 total length
+/// field; the kernel holds a rewritten IPv6 packet to the same bound).
+const MAX_IP_PACKET: usize = 0xffff;
 
 /// Least time between two challenge ACKs of one connection (Linux's
 /// `tcp_invalid_ratelimit` default): forged segments must not turn us into
@@ -283,6 +287,18 @@ impl Crypt {
             .max(FRAME_OVERHEAD + 1)
     }
 
+    /// Data of one frame that fills a wire packet by itself: the peer's
+    /// MSS (or the path's limit) less our options and the frame overhead.
+    fn large_frame_limit(&self, options_len: usize) -> usize {
+        self.facts
+            .peer_mss
+            .map_or(DEFAULT_MSS, usize::from)
+            .saturating_sub(options_len)
+            .min(self.path_payload_cap.unwrap_or(usize::MAX))
+            .saturating_sub(FRAME_OVERHEAD)
+            .max(1)
+    }
+
     /// See [`super::Connection::on_too_big`]. From now on no wire packet
     /// carries more than the path takes: stored frames sealed for the
     /// wider path are resent cut to the new limit, and a new frame whose
@@ -443,7 +459,20 @@ impl Crypt {
         }
         let payload = std::mem::take(&mut tcp.payload);
         let fin = tcp.flags.contains(TcpFlags::FIN);
-        self.kernel_max_payload = self.kernel_max_payload.max(payload.len());
+        let options = options_len(&tcp.options);
+        if ctx.large_segment {
+            // One frame per wire packet, so that when the kernel later
+            // resends some part of this segment (with its own boundaries),
+            // the frames that part touches are few and small.
+            let per_packet = self.large_frame_limit(options);
+            self.out.set_frame_limit(per_packet);
+            // The kernel cuts its large segments at its MSS, which is the
+            // clamped one we gave it.
+            self.kernel_max_payload = self.kernel_max_payload.max(per_packet);
+        } else {
+            self.out.set_frame_limit(MAX_FRAME_DATA);
+            self.kernel_max_payload = self.kernel_max_payload.max(payload.len());
+        }
         let plan = self.out.on_kernel_segment(seq, &payload, fin, urgent_end)?;
         match plan {
             OutPlan::Empty => {
@@ -466,25 +495,35 @@ impl Crypt {
                 Ok(emit_into(pkt, buf))
             }
             OutPlan::Send { start, bytes, fin } => {
-                let limit = self.wire_payload_limit(options_len(&pkt.tcp.options));
+                let limit = self.wire_payload_limit(options);
+                // The kernel cuts a large segment we rewrote at its MSS,
+                // so it may carry as much as one IP packet holds; what
+                // does not fit follows in packets we make.
+                let first_len = if ctx.large_segment {
+                    MAX_IP_PACKET.saturating_sub(pkt.header_len()).max(limit)
+                } else {
+                    limit
+                };
                 let psh = pkt.tcp.flags.contains(TcpFlags::PSH);
-                let n = bytes.len().div_ceil(limit).max(1);
                 let mut verdict = Verdict::Drop;
-                for i in 0..n {
+                let mut from = 0;
+                while from < bytes.len() || from == 0 {
+                    let to = (from + if from == 0 { first_len } else { limit }).min(bytes.len());
                     let mut p = pkt.clone();
-                    p.tcp.seq = local.seq((start + (i * limit) as u64) as i64);
-                    p.tcp.payload = bytes
-                        .get(i * limit..((i + 1) * limit).min(bytes.len()))
-                        .unwrap_or_default()
-                        .to_vec();
-                    let last = i + 1 == n;
+                    p.tcp.seq = local.seq((start + from as u64) as i64);
+                    p.tcp.payload = bytes.get(from..to).unwrap_or_default().to_vec();
+                    let last = to == bytes.len();
                     p.tcp.flags.set(TcpFlags::FIN, fin && last);
                     p.tcp.flags.set(TcpFlags::PSH, last && (psh || fin));
-                    if i == 0 {
+                    if from == 0 {
                         verdict = emit_into(&p, buf);
                     } else {
                         push_transmit(ctx, Direction::Outbound, &p);
                     }
+                    if to == from {
+                        break;
+                    }
+                    from = to;
                 }
                 Ok(verdict)
             }

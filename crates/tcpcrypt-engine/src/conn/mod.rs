@@ -24,9 +24,10 @@ use crate::outbound::OutStream;
 use crate::wire::tcp::{MAX_OPTIONS_LEN, kind, options_len};
 use crate::wire::{Packet, TcpFlags, TcpOption};
 
-/// Largest plaintext put into one packet for the local stack (keeps the IP
-/// total length below 65535 with any headers).
-const MAX_LOCAL_DELIVERY: usize = 60_000;
+/// Largest plaintext put into one packet for the local stack: the IP
+/// total length stays within 65535 with the longest IP and TCP headers, so
+/// a merged (GRO) wire segment is delivered as one packet.
+const MAX_LOCAL_DELIVERY: usize = 0xffff - 60 - 60;
 /// MSS assumed when the peer's SYN names none (RFC 9293 section 3.7.1).
 const DEFAULT_MSS: usize = 536;
 /// Never clamp an MSS below this.
@@ -52,6 +53,8 @@ pub struct Ctx<'a> {
     /// The resumption policy registered for this connection's socket;
     /// meaningful while handling its first SYN, the default otherwise.
     pub policy: ConnectionPolicy,
+    /// The packet being handled is a large segment ([`crate::PacketMeta`]).
+    pub large_segment: bool,
 }
 
 /// Handshake facts learned from the SYNs.

@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tcpcrypt_engine::wire::{IpLayer, Packet, TcpFlags, TcpOption, TcpRepr, checksum};
-use tcpcrypt_engine::{Direction, Engine, EngineConfig, Event, Lookup, Verdict};
+use tcpcrypt_engine::{
+    Checksum, Direction, Engine, EngineConfig, Event, Lookup, PacketMeta, Verdict,
+};
 use tcpcrypt_proto::TestRng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +79,10 @@ pub struct Kernel {
     pub inbox_log: Vec<Packet>,
     /// Segments discarded by the sequence check (their ACK ignored).
     pub unacceptable: Vec<Packet>,
+    /// When nonzero, `push` sends segments of up to this many bytes, marked
+    /// large (GSO), which the host cuts at `mss` after the engine's verdict
+    /// as the kernel's segmentation would.
+    pub gso: usize,
 }
 
 pub fn default_syn_options(mss: u16) -> Vec<TcpOption> {
@@ -116,6 +122,7 @@ impl Kernel {
             syn_options: default_syn_options(1460),
             inbox_log: Vec::new(),
             unacceptable: Vec::new(),
+            gso: 0,
         }
     }
 
@@ -190,7 +197,8 @@ impl Kernel {
     /// Sends all unsent data in MSS-sized segments.
     pub fn push(&mut self) {
         while (self.snd_nxt as usize) < self.send_buf.len() {
-            let len = (self.send_buf.len() - self.snd_nxt as usize).min(self.mss);
+            let size = if self.gso > 0 { self.gso } else { self.mss };
+            let len = (self.send_buf.len() - self.snd_nxt as usize).min(size);
             self.send_range(self.snd_nxt, len);
         }
     }
@@ -396,12 +404,36 @@ impl Kernel {
     }
 }
 
+/// Cuts a large packet's payload into segments of `size` bytes, as the
+/// kernel's GSO does after the verdict: FIN and PSH on the last only.
+pub fn segment(packet: &[u8], size: usize) -> Vec<Vec<u8>> {
+    let p = Packet::parse(packet).expect("a large packet parses");
+    let n = p.tcp.payload.len().div_ceil(size).max(1);
+    (0..n)
+        .map(|i| {
+            let mut q = p.clone();
+            let from = i * size;
+            let to = (from + size).min(p.tcp.payload.len());
+            q.tcp.seq = p.tcp.seq.wrapping_add(from as u32);
+            q.tcp.payload = p.tcp.payload[from..to].to_vec();
+            if i + 1 < n {
+                q.tcp.flags.set(TcpFlags::FIN, false);
+                q.tcp.flags.set(TcpFlags::PSH, false);
+            }
+            q.to_bytes().expect("a segment emits")
+        })
+        .collect()
+}
+
 /// One host: its kernel and, if the daemon runs there, its engine.
 pub struct Host {
     pub kernel: Kernel,
     pub engine: Option<Engine>,
     pub events: Vec<Event>,
     pub verdicts: Vec<(Direction, Verdict)>,
+    /// Sizes of the large (GSO) packets as the engine let them pass,
+    /// before the host cut them up.
+    pub large_out: Vec<usize>,
 }
 
 /// What the wire filter decides for a packet.
@@ -434,6 +466,11 @@ pub struct Sim {
     delayed: VecDeque<(Side, Vec<u8>)>,
     /// Packets held back by [`Fate::Late`].
     late: VecDeque<(Side, Vec<u8>)>,
+    /// Merge in-order data packets that follow each other on the wire
+    /// into one before the receiving engine sees it, as GRO does.
+    pub gro: bool,
+    /// Wire packets that reached a receiver merged with others.
+    pub gro_merged: usize,
 }
 
 pub fn engine(seed: u64) -> Engine {
@@ -454,12 +491,14 @@ impl Sim {
                 engine: engines.0.then(|| engine(1)),
                 events: Vec::new(),
                 verdicts: Vec::new(),
+                large_out: Vec::new(),
             },
             b: Host {
                 kernel: Kernel::new(b, a, 0xfff0_0000),
                 engine: engines.1.then(|| engine(2)),
                 events: Vec::new(),
                 verdicts: Vec::new(),
+                large_out: Vec::new(),
             },
             now: Instant::now(),
             wire: VecDeque::new(),
@@ -468,6 +507,8 @@ impl Sim {
             filter: None,
             delayed: VecDeque::new(),
             late: VecDeque::new(),
+            gro: false,
+            gro_merged: 0,
         }
     }
 
@@ -511,6 +552,9 @@ impl Sim {
                 Some(f) => f(from, &mut p),
                 None => Fate::Pass,
             };
+            if self.gro && matches!(fate, Fate::Pass) {
+                p = self.gro_merge(from, p);
+            }
             match fate {
                 Fate::Pass => self.wire_delivers(from.other(), p),
                 Fate::Drop => {}
@@ -528,6 +572,54 @@ impl Sim {
             return true;
         }
         false
+    }
+
+    /// Takes the packets right behind `first` on the wire that continue
+    /// its data, up to 64 KB in all, and returns them merged with it.
+    fn gro_merge(&mut self, from: Side, first: Vec<u8>) -> Vec<u8> {
+        let plain = |p: &Packet| {
+            !p.tcp.payload.is_empty()
+                && [TcpFlags::SYN, TcpFlags::FIN, TcpFlags::RST, TcpFlags::URG]
+                    .iter()
+                    .all(|f| !p.tcp.flags.contains(*f))
+        };
+        let Ok(mut merged) = Packet::parse(&first) else {
+            return first;
+        };
+        if !plain(&merged) {
+            return first;
+        }
+        let mut count = 1;
+        while let Some((side, next)) = self.wire.front() {
+            let Ok(q) = Packet::parse(next) else { break };
+            // GRO ends a run at PSH and never mixes acknowledgments.
+            let follows = *side == from
+                && plain(&q)
+                && !merged.tcp.flags.contains(TcpFlags::PSH)
+                && q.tcp.ack == merged.tcp.ack
+                && q.tcp.src_port == merged.tcp.src_port
+                && q.tcp.seq == merged.tcp.seq.wrapping_add(merged.tcp.payload.len() as u32)
+                && merged.tcp.payload.len() + q.tcp.payload.len() <= 64_000;
+            if !follows {
+                break;
+            }
+            let (side, next) = self.wire.pop_front().unwrap();
+            self.tap.push((side, next));
+            self.tap_times.push(self.now);
+            merged.tcp.payload.extend_from_slice(&q.tcp.payload);
+            merged.tcp.ack = q.tcp.ack;
+            merged.tcp.window = q.tcp.window;
+            merged.tcp.options = q.tcp.options;
+            if q.tcp.flags.contains(TcpFlags::PSH) {
+                merged.tcp.flags.set(TcpFlags::PSH, true);
+            }
+            count += 1;
+        }
+        if count == 1 {
+            return first;
+        }
+        self.gro_merged += count;
+        merged.to_bytes().expect("a merged packet emits")
     }
 
     fn drain_engine(&mut self, side: Side) {
@@ -558,17 +650,30 @@ impl Sim {
     fn kernel_sent(&mut self, side: Side, mut p: Vec<u8>) {
         let now = self.now;
         let h = self.host(side);
+        let gso_size = h.kernel.mss;
+        let large = Packet::parse(&p).is_ok_and(|q| q.tcp.payload.len() > gso_size);
         let pass = match h.engine.as_mut() {
             None => true,
             Some(e) => {
-                let v = e.handle_packet(now, Direction::Outbound, &mut p);
+                let meta = PacketMeta {
+                    checksum: Checksum::Verified,
+                    large,
+                };
+                let v = e.handle_packet_with(now, Direction::Outbound, meta, &mut p);
                 h.verdicts.push((Direction::Outbound, v));
                 v != Verdict::Drop
             }
         };
         if pass {
             assert_checksums(&p);
-            self.wire.push_back((side, p));
+            if large {
+                h.large_out.push(p.len());
+                for seg in segment(&p, gso_size) {
+                    self.wire.push_back((side, seg));
+                }
+            } else {
+                self.wire.push_back((side, p));
+            }
         }
         self.drain_engine(side);
     }
