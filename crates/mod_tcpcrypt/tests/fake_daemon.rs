@@ -92,9 +92,9 @@ fn assert_all_unset(r: &Response) {
 
 fn assert_session_vars(r: &Response, session: &FakeSession) {
     assert_eq!(r.var("TCP_CRYPT_SESSID"), Some(session.upper_hex()));
-    assert_eq!(r.var("TCP_CRYPT_ROLE").as_deref(), Some(session.role));
-    assert_eq!(r.var("TCP_CRYPT_TEP").as_deref(), Some(session.tep));
-    assert_eq!(r.var("TCP_CRYPT_AEAD").as_deref(), Some(session.aead));
+    assert_eq!(r.var("TCP_CRYPT_ROLE").as_deref(), Some(session.role()));
+    assert_eq!(r.var("TCP_CRYPT_TEP").as_deref(), Some(session.tep()));
+    assert_eq!(r.var("TCP_CRYPT_AEAD").as_deref(), Some(session.aead()));
     assert_eq!(r.var("TCP_CRYPT_RESUMED").as_deref(), Some("0"));
 }
 

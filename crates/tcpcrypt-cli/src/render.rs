@@ -4,47 +4,23 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
-use serde_json::{Value, json};
 use tcpcrypt::{Connection, Lookup, format_addr};
+use tcpcrypt_control::answer::{connection_object, lookup_object};
 
-/// The `lookup` answer's fields, with addresses added.
-pub fn lookup_json(local: SocketAddr, remote: SocketAddr, lookup: &Lookup) -> Value {
-    let mut v = json!({
-        "local": format_addr(local),
-        "remote": format_addr(remote),
-    });
-    add_lookup_fields(&mut v, lookup);
-    v
+/// The `lookup` answer's fields behind the connection's addresses, as the
+/// control crate writes them.
+pub fn lookup_json(local: SocketAddr, remote: SocketAddr, lookup: &Lookup) -> String {
+    lookup_object(local, remote, lookup)
 }
 
-fn add_lookup_fields(v: &mut Value, lookup: &Lookup) {
-    v["state"] = json!(lookup.state_name());
-    match lookup {
-        Lookup::Tcpcrypt(s) => {
-            v["session_id"] = json!(s.session_id.to_hex());
-            v["role"] = json!(s.role.name());
-            v["tep"] = json!(s.tep.name());
-            v["tep_byte"] = json!(s.tep.byte());
-            v["aead"] = json!(s.aead.name());
-            v["resumed"] = json!(s.resumed);
-            v["peer_app_aware"] = json!(s.peer_app_aware);
-        }
-        Lookup::Plain { reason } => v["reason"] = json!(reason),
-        Lookup::Pending | Lookup::Unknown => {}
-    }
+/// `{"connections":[...]}`, each entry a `list` answer's entry.
+pub fn connections_json(connections: &[&Connection]) -> String {
+    let entries: Vec<String> = connections.iter().map(|c| connection_object(c)).collect();
+    format!("{{\"connections\":[{}]}}", entries.join(","))
 }
 
-pub fn connection_json(c: &Connection) -> Value {
-    let mut v = lookup_json(c.local, c.remote, &c.lookup);
-    v["phase"] = json!(c.phase.name());
-    v["bytes_sent"] = json!(c.bytes_sent);
-    v["bytes_received"] = json!(c.bytes_received);
-    v["age_ms"] = json!(u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX));
-    v
-}
-
-pub fn write_json_line(out: &mut impl Write, value: &Value) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
+pub fn write_json_line(out: &mut impl Write, json: &str) -> io::Result<()> {
+    out.write_all(json.as_bytes())?;
     out.write_all(b"\n")?;
     out.flush()
 }
@@ -196,12 +172,25 @@ mod tests {
     #[test]
     fn json_uses_the_protocol_field_names() {
         let c = encrypted("10.0.0.2:80", 1234);
-        let v = connection_json(&c);
-        assert_eq!(v["local"], "10.0.0.2:80");
-        assert_eq!(v["state"], "tcpcrypt");
-        assert_eq!(v["tep_byte"], 0x23);
-        assert_eq!(v["bytes_sent"], 1234);
-        assert_eq!(v["age_ms"], 8123);
-        assert_eq!(v["phase"], "established");
+        let v: serde_json::Value =
+            serde_json::from_str(&connections_json(&[&c])).expect("valid JSON");
+        let row = &v["connections"][0];
+        assert_eq!(row["local"], "10.0.0.2:80");
+        assert_eq!(row["state"], "tcpcrypt");
+        assert_eq!(row["tep_byte"], 0x23);
+        assert_eq!(row["bytes_sent"], 1234);
+        assert_eq!(row["age_ms"], 8123);
+        assert_eq!(row["phase"], "established");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(1));
+    }
+
+    #[test]
+    fn lookup_json_is_the_answer_behind_the_addresses() {
+        let c = encrypted("10.0.0.2:80", 1);
+        let v: serde_json::Value =
+            serde_json::from_str(&lookup_json(c.local, c.remote, &c.lookup)).expect("valid JSON");
+        assert_eq!(v["remote"], "10.0.0.1:40312");
+        assert_eq!(v["role"], "B");
+        assert!(v.get("phase").is_none() && v.get("v").is_none());
     }
 }

@@ -2,7 +2,6 @@
 
 use std::io::{BufWriter, Write};
 
-use serde_json::json;
 use tcpcrypt::{Client, Connection, Lookup};
 
 use crate::cli::StatusArgs;
@@ -20,8 +19,7 @@ pub fn run(client: &Client, args: &StatusArgs) -> Result<Outcome, Failure> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let written = if args.json {
-        let list: Vec<_> = shown.iter().map(|c| render::connection_json(c)).collect();
-        render::write_json_line(&mut out, &json!({ "connections": list }))
+        render::write_json_line(&mut out, &render::connections_json(&shown))
     } else {
         render::write_table(&mut out, &shown).and_then(|()| out.flush())
     };

@@ -1,33 +1,14 @@
-//! Socket addresses as the control protocol writes them, and the addresses
-//! of a connected TCP socket read from its file descriptor.
+//! The addresses of a TCP socket read from its file descriptor, normalised
+//! as the control protocol keys connections (`tcpcrypt_control`).
 
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+use tcpcrypt_control::normalize_addr as normalize;
+
 use crate::error::Error;
-
-/// The address the daemon knows a connection by: an IPv4-mapped IPv6
-/// address becomes the IPv4 address it maps, and IPv6 scope and flow
-/// information are dropped (the daemon keys on addresses and ports only).
-pub fn normalize(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(_) => addr,
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
-            None => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0)),
-        },
-    }
-}
-
-/// `IPV4:PORT` or `[IPV6]:PORT`, without a scope id, after [`normalize`].
-pub fn to_wire(addr: SocketAddr) -> String {
-    match normalize(addr) {
-        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    }
-}
 
 /// The local (`getsockname`) and remote (`getpeername`) addresses of a
 /// connected IPv4 or IPv6 TCP socket, normalised.
@@ -238,29 +219,6 @@ mod tests {
             Err(e) => assert_eq!(e.errno(), libc::EISCONN),
             Ok(other) => panic!("a connected socket got {other:?}"),
         }
-    }
-
-    #[test]
-    fn ipv4_mapped_ipv6_becomes_ipv4() {
-        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().expect("literal");
-        assert_eq!(to_wire(mapped), "10.0.0.1:80");
-    }
-
-    #[test]
-    fn ipv6_is_bracketed_without_scope() {
-        let scoped = SocketAddr::V6(SocketAddrV6::new(
-            "fe80::1".parse().expect("literal"),
-            443,
-            7,
-            3,
-        ));
-        assert_eq!(to_wire(scoped), "[fe80::1]:443");
-    }
-
-    #[test]
-    fn ipv4_is_written_plainly() {
-        let v4: SocketAddr = "10.0.0.2:8080".parse().expect("literal");
-        assert_eq!(to_wire(v4), "10.0.0.2:8080");
     }
 
     #[test]

@@ -15,8 +15,7 @@ use std::time::Duration;
 use crate::addr;
 use crate::client::{self, Client, DEFAULT_TIMEOUT};
 use crate::error::Error;
-use crate::message::PolicyUpdate;
-use crate::session::{AppAware, Lookup, Role, SESSION_ID_LEN};
+use tcpcrypt_control::{AppAware, Lookup, PolicyUpdate, Role, SESSION_ID_LEN};
 
 /// Old option names (values from the original libtcpcrypt header).
 pub const TCP_CRYPT_ENABLE: c_int = 0;

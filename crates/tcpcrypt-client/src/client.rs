@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::addr;
 use crate::error::Error;
-use crate::message::{self, MAX_WAIT, PolicyUpdate, Request};
-use crate::session::{Connection, DaemonVersion, Lookup, Policy, PolicyScope};
+use tcpcrypt_control::answer;
+use tcpcrypt_control::{
+    Connection, DaemonVersion, Lookup, MAX_WAIT, Policy, PolicyScope, PolicyUpdate, Request,
+    normalize_addr,
+};
+
 use crate::transport;
 
 /// Where tcpcryptd listens unless told otherwise.
@@ -105,12 +109,12 @@ impl Client {
     ) -> Result<Lookup, Error> {
         let wait = wait.min(MAX_WAIT);
         let request = Request::Lookup {
-            local: addr::normalize(local),
-            remote: addr::normalize(remote),
+            local: normalize_addr(local),
+            remote: normalize_addr(remote),
             wait,
         };
         let line = self.exchange(&request, wait, MAX_LOOKUP_ANSWER)?;
-        message::decode_lookup(&line)
+        Ok(answer::decode_lookup(&line)?)
     }
 
     /// Looks up the connection of a connected TCP socket (a `TcpStream` or
@@ -140,13 +144,13 @@ impl Client {
     /// Every connection the daemon tracks.
     pub fn list(&self) -> Result<Vec<Connection>, Error> {
         let line = self.exchange(&Request::List, Duration::ZERO, MAX_LIST_ANSWER)?;
-        message::decode_list(&line)
+        Ok(answer::decode_list(&line)?)
     }
 
     /// The daemon's version: a cheap health check.
     pub fn version(&self) -> Result<DaemonVersion, Error> {
         let line = self.exchange(&Request::Version, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
-        message::decode_version(&line)
+        Ok(answer::decode_version(&line)?)
     }
 
     /// Makes the daemon forget every cached resumption secret, so the next
@@ -155,7 +159,7 @@ impl Client {
     /// many secrets were forgotten.
     pub fn flush_resumption(&self) -> Result<u64, Error> {
         let line = self.exchange(&Request::FlushResumption, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
-        message::decode_flushed(&line)
+        Ok(answer::decode_flushed(&line)?)
     }
 
     /// Registers `policy` for the connections of the socket bound to
@@ -219,11 +223,11 @@ impl Client {
     ) -> Result<(), Error> {
         let request = Request::SetPolicy {
             scope,
-            local: addr::normalize(local),
+            local: normalize_addr(local),
             update,
         };
         let line = self.exchange(&request, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
-        message::decode_set_policy(&line)
+        Ok(answer::decode_set_policy(&line)?)
     }
 
     /// Removes the policy registered for `scope` and exactly `local`;
@@ -231,10 +235,10 @@ impl Client {
     pub fn clear_policy(&self, scope: PolicyScope, local: SocketAddr) -> Result<bool, Error> {
         let request = Request::ClearPolicy {
             scope,
-            local: addr::normalize(local),
+            local: normalize_addr(local),
         };
         let line = self.exchange(&request, Duration::ZERO, MAX_LOOKUP_ANSWER)?;
-        message::decode_cleared(&line)
+        Ok(answer::decode_cleared(&line)?)
     }
 
     fn exchange(&self, request: &Request, wait: Duration, max: usize) -> Result<Vec<u8>, Error> {

@@ -5,7 +5,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::session::SessionIdError;
+use tcpcrypt_control::AnswerError;
+pub use tcpcrypt_control::{ErrorCode as DaemonErrorCode, ProtocolError};
 
 /// Everything that can make a call fail.
 #[derive(Debug, thiserror::Error)]
@@ -67,76 +68,13 @@ pub enum Error {
     },
 }
 
-/// The daemon's `error` word (control protocol, "Common fields").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DaemonErrorCode {
-    BadRequest,
-    UnsupportedVersion,
-    UnknownOp,
-    PermissionDenied,
-    /// The daemon's policy table is full.
-    TableFull,
-    Internal,
-    /// A code this client does not know; kept verbatim.
-    Other(String),
-}
-
-impl DaemonErrorCode {
-    pub fn from_word(word: &str) -> Self {
-        match word {
-            "bad_request" => Self::BadRequest,
-            "unsupported_version" => Self::UnsupportedVersion,
-            "unknown_op" => Self::UnknownOp,
-            "permission_denied" => Self::PermissionDenied,
-            "table_full" => Self::TableFull,
-            "internal" => Self::Internal,
-            other => Self::Other(other.to_string()),
+impl From<AnswerError> for Error {
+    fn from(e: AnswerError) -> Error {
+        match e {
+            AnswerError::Refused { code, message } => Error::Daemon { code, message },
+            AnswerError::Malformed(e) => Error::Protocol(e),
         }
     }
-
-    pub fn word(&self) -> &str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::UnsupportedVersion => "unsupported_version",
-            Self::UnknownOp => "unknown_op",
-            Self::PermissionDenied => "permission_denied",
-            Self::TableFull => "table_full",
-            Self::Internal => "internal",
-            Self::Other(word) => word,
-        }
-    }
-}
-
-impl std::fmt::Display for DaemonErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.word())
-    }
-}
-
-/// How an answer line breaks the control protocol.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    #[error("answer is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("answer is not a JSON object")]
-    NotAnObject,
-    #[error("field {field:?}: missing")]
-    Missing { field: String },
-    #[error("field {field:?}: expected {expected}")]
-    Invalid {
-        field: String,
-        expected: &'static str,
-    },
-    #[error("field \"session_id\": {0}")]
-    SessionId(#[from] SessionIdError),
-    #[error("field \"tep_byte\": {byte} does not match tep {tep}")]
-    TepMismatch { tep: &'static str, byte: u64 },
-    #[error("answer line longer than {limit} bytes")]
-    TooLong { limit: usize },
-    #[error("daemon closed the connection before a complete answer")]
-    Truncated,
-    #[error("answer line is not UTF-8")]
-    NotUtf8,
 }
 
 impl Error {

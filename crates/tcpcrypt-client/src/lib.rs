@@ -3,9 +3,11 @@
 //! `libtcpcrypt.a` with `include/tcpcrypt/tcpcrypt.h`, for C.
 //!
 //! Owns: the control-protocol client, lookups by socket or by address pair,
-//! the typed answer ([`Lookup`]), per-socket policies (resumption, caching
+//! per-socket policies (resumption, caching
 //! and the application-aware bit: [`Client::set_socket_policy`]), and the C ABI including the original
-//! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`.
+//! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`. The
+//! typed answer ([`Lookup`], [`Session`], ...) and the lines on the wire are
+//! `tcpcrypt-control`'s, re-exported here.
 //!
 //! Must not: block past its time limit (every call is bounded, default
 //! [`DEFAULT_TIMEOUT`]), exit, abort or unwind into its caller, raise
@@ -33,21 +35,13 @@ mod addr;
 pub mod capi;
 mod client;
 mod error;
-mod message;
-mod session;
 mod transport;
 
-pub use addr::normalize as normalize_addr;
 pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT, control_path};
 pub use error::{DaemonErrorCode, Error, ProtocolError};
-pub use message::MAX_WAIT;
-pub use session::{
-    Aead, AppAware, Connection, DaemonVersion, Lookup, Phase, Policy, PolicyScope, Role,
-    SESSION_ID_LEN, Session, SessionId, SessionIdError, Tep,
+// The protocol's types are the control crate's; they are re-exported so a
+// program that only asks the daemon needs this one crate.
+pub use tcpcrypt_control::{
+    Aead, AppAware, Connection, DaemonVersion, Lookup, MAX_WAIT, Phase, Policy, PolicyScope, Role,
+    SESSION_ID_LEN, Session, SessionId, SessionIdError, Tep, format_addr, normalize_addr,
 };
-
-/// Formats an address as the control protocol (and `tcpcrypt status`) writes
-/// it: `IPV4:PORT` or `[IPV6]:PORT`, IPv4-mapped IPv6 shown as IPv4.
-pub fn format_addr(addr: std::net::SocketAddr) -> String {
-    addr::to_wire(addr)
-}

@@ -48,7 +48,7 @@
 //!   next secret), and `Host::flush(&session)` to forget its secrets.
 //! - [`session::Session`]: `info()` ([`session::SessionInfo`]: session ID,
 //!   role, original role, TEP, AEAD, resumed, peer's `a` bit), `secrets()`
-//!   (key-log lines `TCPCRYPT_SS`/`TCPCRYPT_ES`), `writer()`, `reader()`,
+//!   (ss and ES for a key log, whose lines tcpcryptd writes), `writer()`, `reader()`,
 //!   `into_parts()`.
 
 // Tests may unwrap: a panic there is a failed test, not a crash.

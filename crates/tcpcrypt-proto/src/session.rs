@@ -32,14 +32,11 @@ pub struct SessionInfo {
 
 /// The secrets a key log may record for offline decryption: the session
 /// secret the connection's keys derive from (ss\[0\] when fresh, ss\[i\] when
-/// resumed) and, for a fresh session, the ECDH result ES.
+/// resumed) and, for a fresh session, the ECDH result ES. The key log's
+/// line format is tcpcryptd's (`keylog.rs`), its one writer.
 pub struct KeyLogSecrets {
     pub(crate) ss: SessionSecret,
     pub(crate) es: Option<Zeroizing<Vec<u8>>>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl KeyLogSecrets {
@@ -50,16 +47,6 @@ impl KeyLogSecrets {
     /// ES, absent for a resumed session.
     pub fn ephemeral_secret(&self) -> Option<&[u8]> {
         self.es.as_deref().map(|v| v.as_slice())
-    }
-
-    /// Key-log lines, `TCPCRYPT_SS <sid> <ss>` and (fresh sessions)
-    /// `TCPCRYPT_ES <sid> <es>`, lower-case hex, each ending in a newline.
-    pub fn key_log_lines(&self, session_id: &SessionId) -> String {
-        let mut out = format!("TCPCRYPT_SS {session_id} {}\n", hex(self.ss.as_bytes()));
-        if let Some(es) = &self.es {
-            out.push_str(&format!("TCPCRYPT_ES {session_id} {}\n", hex(es)));
-        }
-        out
     }
 }
 

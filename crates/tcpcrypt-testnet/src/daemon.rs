@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tcpcrypt_control::Request;
 
 use crate::{Netns, ProcessGuard, Result, TestnetError, unique_suffix};
 
@@ -143,7 +144,7 @@ impl Daemon {
         };
         let deadline = Instant::now() + opts.ready_timeout;
         loop {
-            if let Ok(v) = daemon.request(&json!({"v": 1, "op": "version"}))
+            if let Ok(v) = daemon.exchange(&Request::Version.encode())
                 && v["ok"] == json!(true)
             {
                 return Ok(daemon);
@@ -210,8 +211,16 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends one request line and reads one response line.
+    /// Sends one request, written as the test chose (even one the protocol
+    /// does not allow), and reads one response line.
     pub fn request(&self, req: &Value) -> Result<Value> {
+        let mut line = req.to_string();
+        line.push('\n');
+        self.exchange(&line)
+    }
+
+    /// Sends one request line, newline included, and reads one response line.
+    fn exchange(&self, line: &str) -> Result<Value> {
         let io = |what: &str| {
             let what = format!("{what} ({})", self.socket.display());
             move |source| TestnetError::Io { what, source }
@@ -220,8 +229,6 @@ impl Daemon {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(io("setting a timeout"))?;
-        let mut line = req.to_string();
-        line.push('\n');
         stream.write_all(line.as_bytes()).map_err(io("sending"))?;
         let mut reader = BufReader::new(stream);
         let mut answer = String::new();
@@ -234,16 +241,17 @@ impl Daemon {
 
     /// `lookup` of a connection from this host's point of view.
     pub fn lookup(&self, local: SocketAddr, remote: SocketAddr, wait_ms: u64) -> Result<Value> {
-        self.request(&json!({
-            "v": 1, "op": "lookup",
-            "local": local.to_string(), "remote": remote.to_string(),
-            "wait_ms": wait_ms,
-        }))
+        let request = Request::Lookup {
+            local,
+            remote,
+            wait: Duration::from_millis(wait_ms),
+        };
+        self.exchange(&request.encode())
     }
 
     /// The `connections` array of a `list` answer.
     pub fn list(&self) -> Result<Vec<Value>> {
-        let v = self.request(&json!({"v": 1, "op": "list"}))?;
+        let v = self.exchange(&Request::List.encode())?;
         match v.get("connections") {
             Some(Value::Array(a)) => Ok(a.clone()),
             _ => Err(TestnetError::Daemon(format!(

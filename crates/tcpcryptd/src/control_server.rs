@@ -38,7 +38,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::ControlGroup;
-use crate::control_protocol::{self as proto, ErrorCode, MAX_LINE, ProtocolError, Request};
+use tcpcrypt_control::{
+    Answer, DaemonVersion, ErrorCode, MAX_REQUEST_LINE as MAX_LINE, Refusal, Request, VERSION,
+    answer::list_line,
+};
+
+use crate::control_protocol;
 use crate::engine_api::PolicyError;
 use crate::packet_loop::{EngineHandle, HandleError};
 use crate::sys;
@@ -317,7 +322,7 @@ fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimit
             Ok(Some(id)) => id,
             Ok(None) => {
                 let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                let e = ProtocolError::new(ErrorCode::Internal, "too many control clients");
+                let e = Refusal::new(ErrorCode::Internal, "too many control clients");
                 let _ = stream.write_all(format!("{}\n", e.to_line()).as_bytes());
                 continue;
             }
@@ -470,10 +475,7 @@ fn serve_client(
             Ok(Some(line)) => line,
             Ok(None) => return Ok(()),
             Err(LineError::TooLong) => {
-                let err = ProtocolError::new(
-                    ErrorCode::BadRequest,
-                    format!("request line longer than {MAX_LINE} bytes"),
-                );
+                let err = Refusal::unreadable(format!("request line longer than {MAX_LINE} bytes"));
                 let text = format!("{}\n", err.to_line());
                 write_all_by(stream, text.as_bytes(), Instant::now() + timeout)?;
                 discard_queued_input(stream);
@@ -496,12 +498,8 @@ fn serve_client(
 /// The answer line for one request line, and whether to close afterwards.
 fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
     let request = std::str::from_utf8(line)
-        .map_err(|_| ProtocolError {
-            code: ErrorCode::BadRequest,
-            message: "request is not UTF-8".into(),
-            close: true,
-        })
-        .and_then(proto::parse_request);
+        .map_err(|_| Refusal::unreadable("request is not UTF-8"))
+        .and_then(Request::parse);
     let request = match request {
         Ok(r) => r,
         Err(e) => return (e.to_line(), e.close),
@@ -514,29 +512,32 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
             }
             _ => "this operation changes daemon state and needs uid 0",
         };
-        let e = ProtocolError::new(ErrorCode::PermissionDenied, why);
+        let e = Refusal::new(ErrorCode::PermissionDenied, why);
         return (e.to_line(), false);
     }
-    let internal =
-        |e: HandleError| ProtocolError::new(ErrorCode::Internal, e.to_string()).to_line();
+    let internal = |e: HandleError| Refusal::new(ErrorCode::Internal, e.to_string()).to_line();
     let line = match request {
-        Request::Version => proto::version_response(),
+        Request::Version => Answer::<String>::Version(DaemonVersion {
+            daemon: format!("tcpcryptd {}", env!("CARGO_PKG_VERSION")),
+            supported: vec![VERSION],
+        })
+        .to_line(),
         Request::Lookup {
             local,
             remote,
             wait,
         } => match engine.lookup(local, remote, wait) {
-            Ok(state) => proto::lookup_response(&state),
+            Ok(state) => Answer::Lookup(state).to_line(),
             Err(e) => internal(e),
         },
         Request::List => match engine.list() {
-            Ok(conns) => proto::list_response(&conns),
+            Ok(conns) => list_line(conns.iter().map(|c| c.row())),
             Err(e) => internal(e),
         },
         Request::FlushResumption => match engine.flush_resumption() {
             Ok(n) => {
                 log::info!("resumption cache flushed ({n} secrets) by a control client");
-                proto::flush_response(n)
+                Answer::<String>::Flushed(u64::try_from(n).unwrap_or(u64::MAX)).to_line()
             }
             Err(e) => internal(e),
         },
@@ -544,20 +545,22 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
             scope,
             local,
             update,
-        } => match engine.set_policy(scope, local, update) {
-            Ok(Ok(())) => proto::set_policy_response(),
+        } => match engine.set_policy(control_protocol::scope(scope), local, update) {
+            Ok(Ok(())) => Answer::<String>::PolicySet.to_line(),
             Ok(Err(e @ PolicyError::TableFull)) => {
-                ProtocolError::new(ErrorCode::TableFull, e.to_string()).to_line()
+                Refusal::new(ErrorCode::TableFull, e.to_string()).to_line()
             }
             Ok(Err(e @ PolicyError::NoPort)) => {
-                ProtocolError::new(ErrorCode::BadRequest, e.to_string()).to_line()
+                Refusal::new(ErrorCode::BadRequest, e.to_string()).to_line()
             }
             Err(e) => internal(e),
         },
-        Request::ClearPolicy { scope, local } => match engine.clear_policy(scope, local) {
-            Ok(cleared) => proto::clear_policy_response(cleared),
-            Err(e) => internal(e),
-        },
+        Request::ClearPolicy { scope, local } => {
+            match engine.clear_policy(control_protocol::scope(scope), local) {
+                Ok(cleared) => Answer::<String>::PolicyCleared(cleared).to_line(),
+                Err(e) => internal(e),
+            }
+        }
     };
     (line, false)
 }
@@ -566,10 +569,11 @@ fn answer(line: &[u8], is_root: bool, engine: &EngineHandle) -> (String, bool) {
 mod tests {
     use super::*;
     use crate::control_protocol::PolicyUpdate;
-    use crate::engine_api::{AppAware, LookupState, PolicyScope};
+    use crate::engine_api::{LookupState, PolicyScope};
     use crate::packet_loop::EngineRequest;
     use crate::sys::EventFd;
     use std::net::SocketAddr;
+    use tcpcrypt_control::AppAware;
 
     use std::io::{BufRead, BufReader};
 
@@ -670,7 +674,11 @@ mod tests {
             b"{\"v\":1,\"op\":\"version\"}\n{\"v\":1,\"op\":\"lookup\",\"local\":\"10.0.0.1:1\",\"remote\":\"10.0.0.2:2\"}\n{\"v\":1,\"op\":\"list\"}\n",
         )
         .expect("send");
-        assert!(answer_line(&mut r)["daemon"].is_string());
+        assert_eq!(
+            answer_line(&mut r),
+            serde_json::json!({"v":1,"ok":true,
+                "daemon":format!("tcpcryptd {}", env!("CARGO_PKG_VERSION")),"supported":[1]})
+        );
         assert_eq!(answer_line(&mut r)["state"], "unknown");
         assert_eq!(answer_line(&mut r)["connections"], serde_json::json!([]));
         drop(sock);

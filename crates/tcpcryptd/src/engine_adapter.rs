@@ -10,9 +10,11 @@ use tcpcrypt_engine as eng;
 use crate::config::Config;
 use crate::engine_api::{
     ConnectionView, Direction, EngineEvent, EngineStats, LookupState, PacketEngine, PacketMeta,
-    Phase, PolicyError, PolicyScope, SessionView, Transmit, Verdict,
+    Phase, PolicyError, PolicyScope, Session, Transmit, Verdict,
 };
+use tcpcrypt_control as control;
 use tcpcrypt_engine::ConnectionPolicy;
+use tcpcrypt_proto::{Aead, Role, Tep};
 
 /// Builds the engine with the operating system's RNG.
 pub fn build(config: &Config) -> eng::Engine {
@@ -37,12 +39,28 @@ pub fn engine_config(config: &Config) -> eng::EngineConfig {
     }
 }
 
-fn session(info: eng::SessionInfo) -> SessionView {
-    SessionView {
-        session_id: info.session_id,
-        role: info.role,
-        tep: info.tep,
-        aead: info.aead,
+/// The engine's session facts as the control protocol reports them: the
+/// one place they cross from the crypto crates' types into the protocol's.
+/// The matches are exhaustive so a TEP or AEAD added to the protocol crate
+/// cannot reach a client unnamed.
+fn session(info: eng::SessionInfo) -> Session {
+    Session {
+        session_id: control::SessionId::from_bytes(*info.session_id.as_bytes()),
+        role: match info.role {
+            Role::A => control::Role::A,
+            Role::B => control::Role::B,
+        },
+        tep: match info.tep {
+            Tep::P256 => control::Tep::EcdheP256,
+            Tep::P521 => control::Tep::EcdheP521,
+            Tep::X25519 => control::Tep::EcdheCurve25519,
+            Tep::X448 => control::Tep::EcdheCurve448,
+        },
+        aead: match info.aead {
+            Aead::Aes128Gcm => control::Aead::Aes128Gcm,
+            Aead::Aes256Gcm => control::Aead::Aes256Gcm,
+            Aead::ChaCha20Poly1305 => control::Aead::ChaCha20Poly1305,
+        },
         resumed: info.resumed,
         peer_app_aware: info.peer_app_aware,
     }
@@ -188,6 +206,32 @@ mod tests {
     use super::*;
     use crate::config::Args;
     use clap::Parser;
+
+    #[test]
+    fn session_facts_keep_their_names_bytes_and_id() {
+        for tep in Tep::ALL {
+            for aead in Aead::ALL {
+                for (role, resumed) in [(Role::A, false), (Role::B, true)] {
+                    let id = tcpcrypt_proto::SessionId::new(tep, resumed, [0x5a; 32]);
+                    let s = session(eng::SessionInfo {
+                        session_id: id,
+                        role,
+                        tep,
+                        aead,
+                        resumed,
+                        peer_app_aware: resumed,
+                    });
+                    assert_eq!(s.session_id.to_hex(), id.to_string());
+                    assert_eq!(s.role.name(), role.as_str());
+                    assert_eq!(s.tep.name(), tep.name());
+                    assert_eq!(s.tep.byte(), tep.id());
+                    assert_eq!(s.aead.name(), aead.name());
+                    assert_eq!(s.aead.id(), aead.id());
+                    assert_eq!((s.resumed, s.peer_app_aware), (resumed, resumed));
+                }
+            }
+        }
+    }
 
     #[test]
     fn configured_limits_reach_the_engine() {

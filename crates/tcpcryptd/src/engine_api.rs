@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
+use tcpcrypt_control::{Connection, Lookup};
 
 // The packet-level types are the engine's own: the daemon has nothing to add
 // to them, and one definition keeps the adapter free of conversions.
@@ -18,56 +18,15 @@ pub use tcpcrypt_engine::{
     PlainReason, PolicyError, PolicyScope, Transmit, Verdict,
 };
 
-/// What a tcpcrypt session is, as the control protocol reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionView {
-    pub session_id: SessionId,
-    pub role: Role,
-    pub tep: Tep,
-    pub aead: Aead,
-    pub resumed: bool,
-    pub peer_app_aware: bool,
-}
+// What the control protocol reports about a connection is the control
+// crate's: the adapter builds a `Session` once from the engine's facts, and
+// the control server writes it as it is.
+pub use tcpcrypt_control::{Phase, Session};
 
-/// The outcome of a connection as far as it is known.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LookupState {
-    Tcpcrypt(SessionView),
-    /// The reason stays typed until an answer is rendered, so copying a
-    /// large table for `list` on the packet thread formats no text.
-    Plain {
-        reason: PlainReason,
-    },
-    Pending,
-    Unknown,
-}
-
-impl LookupState {
-    /// True once the outcome can no longer change from pending.
-    pub fn is_settled(&self) -> bool {
-        !matches!(self, LookupState::Pending)
-    }
-}
-
-/// Where a tracked connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Handshake,
-    Established,
-    Closing,
-    Closed,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Handshake => "handshake",
-            Phase::Established => "established",
-            Phase::Closing => "closing",
-            Phase::Closed => "closed",
-        }
-    }
-}
+/// The outcome of a connection as far as it is known. The plain-TCP reason
+/// stays typed until an answer is written, so copying a large table for
+/// `list` on the packet thread formats no text.
+pub type LookupState = Lookup<PlainReason>;
 
 /// One row of `list`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +42,21 @@ pub struct ConnectionView {
     pub guarded: bool,
 }
 
+impl ConnectionView {
+    /// The row as the control protocol writes it.
+    pub fn row(&self) -> Connection<&PlainReason> {
+        Connection {
+            local: self.local,
+            remote: self.remote,
+            lookup: self.state.by_ref(),
+            phase: self.phase,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            age: self.age,
+        }
+    }
+}
+
 /// Something that happened to a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineEvent {
@@ -95,7 +69,7 @@ pub enum EngineEvent {
     Established {
         local: SocketAddr,
         remote: SocketAddr,
-        session: SessionView,
+        session: Session,
         secrets: Option<KeylogSecrets>,
     },
     Plain {
@@ -178,4 +152,40 @@ pub trait PacketEngine {
     /// Counters of what the limits and sequence checks turned away, and
     /// the current table sizes.
     fn stats(&self) -> EngineStats;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcpcrypt_control::answer::{decode_list, list_line};
+
+    #[test]
+    fn a_row_is_written_with_its_reason_text_and_counters() {
+        let view = ConnectionView {
+            local: "10.0.0.2:80".parse().expect("addr"),
+            remote: "[fd00::1]:5".parse().expect("addr"),
+            state: LookupState::Plain {
+                reason: PlainReason::NotSeenFromSyn,
+            },
+            phase: Phase::Closing,
+            bytes_sent: 3,
+            bytes_received: 4,
+            age: Duration::from_millis(1500),
+            guarded: true,
+        };
+        let line = list_line([view.row()]);
+        let rows = decode_list(line.as_bytes()).expect("a valid list answer");
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!((row.local, row.remote), (view.local, view.remote));
+        assert_eq!(
+            row.lookup,
+            Lookup::Plain {
+                reason: PlainReason::NotSeenFromSyn.to_string()
+            }
+        );
+        assert_eq!(row.phase, Phase::Closing);
+        assert_eq!((row.bytes_sent, row.bytes_received), (3, 4));
+        assert_eq!(row.age, Duration::from_millis(1500));
+    }
 }

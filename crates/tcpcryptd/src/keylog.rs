@@ -3,14 +3,16 @@
 //!
 //! `TCPCRYPT_SS <session-id-hex> <ss-hex>` for every established session,
 //! followed for a fresh key exchange by `TCPCRYPT_ES <session-id-hex>
-//! <es-hex>`. Lower-case hex; the file is created with mode 0600.
+//! <es-hex>`. Lower-case hex; the file is created with mode 0600. This is
+//! the one place the line format is written: the protocol crate only hands
+//! out the secrets.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tcpcrypt_proto::SessionId;
+use tcpcrypt_control::SessionId;
 
 use crate::engine_api::KeylogSecrets;
 
@@ -62,10 +64,11 @@ impl KeyLog {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
-    use tcpcrypt_proto::Tep;
 
     fn sid() -> SessionId {
-        SessionId::new(Tep::X25519, false, [0x0f; 32])
+        let mut bytes = [0x0f; 33];
+        bytes[0] = 0x23;
+        SessionId::from_bytes(bytes)
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! packets to us, the control socket server, configuration, logging, the
 //! key log, the journal of encrypted connections, threads and signals. It
 //! must not contain protocol logic: every decision about a packet is the
-//! engine's (`tcpcrypt-engine`).
+//! engine's (`tcpcrypt-engine`), and every control request and answer is
+//! read and written by `tcpcrypt-control`.
 //!
 //! The library target exists so integration tests can drive the I/O pieces
 //! directly; the program is `src/main.rs`.

@@ -72,18 +72,22 @@ pub fn run(events: Receiver<EngineEvent>, mut keylog: Option<KeyLog>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine_api::SessionView;
-    use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
+    use crate::engine_api::Session;
+    use tcpcrypt_control::{Aead, Role, SessionId, Tep};
 
     #[test]
     fn established_line_names_peer_role_tep_aead_and_session() {
         let ev = EngineEvent::Established {
             local: "10.0.0.1:40000".parse().expect("addr"),
             remote: "10.0.0.2:80".parse().expect("addr"),
-            session: SessionView {
-                session_id: SessionId::new(Tep::P256, false, [0; 32]),
+            session: Session {
+                session_id: SessionId::from_bytes({
+                    let mut id = [0; 33];
+                    id[0] = 0x21;
+                    id
+                }),
                 role: Role::A,
-                tep: Tep::P256,
+                tep: Tep::EcdheP256,
                 aead: Aead::ChaCha20Poly1305,
                 resumed: false,
                 peer_app_aware: false,

@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use crate::conn_journal::{ConnKey, Journal};
-use crate::control_protocol::PolicyUpdate;
+use crate::control_protocol::{ApplyUpdate as _, PolicyUpdate};
 use crate::engine_api::{
     Checksum, ConnectionView, Direction, EngineEvent, LookupState, PacketEngine, PacketMeta,
     PolicyError, PolicyScope, Transmit, Verdict,

@@ -1,6 +1,7 @@
 //! A stand-in for tcpcryptd's control socket (docs/control-protocol.md,
 //! version 1): answers `lookup` from a table the test fills, counts the
-//! lookups, and can be told to answer late.
+//! lookups, and can be told to answer late. It reads and writes its lines
+//! with tcpcrypt-control, as the daemon does.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use tcpcrypt_control::answer::Answer;
+use tcpcrypt_control::{
+    Aead, DaemonVersion, Lookup, Refusal, Request, Role, Session, SessionId, Tep, VERSION,
+    format_addr, normalize_addr,
+};
 
 /// What the fake says about connections the test did not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,21 +43,13 @@ pub enum Misbehaviour {
 
 /// One session the fake hands out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FakeSession {
-    /// Lower-case hex, as the control protocol writes it.
-    pub id_hex: String,
-    pub role: &'static str,
-    pub tep: &'static str,
-    pub tep_byte: u8,
-    pub aead: &'static str,
-    pub resumed: bool,
-}
+pub struct FakeSession(pub Session);
 
 impl FakeSession {
     /// A session whose 33-byte ID is derived from `seed` (first byte the
     /// Curve25519 TEP byte, as RFC 8548 puts it there).
     pub fn from_seed(seed: u64) -> Self {
-        let mut bytes = vec![0x23u8];
+        let mut bytes = vec![Tep::EcdheCurve25519.byte()];
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         while bytes.len() < 33 {
             // xorshift64: distinct, arbitrary-looking bytes per seed.
@@ -61,20 +58,33 @@ impl FakeSession {
             x ^= x << 17;
             bytes.extend_from_slice(&x.to_le_bytes());
         }
-        bytes.truncate(33);
-        Self {
-            id_hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            role: "B",
-            tep: "TCPCRYPT_ECDHE_Curve25519",
-            tep_byte: 0x23,
-            aead: "AEAD_AES_128_GCM",
+        let mut id = [0u8; 33];
+        id.copy_from_slice(&bytes[..33]);
+        Self(Session {
+            session_id: SessionId::from_bytes(id),
+            role: Role::B,
+            tep: Tep::EcdheCurve25519,
+            aead: Aead::Aes128Gcm,
             resumed: false,
-        }
+            peer_app_aware: false,
+        })
     }
 
     /// The value mod_tcpcrypt must put in TCP_CRYPT_SESSID.
     pub fn upper_hex(&self) -> String {
-        self.id_hex.to_uppercase()
+        self.0.session_id.to_upper_hex()
+    }
+
+    pub fn role(&self) -> &'static str {
+        self.0.role.name()
+    }
+
+    pub fn tep(&self) -> &'static str {
+        self.0.tep.name()
+    }
+
+    pub fn aead(&self) -> &'static str {
+        self.0.aead.name()
     }
 }
 
@@ -88,7 +98,7 @@ pub struct Answered {
 
 #[derive(Default)]
 struct State {
-    sessions: HashMap<(String, String), FakeSession>,
+    sessions: HashMap<(SocketAddr, SocketAddr), FakeSession>,
     answered: Vec<Answered>,
 }
 
@@ -154,9 +164,10 @@ impl FakeDaemon {
     /// encrypted with a new session, and returns it.
     pub fn add_session(&self, local: SocketAddr, remote: SocketAddr) -> FakeSession {
         let session = FakeSession::from_seed(self.shared.seeds.fetch_add(1, Ordering::AcqRel));
-        lock(&self.shared.state)
-            .sessions
-            .insert((local.to_string(), remote.to_string()), session.clone());
+        lock(&self.shared.state).sessions.insert(
+            (normalize_addr(local), normalize_addr(remote)),
+            session.clone(),
+        );
         session
     }
 
@@ -167,7 +178,7 @@ impl FakeDaemon {
 
     /// Lookups answered for connections from `remote`.
     pub fn lookups_from(&self, remote: SocketAddr) -> usize {
-        let remote = remote.to_string();
+        let remote = format_addr(remote);
         lock(&self.shared.state)
             .answered
             .iter()
@@ -214,23 +225,20 @@ fn serve(stream: UnixStream, shared: &Shared) {
     }
 }
 
-fn answer(line: &str, shared: &Shared) -> Value {
-    let Ok(request) = serde_json::from_str::<Value>(line) else {
-        return json!({"v":1,"ok":false,"error":"bad_request","message":"not JSON"});
+fn answer(line: &str, shared: &Shared) -> String {
+    let request = match Request::parse(line) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.to_line(),
     };
-    if request["v"] != json!(1) {
-        return json!({"v":1,"ok":false,"error":"unsupported_version","message":"v","supported":[1]});
-    }
-    match request["op"].as_str() {
-        Some("version") => json!({"v":1,"ok":true,"daemon":"fake-tcpcryptd","supported":[1]}),
-        Some("lookup") => {
-            let (Some(local), Some(remote)) =
-                (request["local"].as_str(), request["remote"].as_str())
-            else {
-                return json!({"v":1,"ok":false,"error":"bad_request","message":"field \"local\": expected ADDR:PORT"});
-            };
+    match request {
+        Request::Version => Answer::<String>::Version(DaemonVersion {
+            daemon: "fake-tcpcryptd".into(),
+            supported: vec![VERSION],
+        })
+        .to_line(),
+        Request::Lookup { local, remote, .. } => {
             let mut state = lock(&shared.state);
-            let key = (local.to_owned(), remote.to_owned());
+            let key = (local, remote);
             let session = match (state.sessions.get(&key), shared.unlisted) {
                 (Some(s), _) => Some(s.clone()),
                 (None, Unlisted::FreshSession) => {
@@ -241,19 +249,22 @@ fn answer(line: &str, shared: &Shared) -> Value {
                 (None, Unlisted::Plain) => None,
             };
             state.answered.push(Answered {
-                local: local.to_owned(),
-                remote: remote.to_owned(),
+                local: format_addr(local),
+                remote: format_addr(remote),
                 session: session.clone(),
             });
-            match session {
-                Some(s) => json!({
-                    "v":1,"ok":true,"state":"tcpcrypt","session_id":s.id_hex,
-                    "role":s.role,"tep":s.tep,"tep_byte":s.tep_byte,"aead":s.aead,
-                    "resumed":s.resumed,"peer_app_aware":false
-                }),
-                None => json!({"v":1,"ok":true,"state":"plain","reason":"peer sent no ENO option"}),
-            }
+            let lookup = match session {
+                Some(s) => Lookup::Tcpcrypt(s.0),
+                None => Lookup::Plain {
+                    reason: "peer sent no ENO option".to_string(),
+                },
+            };
+            Answer::Lookup(lookup).to_line()
         }
-        _ => json!({"v":1,"ok":false,"error":"unknown_op","message":"op"}),
+        other => Refusal::new(
+            tcpcrypt_control::ErrorCode::UnknownOp,
+            format!("the fake answers no {}", other.op()),
+        )
+        .to_line(),
     }
 }

@@ -1,5 +1,6 @@
 //! What the daemon knows about a connection, as types that only hold values
-//! the control protocol allows.
+//! the control protocol allows: the session and its parts, the answer about
+//! one connection, a row of `list`, and the per-socket policy words.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -237,8 +238,9 @@ impl fmt::Display for Aead {
     }
 }
 
-/// An encrypted connection's parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An encrypted connection's parameters: the one session type the daemon
+/// answers with and clients read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
     pub session_id: SessionId,
     pub role: Role,
@@ -252,12 +254,16 @@ pub struct Session {
 }
 
 /// The daemon's answer about one connection.
+///
+/// `R` is the type of the plain-TCP reason: clients read it as a `String`;
+/// the daemon keeps its own typed reason until the answer is written, so
+/// copying a large table for `list` formats no text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
+pub enum Lookup<R = String> {
     Tcpcrypt(Session),
     /// Plain TCP; `reason` is for people and not meant to be parsed.
     Plain {
-        reason: String,
+        reason: R,
     },
     /// Tracked, handshake not finished (and any requested wait ran out).
     Pending,
@@ -265,7 +271,7 @@ pub enum Lookup {
     Unknown,
 }
 
-impl Lookup {
+impl<R> Lookup<R> {
     /// The `state` word the control protocol uses.
     pub fn state_name(&self) -> &'static str {
         match self {
@@ -280,6 +286,21 @@ impl Lookup {
         match self {
             Lookup::Tcpcrypt(s) => Some(s),
             _ => None,
+        }
+    }
+
+    /// True once the outcome can no longer change from pending.
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, Lookup::Pending)
+    }
+
+    /// The same answer borrowing its reason, to write it without a copy.
+    pub fn by_ref(&self) -> Lookup<&R> {
+        match self {
+            Lookup::Tcpcrypt(s) => Lookup::Tcpcrypt(*s),
+            Lookup::Plain { reason } => Lookup::Plain { reason },
+            Lookup::Pending => Lookup::Pending,
+            Lookup::Unknown => Lookup::Unknown,
         }
     }
 }
@@ -315,12 +336,12 @@ impl Phase {
     }
 }
 
-/// One entry of the daemon's connection list.
+/// One entry of the daemon's connection list (`R` as for [`Lookup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Connection {
+pub struct Connection<R = String> {
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub lookup: Lookup,
+    pub lookup: Lookup<R>,
     pub phase: Phase,
     /// Application bytes, before encryption.
     pub bytes_sent: u64,
@@ -328,6 +349,21 @@ pub struct Connection {
     pub bytes_received: u64,
     /// Time since the daemon first saw the connection.
     pub age: Duration,
+}
+
+impl<R> Connection<R> {
+    /// The same row borrowing its reason, to write it without a copy.
+    pub fn by_ref(&self) -> Connection<&R> {
+        Connection {
+            local: self.local,
+            remote: self.remote,
+            lookup: self.lookup.by_ref(),
+            phase: self.phase,
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            age: self.age,
+        }
+    }
 }
 
 /// The daemon's answer to `version`.
@@ -470,6 +506,12 @@ impl AppAware {
             AppAware::Mandatory => "mandatory",
         }
     }
+
+    pub fn from_word(word: &str) -> Option<Self> {
+        [AppAware::Off, AppAware::On, AppAware::Mandatory]
+            .into_iter()
+            .find(|m| m.word() == word)
+    }
 }
 
 /// Which connections of a local endpoint a policy applies to.
@@ -489,5 +531,11 @@ impl PolicyScope {
             PolicyScope::Connect => "connect",
             PolicyScope::Listen => "listen",
         }
+    }
+
+    pub fn from_word(word: &str) -> Option<Self> {
+        [PolicyScope::Connect, PolicyScope::Listen]
+            .into_iter()
+            .find(|s| s.word() == word)
     }
 }
