@@ -55,6 +55,13 @@ pub enum Checksum {
     Verified,
 }
 
+/// Largest packet, IP header included, the engine ever puts in a verdict
+/// or hands over to inject: a queue verdict carries the packet in a
+/// netlink attribute, whose 16-bit length counts its own 4-byte header
+/// (the kernel's `NFQNL_MAX_COPY_RANGE`). An IPv4 packet could be 4 bytes
+/// longer, but could not be passed back whole.
+pub const MAX_VERDICT_PACKET: usize = 0xffff - 4;
+
 /// What the queue tells about a packet besides its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {

@@ -12,8 +12,8 @@ mod harness;
 use std::collections::BTreeMap;
 
 use harness::{Fate, Side, Sim};
-use tcpcrypt_engine::Lookup;
 use tcpcrypt_engine::wire::Packet;
+use tcpcrypt_engine::{Lookup, MAX_VERDICT_PACKET};
 
 fn pattern(n: usize, salt: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31) ^ salt).collect()
@@ -79,8 +79,8 @@ fn bulk_both_ways(mut sim: Sim) {
         };
         assert!(!h.large_out.is_empty(), "{side:?} sent no large segment");
         assert!(
-            h.large_out.iter().all(|n| *n <= 0xffff),
-            "{side:?}: a rewritten large segment exceeds one IP packet"
+            h.large_out.iter().all(|n| *n <= MAX_VERDICT_PACKET),
+            "{side:?}: a rewritten large segment exceeds what a verdict carries"
         );
         assert!(
             h.large_out.iter().any(|n| *n > 30_000),
@@ -212,7 +212,7 @@ fn a_large_segment_that_outgrows_an_ip_packet_sends_the_rest_as_extra_packets() 
     sim.a.kernel.push();
     sim.run();
     assert!(sim.b.kernel.received == data, "data wrong");
-    assert!(sim.a.large_out.iter().all(|n| *n <= 0xffff));
+    assert!(sim.a.large_out.iter().all(|n| *n <= MAX_VERDICT_PACKET));
     assert!(
         sim.a.large_out.iter().filter(|n| **n > 65_000).count() >= 3,
         "the rewritten segments should fill an IP packet: {:?}",

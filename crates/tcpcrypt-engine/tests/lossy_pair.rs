@@ -129,6 +129,10 @@ struct Setup {
     isns: (u32, u32),
     syns: (SynChoice, SynChoice),
     engine_seeds: (u64, u64),
+    /// Largest segment each kernel hands its engine at once (0: one MSS),
+    /// and whether receivers merge in-order segments (GRO).
+    gso: (usize, usize),
+    gro: bool,
 }
 
 impl Setup {
@@ -142,16 +146,18 @@ impl Setup {
         sim.a.engine = Some(harness::engine_with(self.engine_seeds.0, config.clone()));
         sim.b.engine = Some(harness::engine_with(self.engine_seeds.1, config));
         self.set_kernels(&mut sim);
+        sim.gro = self.gro;
         sim
     }
 
     /// Applies the ISNs and SYN options to the current pair of kernels.
     fn set_kernels(&self, sim: &mut Sim) {
-        for (k, isn, syn) in [
-            (&mut sim.a.kernel, self.isns.0, self.syns.0),
-            (&mut sim.b.kernel, self.isns.1, self.syns.1),
+        for (k, isn, syn, gso) in [
+            (&mut sim.a.kernel, self.isns.0, self.syns.0, self.gso.0),
+            (&mut sim.b.kernel, self.isns.1, self.syns.1, self.gso.1),
         ] {
             k.isn = isn;
+            k.gso = gso;
             k.mss = usize::from(syn.mss);
             k.syn_options = harness::default_syn_options(syn.mss);
             k.syn_options.retain(|o| match o {
@@ -208,15 +214,24 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<(u32, u32)>(),
         (syn_choice(), syn_choice()),
         any::<(u64, u64)>(),
+        (gso_choice(), gso_choice(), any::<bool>()),
     )
-        .prop_map(|(v6, tep, aead, isns, syns, engine_seeds)| Setup {
-            v6,
-            tep,
-            aead,
-            isns,
-            syns,
-            engine_seeds,
-        })
+        .prop_map(
+            |(v6, tep, aead, isns, syns, engine_seeds, (ga, gb, gro))| Setup {
+                v6,
+                tep,
+                aead,
+                isns,
+                syns,
+                engine_seeds,
+                gso: (ga, gb),
+                gro,
+            },
+        )
+}
+
+fn gso_choice() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![0usize, 0, 6000, 20_000, 64_000])
 }
 
 /// Application data: pseudo-random bytes with `marker` at the start of

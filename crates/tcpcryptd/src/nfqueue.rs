@@ -197,8 +197,21 @@ impl VerdictBatch {
     }
 
     /// Adds a verdict; `payload` replaces the packet and `mark` its skb
-    /// mark (the whole 32 bits) when given.
+    /// mark (the whole 32 bits) when given. A payload longer than an
+    /// attribute can say (the kernel would take it cut short, a corrupt
+    /// packet) turns the verdict into a drop: TCP resends what is lost,
+    /// nothing resends what is mangled.
     pub fn push(&mut self, id: u32, verdict: NfVerdict, mark: Option<u32>, payload: Option<&[u8]>) {
+        let (verdict, payload) = match payload {
+            Some(p) if p.len() > MAX_ATTR_PAYLOAD => {
+                log::error!(
+                    "a rewritten packet of {} bytes does not fit a verdict (at most {MAX_ATTR_PAYLOAD}): dropped",
+                    p.len()
+                );
+                (NfVerdict::Drop, None)
+            }
+            other => (verdict, other),
+        };
         let mut attrs = Vec::with_capacity(20);
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&verdict.code().to_be_bytes());
@@ -245,6 +258,10 @@ impl VerdictBatch {
         self.count = 0;
     }
 }
+
+/// Most bytes one netlink attribute carries: its length field is 16 bits
+/// and counts the 4-byte header.
+const MAX_ATTR_PAYLOAD: usize = 0xffff - 4;
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
@@ -890,6 +907,33 @@ mod tests {
         assert_eq!(read_u16(buf, 32), Some(9));
         assert_eq!(read_u16(buf, 34), Some(NFQA_PAYLOAD));
         assert_eq!(&buf[36..41], b"abcde");
+    }
+
+    #[test]
+    fn a_payload_longer_than_an_attribute_holds_becomes_a_drop_not_a_cut_packet() {
+        assert_eq!(MAX_ATTR_PAYLOAD, tcpcrypt_engine::MAX_VERDICT_PACKET);
+        let mut b = VerdictBatch::new(5);
+        b.push(
+            7,
+            NfVerdict::Accept,
+            None,
+            Some(&vec![0x45; MAX_ATTR_PAYLOAD]),
+        );
+        assert_eq!(
+            read_u16(&b.buf, 32),
+            Some(0xffff),
+            "the largest payload still fits"
+        );
+        let mut b = VerdictBatch::new(5);
+        b.push(
+            7,
+            NfVerdict::Accept,
+            Some(1),
+            Some(&vec![0x45; MAX_ATTR_PAYLOAD + 1]),
+        );
+        // Header, verdict attribute, mark attribute: no payload.
+        assert_eq!(b.buf.len(), 16 + 4 + 12 + 8);
+        assert_eq!(&b.buf[24..28], &0u32.to_be_bytes(), "NF_DROP");
     }
 
     #[test]

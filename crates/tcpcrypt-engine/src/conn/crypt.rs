@@ -27,9 +27,7 @@ pub(super) enum Pending {
     B(AwaitInit1),
 }
 
-/// Largest IP packet a queue verdict may carry (the IPv4 total length
-/// field; the kernel holds a rewritten IPv6 packet to the same bound).
-const MAX_IP_PACKET: usize = 0xffff;
+use crate::api::MAX_VERDICT_PACKET as MAX_IP_PACKET;
 
 /// Least time between two challenge ACKs of one connection (Linux's
 /// `tcp_invalid_ratelimit` default): forged segments must not turn us into

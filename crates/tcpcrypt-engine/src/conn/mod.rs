@@ -24,10 +24,10 @@ use crate::outbound::OutStream;
 use crate::wire::tcp::{MAX_OPTIONS_LEN, kind, options_len};
 use crate::wire::{Packet, TcpFlags, TcpOption};
 
-/// Largest plaintext put into one packet for the local stack: the IP
-/// total length stays within 65535 with the longest IP and TCP headers, so
-/// a merged (GRO) wire segment is delivered as one packet.
-const MAX_LOCAL_DELIVERY: usize = 0xffff - 60 - 60;
+/// Largest plaintext put into one packet for the local stack: the packet
+/// stays within what a verdict carries with the longest IP and TCP
+/// headers, so a merged (GRO) wire segment is delivered as one packet.
+const MAX_LOCAL_DELIVERY: usize = crate::api::MAX_VERDICT_PACKET - 60 - 60;
 /// MSS assumed when the peer's SYN names none (RFC 9293 section 3.7.1).
 const DEFAULT_MSS: usize = 536;
 /// Never clamp an MSS below this.
