@@ -503,6 +503,16 @@ impl Crypt {
                     limit
                 };
                 let psh = pkt.tcp.flags.contains(TcpFlags::PSH);
+                if bytes.len() <= first_len {
+                    // All of it in this packet, the common case: the
+                    // sealed bytes move into it, nothing is copied.
+                    let tcp = &mut pkt.tcp;
+                    tcp.seq = local.seq(start as i64);
+                    tcp.payload = bytes;
+                    tcp.flags.set(TcpFlags::FIN, fin);
+                    tcp.flags.set(TcpFlags::PSH, psh || fin);
+                    return Ok(emit_into(pkt, buf));
+                }
                 let mut verdict = Verdict::Drop;
                 let mut from = 0;
                 while from < bytes.len() || from == 0 {
@@ -661,6 +671,24 @@ impl Crypt {
             data.extend_from_slice(&f.data);
         }
         let n = data.len().div_ceil(MAX_LOCAL_DELIVERY).max(1);
+        let urgent_at = |p: &mut Packet, start: u64| {
+            if let Some(end) = urgent_end
+                && end > start
+                && let Ok(ptr) = u16::try_from(end - start)
+            {
+                p.tcp.flags.set(TcpFlags::URG, true);
+                p.tcp.urgent = ptr;
+            }
+        };
+        if n == 1 {
+            // One packet, the common case: the plaintext moves into it.
+            pkt.tcp.seq = self.inb.space().seq(first_local as i64);
+            pkt.tcp.payload = data;
+            pkt.tcp.flags.set(TcpFlags::FIN, fin);
+            pkt.tcp.flags.set(TcpFlags::PSH, true);
+            urgent_at(pkt, first_local);
+            return emit_into(pkt, buf);
+        }
         let mut verdict = Verdict::Drop;
         for i in 0..n {
             let mut p = pkt.clone();
@@ -672,13 +700,7 @@ impl Crypt {
             let last = i + 1 == n;
             p.tcp.flags.set(TcpFlags::FIN, fin && last);
             p.tcp.flags.set(TcpFlags::PSH, last);
-            if let Some(end) = urgent_end
-                && end > start
-                && let Ok(ptr) = u16::try_from(end - start)
-            {
-                p.tcp.flags.set(TcpFlags::URG, true);
-                p.tcp.urgent = ptr;
-            }
+            urgent_at(&mut p, start);
             if i == 0 {
                 verdict = emit_into(&p, buf);
             } else {

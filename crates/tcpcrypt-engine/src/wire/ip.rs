@@ -449,13 +449,19 @@ impl IpLayer {
         out.clear();
         out.extend_from_slice(&self.header);
         out.extend_from_slice(tcp);
+        self.fix_lengths(out)
+    }
+
+    /// Sets the length fields (and the IPv4 header checksum) of `out`,
+    /// which holds this header followed by the upper-layer bytes.
+    pub(crate) fn fix_lengths(&self, out: &mut [u8]) -> Result<(), WireError> {
         match self.header.first().map(|b| b >> 4) {
             Some(4) => {
                 let total = u16::try_from(out.len()).map_err(|_| WireError::TooLong {
                     what: "IPv4 packet",
                     len: out.len(),
                 })?;
-                let mut p = Ipv4Packet::new_unchecked(&mut out[..]);
+                let mut p = Ipv4Packet::new_unchecked(&mut *out);
                 p.set_total_len(total);
                 p.fill_checksum();
             }
@@ -465,7 +471,7 @@ impl IpLayer {
                     what: "IPv6 payload",
                     len: payload,
                 })?;
-                Ipv6Packet::new_unchecked(&mut out[..]).set_payload_len(len);
+                Ipv6Packet::new_unchecked(&mut *out).set_payload_len(len);
             }
         }
         Ok(())

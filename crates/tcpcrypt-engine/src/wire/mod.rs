@@ -51,9 +51,10 @@ impl Packet {
     /// Writes the packet into `out` (replacing its contents) with every
     /// length and checksum recomputed.
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
-        let mut seg = Vec::new();
-        self.tcp.emit(self.ip.src, self.ip.dst, &mut seg)?;
-        self.ip.emit(&seg, out)
+        out.clear();
+        out.extend_from_slice(&self.ip.header);
+        self.tcp.emit_after(self.ip.src, self.ip.dst, out)?;
+        self.ip.fix_lengths(out)
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, WireError> {

@@ -391,6 +391,14 @@ impl TcpRepr {
     /// Serialises the segment with a correct checksum for `src` → `dst`.
     /// Fails if the options no longer fit the 40-byte area.
     pub fn emit(&self, src: IpAddr, dst: IpAddr, out: &mut Vec<u8>) -> Result<(), WireError> {
+        out.clear();
+        self.emit_after(src, dst, out)
+    }
+
+    /// Like [`TcpRepr::emit`], but appends the segment to what `out`
+    /// already holds (an IP header), so a packet is written in one pass
+    /// with no intermediate copy of its payload.
+    pub fn emit_after(&self, src: IpAddr, dst: IpAddr, out: &mut Vec<u8>) -> Result<(), WireError> {
         let opt_len = options_len(&self.options);
         if opt_len > MAX_OPTIONS_LEN {
             return Err(WireError::TooLong {
@@ -399,7 +407,7 @@ impl TcpRepr {
             });
         }
         let hl = HEADER_LEN + opt_len;
-        out.clear();
+        let start = out.len();
         out.reserve(hl + self.payload.len());
         out.extend_from_slice(&self.src_port.to_be_bytes());
         out.extend_from_slice(&self.dst_port.to_be_bytes());
@@ -415,10 +423,11 @@ impl TcpRepr {
             o.emit(out);
         }
         // Pad with EOL: after the last option they mean "nothing more".
-        out.resize(hl, kind::EOL);
+        out.resize(start + hl, kind::EOL);
         out.extend_from_slice(&self.payload);
-        let c = checksum::tcp(src, dst, out);
-        out[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+        let seg = &mut out[start..];
+        let c = checksum::tcp(src, dst, seg);
+        seg[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
         Ok(())
     }
 }
