@@ -152,7 +152,28 @@ impl Engine {
         packet: &mut Vec<u8>,
     ) -> Verdict {
         self.last_guarded = false;
-        self.handle_inner(now, dir, meta, packet)
+        let input = std::mem::take(packet);
+        let verdict = self.handle_inner(now, dir, meta, &input, packet);
+        if verdict != Verdict::AcceptModified {
+            *packet = input;
+        }
+        verdict
+    }
+
+    /// Like [`Engine::handle_packet_with`], but reads the packet from
+    /// `input` and writes a rewritten one into `out` (meaningful only when
+    /// the verdict is [`Verdict::AcceptModified`]), which spares the caller
+    /// a copy of every packet into a buffer the engine may overwrite.
+    pub fn handle_packet_into(
+        &mut self,
+        now: Instant,
+        dir: Direction,
+        meta: PacketMeta,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        self.last_guarded = false;
+        self.handle_inner(now, dir, meta, input, out)
     }
 
     /// Whether the packet last given to [`Engine::handle_packet_with`]
@@ -177,12 +198,16 @@ impl Engine {
         now: Instant,
         dir: Direction,
         meta: PacketMeta,
-        packet: &mut Vec<u8>,
+        packet: &[u8],
+        out: &mut Vec<u8>,
     ) -> Verdict {
         if dir == Direction::Inbound
             && let Some(report) = TooBig::parse(packet)
         {
-            return self.on_too_big(&report, packet);
+            // The report is rewritten in place, in a copy.
+            out.clear();
+            out.extend_from_slice(packet);
+            return self.on_too_big(&report, out);
         }
         let Ok(pkt) = Packet::parse(packet) else {
             return self.unparsed_verdict(dir, packet);
@@ -260,7 +285,7 @@ impl Engine {
             policy,
             large_segment: meta.large,
         };
-        let verdict = tracked.conn.handle(&mut ctx, dir, pkt, packet);
+        let verdict = tracked.conn.handle(&mut ctx, dir, pkt, out);
         let after = Footprint::of(&tracked.conn);
         self.last_guarded = before.guarded || after.guarded;
         if tracked.conn.should_forget() {

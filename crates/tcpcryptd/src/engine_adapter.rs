@@ -182,14 +182,15 @@ impl PacketEngine for eng::Engine {
         eng::Engine::policy(self, now, scope, local)
     }
 
-    fn handle_packet_with(
+    fn handle_packet_into(
         &mut self,
         now: Instant,
         dir: Direction,
         meta: PacketMeta,
-        packet: &mut Vec<u8>,
+        input: &[u8],
+        out: &mut Vec<u8>,
     ) -> Verdict {
-        eng::Engine::handle_packet_with(self, now, dir, meta, packet)
+        eng::Engine::handle_packet_into(self, now, dir, meta, input, out)
     }
 
     fn last_packet_guarded(&self) -> bool {

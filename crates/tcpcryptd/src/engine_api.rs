@@ -136,14 +136,16 @@ pub trait PacketEngine {
         scope: PolicyScope,
         local: SocketAddr,
     ) -> Option<ConnectionPolicy>;
-    /// Takes one queued packet; `meta` says whether the kernel already
-    /// verified its TCP checksum and whether it is a large (GSO/GRO) one.
-    fn handle_packet_with(
+    /// Takes one queued packet, `input`; `meta` says whether the kernel
+    /// already verified its TCP checksum and whether it is a large
+    /// (GSO/GRO) one. A rewritten packet is left in `out`.
+    fn handle_packet_into(
         &mut self,
         now: Instant,
         dir: Direction,
         meta: PacketMeta,
-        packet: &mut Vec<u8>,
+        input: &[u8],
+        out: &mut Vec<u8>,
     ) -> Verdict;
     /// Whether the packet last handled belongs to a connection whose
     /// packets must never cross without the engine (the daemon marks it so

@@ -364,10 +364,9 @@ impl<E: PacketEngine> PacketLoop<E> {
             Hook::Forward => return (NfVerdict::Accept, false, false),
         };
         scratch.clear();
-        scratch.extend_from_slice(payload);
         let engine = &mut self.engine;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let v = engine.handle_packet_with(now, dir, meta, scratch);
+            let v = engine.handle_packet_into(now, dir, meta, payload, scratch);
             (v, engine.last_packet_guarded())
         }));
         if log::log_enabled!(log::Level::Trace) {
@@ -910,11 +909,12 @@ mod tests {
         ) -> Option<crate::engine_api::ConnectionPolicy> {
             None
         }
-        fn handle_packet_with(
+        fn handle_packet_into(
             &mut self,
             _: Instant,
             _: Direction,
             _: PacketMeta,
+            _: &[u8],
             _: &mut Vec<u8>,
         ) -> Verdict {
             Verdict::Accept

@@ -213,11 +213,12 @@ mod tests {
     }
 
     impl PacketEngine for ScriptedEngine {
-        fn handle_packet_with(
+        fn handle_packet_into(
             &mut self,
             _: Instant,
             _: Direction,
             _: PacketMeta,
+            _: &[u8],
             _: &mut Vec<u8>,
         ) -> Verdict {
             Verdict::Accept
