@@ -23,7 +23,9 @@
 //! loop {
 //!     // a queued packet arrives:
 //!     let verdict = engine.handle_packet(now, Direction::Outbound, &mut bytes);
-//!     // send `verdict` (with `bytes` if AcceptModified), then:
+//!     // send `verdict` (with `bytes` if AcceptModified; handle_packet_with
+//!     // also takes the queue's PacketMeta, handle_packet_into an input
+//!     // slice and a separate output buffer), then:
 //!     while let Some(t) = engine.poll_transmit() { /* inject t.packet */ }
 //!     while let Some(e) = engine.poll_event() { /* log, key log, wake lookups */ }
 //!     // sleep until engine.poll_timeout(), then engine.handle_timeout(now)
