@@ -14,7 +14,7 @@ use super::{
     Ctx, DEFAULT_MSS, MAX_LOCAL_DELIVERY, SynFacts, add_option, emit_into, eno_options,
     push_transmit,
 };
-use crate::api::{Direction, Event, KeylogSecrets, SessionInfo, Verdict};
+use crate::api::{Direction, Event, KeylogSecrets, MAX_VERDICT_PACKET, SessionInfo, Verdict};
 use crate::error::EngineError;
 use crate::inbound::{InFrame, InStream, OooLimits};
 use crate::outbound::{OutPlan, OutStream};
@@ -26,8 +26,6 @@ pub(super) enum Pending {
     A(AwaitInit2),
     B(AwaitInit1),
 }
-
-use crate::api::MAX_VERDICT_PACKET as MAX_IP_PACKET;
 
 /// Least time between two challenge ACKs of one connection (Linux's
 /// `tcp_invalid_ratelimit` default): forged segments must not turn us into
@@ -495,10 +493,12 @@ impl Crypt {
             OutPlan::Send { start, bytes, fin } => {
                 let limit = self.wire_payload_limit(options);
                 // The kernel cuts a large segment we rewrote at its MSS,
-                // so it may carry as much as one IP packet holds; what
-                // does not fit follows in packets we make.
+                // so it may carry as much as a verdict holds; what does
+                // not fit follows in packets we make.
                 let first_len = if ctx.large_segment {
-                    MAX_IP_PACKET.saturating_sub(pkt.header_len()).max(limit)
+                    MAX_VERDICT_PACKET
+                        .saturating_sub(pkt.header_len())
+                        .max(limit)
                 } else {
                     limit
                 };
@@ -515,7 +515,7 @@ impl Crypt {
                 }
                 let mut verdict = Verdict::Drop;
                 let mut from = 0;
-                while from < bytes.len() || from == 0 {
+                while from < bytes.len() {
                     let to = (from + if from == 0 { first_len } else { limit }).min(bytes.len());
                     let mut p = pkt.clone();
                     p.tcp.seq = local.seq((start + from as u64) as i64);
@@ -527,9 +527,6 @@ impl Crypt {
                         verdict = emit_into(&p, buf);
                     } else {
                         push_transmit(ctx, Direction::Outbound, &p);
-                    }
-                    if to == from {
-                        break;
                     }
                     from = to;
                 }
