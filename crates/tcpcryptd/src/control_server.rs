@@ -649,7 +649,7 @@ mod tests {
             }
         });
         let wake = Arc::new(EventFd::new().expect("eventfd"));
-        (EngineHandle::new(tx, wake), log)
+        (EngineHandle::new(tx, wake, Arc::default()), log)
     }
 
     fn client(path: &Path) -> (UnixStream, BufReader<UnixStream>) {
@@ -789,6 +789,48 @@ mod tests {
             "{denied}"
         );
         assert_eq!(ask(line("mandatory"), true)["ok"], true);
+    }
+
+    /// A settled outcome is answered from the published table: this
+    /// handle's packet thread is gone, so any lookup that reached it would
+    /// fail, and one for a connection the table does not hold does.
+    #[test]
+    fn a_settled_lookup_is_answered_without_the_packet_thread() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<EngineRequest>(1);
+        drop(rx);
+        let table = Arc::new(crate::outcome_table::OutcomeTable::default());
+        let (local, remote): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().expect("addr"),
+            "10.0.0.2:40000".parse().expect("addr"),
+        );
+        let session = crate::engine_api::Session {
+            session_id: tcpcrypt_control::SessionId::from_bytes([0x21; 33]),
+            role: tcpcrypt_control::Role::B,
+            tep: tcpcrypt_control::Tep::EcdheP256,
+            aead: tcpcrypt_control::Aead::Aes256Gcm,
+            resumed: true,
+            peer_app_aware: false,
+        };
+        table.apply(&crate::engine_api::EngineEvent::Established {
+            local,
+            remote,
+            session,
+            secrets: None,
+        });
+        let wake = Arc::new(EventFd::new().expect("eventfd"));
+        let engine = EngineHandle::new(tx, wake, table);
+        let ask = |remote: &str| {
+            let line = format!(
+                r#"{{"v":1,"op":"lookup","local":"[::ffff:10.0.0.1]:80","remote":"{remote}","wait_ms":1000}}"#
+            );
+            let (text, _) = answer(line.as_bytes(), false, &engine);
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON answer")
+        };
+        let known = ask("10.0.0.2:40000");
+        assert_eq!(known["state"], "tcpcrypt", "{known}");
+        assert_eq!(known["session_id"], session.session_id.to_hex(), "{known}");
+        let other = ask("10.0.0.2:40001");
+        assert_eq!(other["error"], "internal", "{other}");
     }
 
     #[test]
