@@ -336,6 +336,18 @@ impl<E: PacketEngine> PacketLoop<E> {
                 // Timers are where connections leave the table.
                 let left = self.engine.stats().connections;
                 if drain.drained(left) {
+                    // Every published outcome belongs to a tracked
+                    // connection; more of them than connections means
+                    // one was never withdrawn, a leak and, once its
+                    // addresses are reused, a wrong answer. Checked only
+                    // here, as counting locks every shard.
+                    let published = self.outcomes.len();
+                    if published > left {
+                        log::error!(
+                            "{published} lookup outcomes published for {left} tracked \
+                             connections: some were never withdrawn"
+                        );
+                    }
                     let start = Instant::now();
                     release_free_memory();
                     log::debug!(
