@@ -2,7 +2,9 @@
 //!
 //! One thread accepts; each admitted client gets its own thread. Questions
 //! reach the packet thread through [`EngineHandle`], which never makes the
-//! packet thread wait for a client.
+//! packet thread wait for a client, except a `lookup` of a connection whose
+//! outcome is settled: that is answered on the client's thread from the
+//! outcomes the packet thread publishes.
 //!
 //! Hostile or broken local clients are bounded in two ways:
 //!

@@ -13,6 +13,9 @@
 //! engine's order (a port reused at once must not be struck off by the
 //! end of its predecessor). That is one `write` per guarded connection at
 //! each end, and an occasional compaction of a file of open connections.
+//! Settled outcomes are published to the control threads through
+//! [`OutcomeTable`], whose shard locks are held only for one probe, so the
+//! packet thread can wait there no longer than that.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
