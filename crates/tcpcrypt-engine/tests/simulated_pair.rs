@@ -861,6 +861,15 @@ fn an_unanswered_syn_is_forgotten_after_the_handshake_timeout() {
     sim.advance(Duration::from_secs(76));
     assert_eq!(sim.lookup(Side::A), Lookup::Unknown);
     assert_eq!(sim.a.engine.as_ref().unwrap().connection_count(), 0);
+    // It never had an outcome to withdraw.
+    assert!(
+        !sim.a
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Forgotten { .. })),
+        "{:?}",
+        sim.a.events
+    );
 }
 
 #[test]
