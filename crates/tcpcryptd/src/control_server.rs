@@ -309,8 +309,63 @@ impl Registry {
     }
 }
 
+/// How long a client thread whose client has gone waits for the next one
+/// before it exits. A web server asks once per connection, each time on a
+/// new control connection; without this, every lookup would also cost a
+/// thread start and exit in the daemon.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// An admitted client waiting for a thread.
+struct Job {
+    stream: UnixStream,
+    id: u64,
+}
+
+/// Client threads that have finished with their client and wait for the
+/// next one. `idle` counts them minus the jobs already handed to them;
+/// the accept thread decrements it and sends a job under its lock, so a
+/// thread that gives up waiting can tell, under the same lock, whether a
+/// job is on its way.
+#[derive(Clone)]
+struct Idle {
+    jobs: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
+    count: Arc<Mutex<usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section is one counter change or one receive.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Idle {
+    /// Called by a client thread that has finished its client: the next
+    /// client, or `None` after `linger` without one (the thread then
+    /// exits, no longer counted).
+    fn next(&self, linger: Duration) -> Option<Job> {
+        *lock(&self.count) += 1;
+        let jobs = lock(&self.jobs);
+        if let Ok(job) = jobs.recv_timeout(linger) {
+            return Some(job);
+        }
+        let mut count = lock(&self.count);
+        match jobs.try_recv() {
+            // Sent while we were giving up, and counted against us.
+            Ok(job) => Some(job),
+            Err(_) => {
+                *count = count.saturating_sub(1);
+                None
+            }
+        }
+    }
+}
+
 fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimits) {
     let registry = Registry::default();
+    let (send, jobs) = std::sync::mpsc::channel::<Job>();
+    let idle = Idle {
+        jobs: Arc::new(Mutex::new(jobs)),
+        count: Arc::default(),
+    };
     for conn in listener.incoming() {
         let mut stream = match conn {
             Ok(s) => s,
@@ -333,14 +388,34 @@ fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimit
                 continue;
             }
         };
-        let (engine, clients) = (engine.clone(), registry.clone());
+        let mut job = Job { stream, id };
+        {
+            let mut waiting = lock(&idle.count);
+            if *waiting > 0 {
+                match send.send(job) {
+                    Ok(()) => {
+                        *waiting -= 1;
+                        continue;
+                    }
+                    // Cannot happen while `idle` holds the receiver; start
+                    // a thread for it all the same.
+                    Err(std::sync::mpsc::SendError(back)) => job = back,
+                }
+            }
+        }
+        let (engine, clients, idle) = (engine.clone(), registry.clone(), idle.clone());
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = serve_client(&stream, id, &clients, &engine, limits.timeout) {
-                    log::debug!("control client: {e}");
+                let mut next = Some(job);
+                while let Some(Job { stream, id }) = next {
+                    if let Err(e) = serve_client(&stream, id, &clients, &engine, limits.timeout) {
+                        log::debug!("control client: {e}");
+                    }
+                    clients.remove(id);
+                    drop(stream);
+                    next = idle.next(LINGER);
                 }
-                clients.remove(id);
             });
         if let Err(e) = spawned {
             registry.remove(id);
@@ -1024,6 +1099,36 @@ mod tests {
         assert!(still_open, "a newer slow client was closed too");
         drop(sock);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn an_idle_client_thread_takes_the_next_job_or_leaves_uncounted() {
+        let (send, jobs) = std::sync::mpsc::channel::<Job>();
+        let idle = Idle {
+            jobs: Arc::new(Mutex::new(jobs)),
+            count: Arc::default(),
+        };
+        assert!(idle.next(Duration::from_millis(10)).is_none());
+        assert_eq!(*lock(&idle.count), 0, "a thread that left is still counted");
+        // A job handed over as the accept thread does: counted off, then
+        // sent.
+        let waiter = {
+            let idle = idle.clone();
+            std::thread::spawn(move || idle.next(Duration::from_secs(30)).map(|j| j.id))
+        };
+        loop {
+            let mut waiting = lock(&idle.count);
+            if *waiting == 1 {
+                let (stream, _peer) = UnixStream::pair().expect("pair");
+                send.send(Job { stream, id: 7 }).expect("send");
+                *waiting -= 1;
+                break;
+            }
+            drop(waiting);
+            std::thread::yield_now();
+        }
+        assert_eq!(waiter.join().expect("waiter"), Some(7));
+        assert_eq!(*lock(&idle.count), 0);
     }
 
     #[test]
