@@ -1,6 +1,7 @@
 //! The control socket server.
 //!
-//! One thread accepts; each admitted client gets its own thread. Questions
+//! One thread accepts; each admitted client gets its own thread, one that
+//! finished with an earlier client if one is waiting (see `LINGER`). Questions
 //! reach the packet thread through [`EngineHandle`], which never makes the
 //! packet thread wait for a client, except a `lookup` of a connection whose
 //! outcome is settled: that is answered on the client's thread from the
