@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential pkg-config clang libclang-dev cmake   # aws-lc-rs, bindgen
   iproute2 iptables tcpdump procps psmisc ethtool       # namespaces, rules, captures, offloads
   apache2 apache2-dev libapache2-mod-php php-cli        # mod_tcpcrypt and its tests
+  apache2-utils                                         # ab, for mod_tcpcrypt's real_daemon bench
   ruby python3 curl nghttp2-client                      # CGI languages, HTTP clients
   libssl-dev python3-cryptography                       # the app guide's C and Python examples
 )

@@ -16,6 +16,7 @@
 
 mod bench;
 mod interrupt;
+mod lookups;
 mod report;
 mod stats;
 mod testbed;
@@ -87,6 +88,12 @@ struct Args {
     /// to measure without large segments; repeat for several
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     daemon_arg: Vec<String>,
+    /// Measure session lookups instead: their latency from --clients
+    /// threads with the daemons idle, during one bulk stream of
+    /// --bulk-bytes, and right after accept on new connections, each run
+    /// --rate-seconds long
+    #[arg(long)]
+    lookups: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -175,6 +182,20 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     // Both ends of every idle connection live in this process.
     raise_fd_limit(2 * plan.idle_connections as u64 + 256)?;
     let host_before = host_info();
+    if args.lookups {
+        println!(
+            "tcpcrypt-bench --lookups: {} threads, {} s per run, {} bulk stream",
+            plan.clients,
+            plan.rate_seconds,
+            human_bytes(plan.bulk_bytes)
+        );
+        println!(
+            "host: {} CPUs, load average {}",
+            host_before["cpus"],
+            host_before["loadavg"].as_str().unwrap_or("?")
+        );
+        return run_lookups(args, &plan, &daemon, host_before);
+    }
     println!(
         "tcpcrypt-bench: {} rounds, {} per bulk stream, {} s per rate run, {} clients, \
          {} idle connections{}",
@@ -234,6 +255,51 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             "tcpcrypt-bench: {failed} check(s) did not hold and {} measurement(s) failed; see above",
             res.problems.len()
         );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--lookups`: one run of each lookup measurement, no rounds.
+fn run_lookups(
+    args: &Args,
+    plan: &Plan,
+    daemon: &Path,
+    host_before: Value,
+) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    let bed = Testbed::new(daemon, !args.no_gro, &args.daemon_arg)?;
+    let outcome = lookups::run(&bed, plan.clients, plan.rate_seconds, plan.bulk_bytes);
+    drop(bed);
+    let (report, wrong) = outcome?;
+    let seconds = started.elapsed().as_secs_f64();
+    let host_after = host_info();
+    println!(
+        "took {seconds:.0} s; load average at the end {}",
+        host_after["loadavg"].as_str().unwrap_or("?")
+    );
+    let settings = json!({
+        "mode": "lookups",
+        "threads": plan.clients,
+        "seconds_per_run": plan.rate_seconds,
+        "bulk_bytes": plan.bulk_bytes,
+        "daemon": daemon.display().to_string(),
+        "gro": !args.no_gro,
+        "daemon_args": args.daemon_arg,
+    });
+    let json = json!({
+        "settings": settings,
+        "host": {"before": host_before, "after": host_after},
+        "lookups": report,
+        "seconds": seconds,
+    });
+    write_json(&args.json, &json)?;
+    println!("JSON report: {}", args.json.display());
+    if interrupt::requested() {
+        return Ok(ExitCode::from(130));
+    }
+    if wrong > 0 {
+        eprintln!("tcpcrypt-bench: {wrong} lookup(s) did not answer tcpcrypt; see above");
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

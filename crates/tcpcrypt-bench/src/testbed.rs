@@ -214,6 +214,15 @@ impl Testbed {
         Check { ok, observed }
     }
 
+    /// The control sockets of the client's and the server's daemon.
+    pub fn control_sockets(&self) -> Result<(PathBuf, PathBuf), String> {
+        let (c, s) = self.daemons()?;
+        Ok((
+            c.control_socket().to_path_buf(),
+            s.control_socket().to_path_buf(),
+        ))
+    }
+
     /// Counts the client daemon's connections to server port `port`.
     pub fn tally(&self, port: u16) -> Result<Tally, String> {
         let (c, _) = self.daemons()?;

@@ -352,4 +352,14 @@ pub enum Event {
         local: SocketAddr,
         remote: SocketAddr,
     },
+    /// The connection left the table: [`Engine::lookup`](crate::Engine::lookup)
+    /// says `Unknown` from now on, and the same addresses may start a new
+    /// connection. Sent only for connections that had an `Established` or
+    /// `Plain`, so a caller keeping its own copy of those outcomes knows
+    /// when to drop it, while half-open entries (possibly spoofed SYNs)
+    /// leave without a word.
+    Forgotten {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
 }

@@ -307,7 +307,7 @@ impl Engine {
     fn admit(&mut self, now: Instant, key: Key, dir: Direction) -> bool {
         let replaced = self.table.remove(&key);
         if let Some(old) = replaced {
-            self.forget_removed(&key, Footprint::of(&old.conn));
+            self.forget_removed(&key, &old.conn, Footprint::of(&old.conn));
         }
         let passive = dir == Direction::Inbound;
         if self.table.len() >= self.config.max_connections {
@@ -334,14 +334,25 @@ impl Engine {
 
     /// Removes an entry now.
     fn forget(&mut self, key: &Key, before: Footprint) {
-        if self.table.remove(key).is_some() {
-            self.forget_removed(key, before);
+        if let Some(old) = self.table.remove(key) {
+            self.forget_removed(key, &old.conn, before);
         }
     }
 
     /// Bookkeeping for an entry that left the table with `fp`.
-    fn forget_removed(&mut self, key: &Key, fp: Footprint) {
+    fn forget_removed(&mut self, key: &Key, conn: &Connection, fp: Footprint) {
         self.account(key, fp, Footprint::default());
+        // Exactly the connections whose outcome was announced: a
+        // half-open one that went plain had its report deferred, and was
+        // never announced.
+        let announced =
+            !conn.is_half_open() && matches!(conn.lookup(), Lookup::Tcpcrypt(_) | Lookup::Plain(_));
+        if announced {
+            self.events.push_back(Event::Forgotten {
+                local: key.0,
+                remote: key.1,
+            });
+        }
     }
 
     /// Keeps the engine-wide tallies in step with one connection whose

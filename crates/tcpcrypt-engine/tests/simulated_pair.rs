@@ -362,9 +362,34 @@ fn fin_travels_as_finp_and_both_sides_close_then_are_forgotten() {
             "{side:?} saw no Closed event"
         );
     }
+    for side in [Side::A, Side::B] {
+        assert!(
+            !sim.host(side)
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Forgotten { .. })),
+            "{side:?} was told of a forgotten connection while it was still tracked"
+        );
+    }
     sim.advance(Duration::from_secs(31));
     assert_eq!(sim.a.engine.as_ref().unwrap().connection_count(), 0);
     assert_eq!(sim.b.engine.as_ref().unwrap().connection_count(), 0);
+    // The daemon drops its copy of the session on this event, so it must
+    // come once, after the session was announced.
+    for side in [Side::A, Side::B] {
+        let events = &sim.host(side).events;
+        let established = events
+            .iter()
+            .position(|e| matches!(e, Event::Established { .. }));
+        let forgotten: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, Event::Forgotten { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(forgotten.len(), 1, "{side:?}: {events:?}");
+        assert!(established.is_some_and(|e| e < forgotten[0]), "{side:?}");
+    }
 }
 
 /// `closer` sends a short request and half-closes; the other side then
@@ -836,6 +861,15 @@ fn an_unanswered_syn_is_forgotten_after_the_handshake_timeout() {
     sim.advance(Duration::from_secs(76));
     assert_eq!(sim.lookup(Side::A), Lookup::Unknown);
     assert_eq!(sim.a.engine.as_ref().unwrap().connection_count(), 0);
+    // It never had an outcome to withdraw.
+    assert!(
+        !sim.a
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Forgotten { .. })),
+        "{:?}",
+        sim.a.events
+    );
 }
 
 #[test]

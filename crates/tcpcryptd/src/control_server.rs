@@ -1,8 +1,11 @@
 //! The control socket server.
 //!
-//! One thread accepts; each admitted client gets its own thread. Questions
+//! One thread accepts; each admitted client gets its own thread, one that
+//! finished with an earlier client if one is waiting (see `LINGER`). Questions
 //! reach the packet thread through [`EngineHandle`], which never makes the
-//! packet thread wait for a client.
+//! packet thread wait for a client, except a `lookup` of a connection whose
+//! outcome is settled: that is answered on the client's thread from the
+//! outcomes the packet thread publishes.
 //!
 //! Hostile or broken local clients are bounded in two ways:
 //!
@@ -307,8 +310,63 @@ impl Registry {
     }
 }
 
+/// How long a client thread whose client has gone waits for the next one
+/// before it exits. A web server asks once per connection, each time on a
+/// new control connection; without this, every lookup would also cost a
+/// thread start and exit in the daemon.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// An admitted client waiting for a thread.
+struct Job {
+    stream: UnixStream,
+    id: u64,
+}
+
+/// Client threads that have finished with their client and wait for the
+/// next one. `idle` counts them minus the jobs already handed to them;
+/// the accept thread decrements it and sends a job under its lock, so a
+/// thread that gives up waiting can tell, under the same lock, whether a
+/// job is on its way.
+#[derive(Clone)]
+struct Idle {
+    jobs: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
+    count: Arc<Mutex<usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section is one counter change or one receive.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Idle {
+    /// Called by a client thread that has finished its client: the next
+    /// client, or `None` after `linger` without one (the thread then
+    /// exits, no longer counted).
+    fn next(&self, linger: Duration) -> Option<Job> {
+        *lock(&self.count) += 1;
+        let jobs = lock(&self.jobs);
+        if let Ok(job) = jobs.recv_timeout(linger) {
+            return Some(job);
+        }
+        let mut count = lock(&self.count);
+        match jobs.try_recv() {
+            // Sent while we were giving up, and counted against us.
+            Ok(job) => Some(job),
+            Err(_) => {
+                *count = count.saturating_sub(1);
+                None
+            }
+        }
+    }
+}
+
 fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimits) {
     let registry = Registry::default();
+    let (send, jobs) = std::sync::mpsc::channel::<Job>();
+    let idle = Idle {
+        jobs: Arc::new(Mutex::new(jobs)),
+        count: Arc::default(),
+    };
     for conn in listener.incoming() {
         let mut stream = match conn {
             Ok(s) => s,
@@ -331,14 +389,34 @@ fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimit
                 continue;
             }
         };
-        let (engine, clients) = (engine.clone(), registry.clone());
+        let mut job = Job { stream, id };
+        {
+            let mut waiting = lock(&idle.count);
+            if *waiting > 0 {
+                match send.send(job) {
+                    Ok(()) => {
+                        *waiting -= 1;
+                        continue;
+                    }
+                    // Cannot happen while `idle` holds the receiver; start
+                    // a thread for it all the same.
+                    Err(std::sync::mpsc::SendError(back)) => job = back,
+                }
+            }
+        }
+        let (engine, clients, idle) = (engine.clone(), registry.clone(), idle.clone());
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = serve_client(&stream, id, &clients, &engine, limits.timeout) {
-                    log::debug!("control client: {e}");
+                let mut next = Some(job);
+                while let Some(Job { stream, id }) = next {
+                    if let Err(e) = serve_client(&stream, id, &clients, &engine, limits.timeout) {
+                        log::debug!("control client: {e}");
+                    }
+                    clients.remove(id);
+                    drop(stream);
+                    next = idle.next(LINGER);
                 }
-                clients.remove(id);
             });
         if let Err(e) = spawned {
             registry.remove(id);
@@ -649,7 +727,7 @@ mod tests {
             }
         });
         let wake = Arc::new(EventFd::new().expect("eventfd"));
-        (EngineHandle::new(tx, wake), log)
+        (EngineHandle::new(tx, wake, Arc::default()), log)
     }
 
     fn client(path: &Path) -> (UnixStream, BufReader<UnixStream>) {
@@ -789,6 +867,48 @@ mod tests {
             "{denied}"
         );
         assert_eq!(ask(line("mandatory"), true)["ok"], true);
+    }
+
+    /// A settled outcome is answered from the published table: this
+    /// handle's packet thread is gone, so any lookup that reached it would
+    /// fail, and one for a connection the table does not hold does.
+    #[test]
+    fn a_settled_lookup_is_answered_without_the_packet_thread() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<EngineRequest>(1);
+        drop(rx);
+        let table = Arc::new(crate::outcome_table::OutcomeTable::default());
+        let (local, remote): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().expect("addr"),
+            "10.0.0.2:40000".parse().expect("addr"),
+        );
+        let session = crate::engine_api::Session {
+            session_id: tcpcrypt_control::SessionId::from_bytes([0x21; 33]),
+            role: tcpcrypt_control::Role::B,
+            tep: tcpcrypt_control::Tep::EcdheP256,
+            aead: tcpcrypt_control::Aead::Aes256Gcm,
+            resumed: true,
+            peer_app_aware: false,
+        };
+        table.apply(&crate::engine_api::EngineEvent::Established {
+            local,
+            remote,
+            session,
+            secrets: None,
+        });
+        let wake = Arc::new(EventFd::new().expect("eventfd"));
+        let engine = EngineHandle::new(tx, wake, table);
+        let ask = |remote: &str| {
+            let line = format!(
+                r#"{{"v":1,"op":"lookup","local":"[::ffff:10.0.0.1]:80","remote":"{remote}","wait_ms":1000}}"#
+            );
+            let (text, _) = answer(line.as_bytes(), false, &engine);
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON answer")
+        };
+        let known = ask("10.0.0.2:40000");
+        assert_eq!(known["state"], "tcpcrypt", "{known}");
+        assert_eq!(known["session_id"], session.session_id.to_hex(), "{known}");
+        let other = ask("10.0.0.2:40001");
+        assert_eq!(other["error"], "internal", "{other}");
     }
 
     #[test]
@@ -980,6 +1100,36 @@ mod tests {
         assert!(still_open, "a newer slow client was closed too");
         drop(sock);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn an_idle_client_thread_takes_the_next_job_or_leaves_uncounted() {
+        let (send, jobs) = std::sync::mpsc::channel::<Job>();
+        let idle = Idle {
+            jobs: Arc::new(Mutex::new(jobs)),
+            count: Arc::default(),
+        };
+        assert!(idle.next(Duration::from_millis(10)).is_none());
+        assert_eq!(*lock(&idle.count), 0, "a thread that left is still counted");
+        // A job handed over as the accept thread does: counted off, then
+        // sent.
+        let waiter = {
+            let idle = idle.clone();
+            std::thread::spawn(move || idle.next(Duration::from_secs(30)).map(|j| j.id))
+        };
+        loop {
+            let mut waiting = lock(&idle.count);
+            if *waiting == 1 {
+                let (stream, _peer) = UnixStream::pair().expect("pair");
+                send.send(Job { stream, id: 7 }).expect("send");
+                *waiting -= 1;
+                break;
+            }
+            drop(waiting);
+            std::thread::yield_now();
+        }
+        assert_eq!(waiter.join().expect("waiter"), Some(7));
+        assert_eq!(*lock(&idle.count), 0);
     }
 
     #[test]

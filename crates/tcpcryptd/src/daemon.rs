@@ -131,6 +131,7 @@ where
         .name("outcomes".into())
         .spawn(move || crate::outcomes::run(ev_rx, keylog))
         .map_err(DaemonError::Thread)?;
+    let outcomes = Arc::new(crate::outcome_table::OutcomeTable::default());
     let packet_loop = PacketLoop {
         engine,
         queue,
@@ -138,6 +139,7 @@ where
         requests: req_rx,
         wake: wake.clone(),
         events: ev_tx,
+        outcomes: outcomes.clone(),
         stop: stop.clone(),
         journal: Some(journal),
         report: StatsReport::new(REPORT_INTERVAL, config.limits),
@@ -154,7 +156,7 @@ where
         })
         .map_err(DaemonError::Thread)?;
 
-    let handle = EngineHandle::new(req_tx, wake.clone());
+    let handle = EngineHandle::new(req_tx, wake.clone(), outcomes);
     let result = serve(config, &backend, handle.clone(), &failed);
     let aborted_all = !failed.load(Ordering::Relaxed) && abort_encrypted_connections(&handle);
 

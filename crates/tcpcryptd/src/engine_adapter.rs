@@ -109,7 +109,7 @@ impl PacketEngine for eng::Engine {
             } => EngineEvent::Plain {
                 local,
                 remote,
-                reason: reason.to_string(),
+                reason,
             },
             eng::Event::Aborted {
                 local,
@@ -121,6 +121,7 @@ impl PacketEngine for eng::Engine {
                 reason,
             },
             eng::Event::Closed { local, remote } => EngineEvent::Closed { local, remote },
+            eng::Event::Forgotten { local, remote } => EngineEvent::Forgotten { local, remote },
         })
     }
 

@@ -75,7 +75,7 @@ pub enum EngineEvent {
     Plain {
         local: SocketAddr,
         remote: SocketAddr,
-        reason: String,
+        reason: PlainReason,
     },
     Aborted {
         local: SocketAddr,
@@ -83,6 +83,12 @@ pub enum EngineEvent {
         reason: String,
     },
     Closed {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// The connection left the engine's table (sent only after an
+    /// `Established` or `Plain`).
+    Forgotten {
         local: SocketAddr,
         remote: SocketAddr,
     },
@@ -96,7 +102,8 @@ impl EngineEvent {
             | EngineEvent::Established { local, remote, .. }
             | EngineEvent::Plain { local, remote, .. }
             | EngineEvent::Aborted { local, remote, .. }
-            | EngineEvent::Closed { local, remote } => (*local, *remote),
+            | EngineEvent::Closed { local, remote }
+            | EngineEvent::Forgotten { local, remote } => (*local, *remote),
         }
     }
 }

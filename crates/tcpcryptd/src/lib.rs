@@ -24,6 +24,7 @@ pub mod inject;
 pub mod keylog;
 pub mod logging;
 pub mod nfqueue;
+pub mod outcome_table;
 pub mod outcomes;
 pub mod packet_loop;
 pub mod stats_report;

@@ -40,6 +40,7 @@ pub fn describe(ev: &EngineEvent) -> String {
             reason,
         } => format!("aborted {local} <-> {remote}: {reason}"),
         EngineEvent::Closed { local, remote } => format!("closed {local} <-> {remote}"),
+        EngineEvent::Forgotten { local, remote } => format!("forgot {local} <-> {remote}"),
         EngineEvent::Guarding { local, remote } => {
             format!("negotiated tcpcrypt {local} <-> {remote}")
         }
@@ -62,7 +63,9 @@ pub fn run(events: Receiver<EngineEvent>, mut keylog: Option<KeyLog>) {
             }
             EngineEvent::Plain { .. } => log::info!("{}", describe(&ev)),
             EngineEvent::Aborted { .. } => log::warn!("{}", describe(&ev)),
-            EngineEvent::Closed { .. } | EngineEvent::Guarding { .. } => {
+            EngineEvent::Closed { .. }
+            | EngineEvent::Guarding { .. }
+            | EngineEvent::Forgotten { .. } => {
                 log::debug!("{}", describe(&ev))
             }
         }
@@ -105,11 +108,11 @@ mod tests {
         let ev = EngineEvent::Plain {
             local: "10.0.0.1:1".parse().expect("addr"),
             remote: "10.0.0.2:2".parse().expect("addr"),
-            reason: "peer sent no ENO option".into(),
+            reason: crate::engine_api::PlainReason::NotSeenFromSyn,
         };
         assert_eq!(
             describe(&ev),
-            "plain 10.0.0.1:1 <-> 10.0.0.2:2: peer sent no ENO option"
+            "plain 10.0.0.1:1 <-> 10.0.0.2:2: connection not seen from its SYN"
         );
     }
 }

@@ -13,6 +13,9 @@
 //! engine's order (a port reused at once must not be struck off by the
 //! end of its predecessor). That is one `write` per guarded connection at
 //! each end, and an occasional compaction of a file of open connections.
+//! Settled outcomes are published to the control threads through
+//! [`OutcomeTable`], whose shard locks are held only for one probe, so the
+//! packet thread can wait there no longer than that.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -31,6 +34,7 @@ use crate::engine_api::{
 use crate::firewall::verdict_mark;
 use crate::inject::Injector;
 use crate::nfqueue::{Hook, Message, NfVerdict, NfqError, Queue, RecvBatch, VerdictBatch};
+use crate::outcome_table::OutcomeTable;
 use crate::stats_report::StatsReport;
 use crate::sys::{EventFd, poll_readable};
 use crate::trim::{DrainWatch, release_free_memory};
@@ -73,11 +77,13 @@ pub enum EngineRequest {
     },
 }
 
-/// How control threads reach the packet thread.
+/// How control threads reach the packet thread, and the outcomes it
+/// publishes.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: SyncSender<EngineRequest>,
     wake: Arc<EventFd>,
+    outcomes: Arc<OutcomeTable>,
 }
 
 /// The packet thread could not take the request.
@@ -92,8 +98,13 @@ pub enum HandleError {
 }
 
 impl EngineHandle {
-    pub fn new(tx: SyncSender<EngineRequest>, wake: Arc<EventFd>) -> EngineHandle {
-        EngineHandle { tx, wake }
+    /// `outcomes` must be the table the packet loop publishes to.
+    pub fn new(
+        tx: SyncSender<EngineRequest>,
+        wake: Arc<EventFd>,
+        outcomes: Arc<OutcomeTable>,
+    ) -> EngineHandle {
+        EngineHandle { tx, wake, outcomes }
     }
 
     fn submit<T>(
@@ -115,12 +126,20 @@ impl EngineHandle {
     }
 
     /// Looks a connection up, waiting up to `wait` for a pending one.
+    ///
+    /// A settled outcome comes from the published table without involving
+    /// the packet thread; only a connection still pending, or one the
+    /// table does not know, is asked about there, since only the engine
+    /// can tell those two apart and wake a waiter when the handshake ends.
     pub fn lookup(
         &self,
         local: SocketAddr,
         remote: SocketAddr,
         wait: Duration,
     ) -> Result<LookupState, HandleError> {
+        if let Some(settled) = self.outcomes.get(local, remote) {
+            return Ok(settled);
+        }
         self.submit(
             |reply| EngineRequest::Lookup {
                 local,
@@ -206,6 +225,8 @@ pub struct PacketLoop<E: PacketEngine> {
     pub requests: Receiver<EngineRequest>,
     pub wake: Arc<EventFd>,
     pub events: Sender<EngineEvent>,
+    /// Where settled outcomes are published for the control threads.
+    pub outcomes: Arc<OutcomeTable>,
     pub stop: Arc<AtomicBool>,
     pub journal: Option<Journal>,
     /// Turns the engine's counters into rate-limited log lines.
@@ -318,6 +339,18 @@ impl<E: PacketEngine> PacketLoop<E> {
                 // Timers are where connections leave the table.
                 let left = self.engine.stats().connections;
                 if drain.drained(left) {
+                    // Every published outcome belongs to a tracked
+                    // connection; more of them than connections means
+                    // one was never withdrawn, a leak and, once its
+                    // addresses are reused, a wrong answer. Checked only
+                    // here, as counting locks every shard.
+                    let published = self.outcomes.len();
+                    if published > left {
+                        log::error!(
+                            "{published} lookup outcomes published for {left} tracked \
+                             connections: some were never withdrawn"
+                        );
+                    }
                     let start = Instant::now();
                     release_free_memory();
                     log::debug!(
@@ -427,7 +460,12 @@ impl<E: PacketEngine> PacketLoop<E> {
     /// Moves the engine's events to `pending`, keeping the journal in step
     /// on the way.
     fn take_events(&mut self, pending: &mut Vec<EngineEvent>) {
-        drain_events(&mut self.engine, self.journal.as_mut(), pending);
+        drain_events(
+            &mut self.engine,
+            self.journal.as_mut(),
+            &self.outcomes,
+            pending,
+        );
     }
 
     /// Injects the engine's packets and passes on its events.
@@ -531,17 +569,22 @@ impl<E: PacketEngine> PacketLoop<E> {
     }
 }
 
-/// Moves `engine`'s events to `pending`, recording each in `journal` as it
-/// goes, so that when this returns the journal is in step with the engine.
+/// Moves `engine`'s events to `pending`, recording each in `journal` and
+/// `outcomes` as it goes, so that when this returns both are in step with
+/// the engine. Called before each verdict, so an application cannot see
+/// data of a connection whose outcome is not yet published, nor a new
+/// connection on a reused port while its predecessor's is.
 fn drain_events<E: PacketEngine>(
     engine: &mut E,
     mut journal: Option<&mut Journal>,
+    outcomes: &OutcomeTable,
     pending: &mut Vec<EngineEvent>,
 ) {
     while let Some(ev) = engine.poll_event() {
         if let Some(j) = journal.as_deref_mut() {
             journal_event(j, &ev);
         }
+        outcomes.apply(&ev);
         pending.push(ev);
     }
 }
@@ -557,7 +600,7 @@ fn journal_event(journal: &mut Journal, ev: &EngineEvent) {
         EngineEvent::Aborted { .. } | EngineEvent::Closed { .. } | EngineEvent::Plain { .. } => {
             journal.removed(key)
         }
-        EngineEvent::Established { .. } => Ok(()),
+        EngineEvent::Established { .. } | EngineEvent::Forgotten { .. } => Ok(()),
     };
     if let Err(e) = result {
         log::error!(
@@ -956,7 +999,12 @@ mod tests {
         let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
         let mut engine = Fake::with_events([EngineEvent::Guarding { local, remote }]);
         let mut pending = Vec::new();
-        drain_events(&mut engine, Some(&mut journal), &mut pending);
+        drain_events(
+            &mut engine,
+            Some(&mut journal),
+            &OutcomeTable::default(),
+            &mut pending,
+        );
         assert_eq!(
             pending.len(),
             1,
@@ -983,14 +1031,53 @@ mod tests {
             EngineEvent::Plain {
                 local: addr("10.0.0.1:40001"),
                 remote,
-                reason: "no ENO".into(),
+                reason: crate::engine_api::PlainReason::Negotiation("no ENO".into()),
             },
         ]);
         let mut pending = Vec::new();
-        drain_events(&mut engine, Some(&mut journal), &mut pending);
+        drain_events(
+            &mut engine,
+            Some(&mut journal),
+            &OutcomeTable::default(),
+            &mut pending,
+        );
         let replay = conn_journal::read_previous(&path).expect("read");
         assert_eq!(replay.open, vec![ConnKey { local, remote }]);
         assert_eq!(pending.len(), 4);
+    }
+
+    /// Outcomes reach the shared table as the events are drained (before
+    /// the verdict), and leave it when the engine forgets the connection.
+    #[test]
+    fn drained_events_publish_and_withdraw_outcomes() {
+        let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
+        let other = addr("10.0.0.1:40001");
+        let reason = crate::engine_api::PlainReason::NotSeenFromSyn;
+        let table = OutcomeTable::default();
+        let mut engine = Fake::with_events([
+            EngineEvent::Guarding { local, remote },
+            EngineEvent::Plain {
+                local: other,
+                remote,
+                reason: reason.clone(),
+            },
+        ]);
+        let mut pending = Vec::new();
+        drain_events(&mut engine, None, &table, &mut pending);
+        assert_eq!(table.get(local, remote), None, "still negotiating");
+        assert_eq!(
+            table.get(other, remote),
+            Some(LookupState::Plain {
+                reason: reason.clone()
+            })
+        );
+        engine.events.push_back(EngineEvent::Forgotten {
+            local: other,
+            remote,
+        });
+        drain_events(&mut engine, None, &table, &mut pending);
+        assert!(table.is_empty());
+        assert_eq!(pending.len(), 3, "every event still goes on");
     }
 
     type Snapshot = Arc<Vec<ConnectionView>>;

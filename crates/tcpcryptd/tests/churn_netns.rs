@@ -166,7 +166,9 @@ fn wait_until_drained(d: &Daemon, timeout: Duration) -> Vec<Value> {
 }
 
 /// Session, plain and aborted info lines in a daemon's log, and error
-/// lines (an engine panic is one).
+/// lines (an engine panic is one, and so is a lookup outcome left
+/// published after its connection left the table, which the daemon checks
+/// each time its table drains).
 fn outcomes(d: &Daemon) -> (usize, usize, usize, usize) {
     let log = d.log_text();
     let field = |n: usize, w: &str| {

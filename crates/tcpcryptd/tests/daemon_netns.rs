@@ -1002,3 +1002,116 @@ fn rekeys_both_ways_keep_the_data_and_one_session() {
     assert!(up >= 8, "only {up} rekeys from the client");
     assert!(down >= 8, "only {down} rekeys from the server");
 }
+
+/// Asks `d` about one connection twice: the first answer may come through
+/// the packet thread, the second is served from the outcomes it published.
+/// Both must be the same session.
+fn settled_id(d: &Daemon, local: SocketAddr, remote: SocketAddr) -> String {
+    let first = session_id(&d.lookup(local, remote, 5000).expect("lookup"));
+    let again = session_id(&d.lookup(local, remote, 0).expect("lookup again"));
+    assert_eq!(first, again, "the published answer differs from the first");
+    first
+}
+
+#[test]
+fn lookups_after_a_restart_answer_for_the_new_daemon_even_racing_a_handshake() {
+    require_root();
+    let t = Topology::pair().expect("topology");
+    let client_d = Daemon::start(&t.client, &options(7021)).expect("client daemon");
+    let server_d = Daemon::start(&t.server, &options(7021)).expect("server daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7021);
+    echo_server(listen(&t.server, to.ip(), 7021));
+
+    let mut old = connect(&t.client, to);
+    old.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    old.read_exact(&mut buf).expect("echo");
+    let (old_local, old_remote) = (
+        old.local_addr().expect("local"),
+        old.peer_addr().expect("peer"),
+    );
+    let old_id = settled_id(&server_d, old_remote, old_local);
+    assert_eq!(old_id, settled_id(&client_d, old_local, old_remote));
+
+    let server_d = server_d
+        .restart(&t.server, &options(7021))
+        .expect("restart the server's daemon");
+    // The old daemon aborted the connection on its way out; the new one
+    // never saw it and must not answer with its session.
+    let gone = server_d
+        .lookup(old_remote, old_local, 0)
+        .expect("lookup after restart");
+    assert_eq!(gone["state"], "unknown", "{gone}");
+
+    // Asked about at once, before any data: the key exchange may still be
+    // under way, and the wait must end with its outcome.
+    let new = connect(&t.client, to);
+    let (local, remote) = (
+        new.local_addr().expect("local"),
+        new.peer_addr().expect("peer"),
+    );
+    let raced = server_d.lookup(remote, local, 5000).expect("racing lookup");
+    let new_id = session_id(&raced);
+    assert_ne!(new_id, old_id, "the new daemon reported the old session");
+    assert_eq!(new_id, settled_id(&server_d, remote, local));
+    assert_eq!(new_id, settled_id(&client_d, local, remote));
+    drop(old);
+}
+
+#[test]
+fn a_control_group_member_reads_a_settled_session_and_an_outsider_cannot_connect() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let t = Topology::pair().expect("topology");
+    let client_d = Daemon::start(
+        &t.client,
+        &options(7022).arg("--control-group").arg("nogroup"),
+    )
+    .expect("client daemon");
+    let _server_d = Daemon::start(&t.server, &options(7022)).expect("server daemon");
+    let to = SocketAddr::new(t.server_addrs.ip(false), 7022);
+    echo_server(listen(&t.server, to.ip(), 7022));
+    let mut c = connect(&t.client, to);
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).expect("echo");
+    let (local, remote) = (c.local_addr().expect("local"), c.peer_addr().expect("peer"));
+    let id = settled_id(&client_d, local, remote);
+
+    let sock = client_d.control_socket();
+    if let Some(dir) = sock.parent() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("denied")
+    sys.exit(0)
+s.sendall(('{"v":1,"op":"lookup","local":"%s","remote":"%s"}\n' % (sys.argv[2], sys.argv[3])).encode())
+print(s.makefile().readline().strip())
+"#;
+    let run_as = |gid: u32| {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(sock)
+            .arg(local.to_string())
+            .arg(remote.to_string())
+            .uid(65534)
+            .gid(gid)
+            .output()
+            .expect("run python3 as nobody");
+        assert!(
+            out.status.success(),
+            "stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let member: Value = serde_json::from_str(&run_as(65534)).expect("JSON answer");
+    assert_eq!(session_id(&member), id, "{member}");
+    // Group 1 (daemon) is neither root's nor the control group.
+    assert_eq!(run_as(1), "denied");
+}
