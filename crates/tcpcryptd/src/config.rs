@@ -1037,6 +1037,24 @@ mod tests {
     }
 
     #[test]
+    fn large_segments_are_on_by_default_and_take_on_or_off() {
+        assert!(
+            Config::from_args(&args(&[]))
+                .expect("defaults")
+                .large_segments
+        );
+        let c = Config::from_args(&args(&["--large-segments", "off"])).expect("off");
+        assert!(!c.large_segments);
+        let c = Config::from_args(&args(&["--large-segments=on"])).expect("on");
+        assert!(c.large_segments);
+        let e = error_text(&["--large-segments=sometimes"]);
+        assert!(
+            e.contains("option large-segments:") && e.contains("sometimes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn rekey_after_is_off_by_default_and_takes_sizes() {
         let c = Config::from_args(&args(&[])).expect("defaults");
         assert_eq!(c.rekey_after, None);
