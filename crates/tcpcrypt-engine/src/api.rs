@@ -69,7 +69,7 @@ pub struct PacketMeta {
     /// A large segment: outbound, one the kernel will cut into packets of
     /// at most its MSS after the verdict (GSO); inbound, several segments
     /// merged on arrival (GRO). A rewritten large outbound segment may
-    /// then carry up to one IP packet of wire bytes, not just one path
+    /// then carry up to [`MAX_VERDICT_PACKET`] bytes, not just one path
     /// MTU's worth, and its data is framed in pieces that each fit one
     /// wire packet, so a later retransmission of any part of it resends
     /// little.

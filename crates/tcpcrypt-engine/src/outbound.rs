@@ -78,8 +78,6 @@ pub struct OutStream {
     /// Wire bytes sealed since the writer's generation last changed, and
     /// the generation they count for.
     sealed_under_key: (u64, u64),
-    /// Most data a new frame may carry.
-    frame_limit: usize,
 }
 
 impl OutStream {
@@ -100,15 +98,7 @@ impl OutStream {
             bytes_framed: 0,
             rekey_after: None,
             sealed_under_key: (0, 0),
-            frame_limit: MAX_FRAME_DATA,
         }
-    }
-
-    /// Caps the data of the frames made from now on (at least 1 byte, at
-    /// most what a frame can hold). A kernel segment no larger than the
-    /// cap becomes one frame; a larger one is cut into several.
-    pub fn set_frame_limit(&mut self, limit: usize) {
-        self.frame_limit = limit.clamp(1, MAX_FRAME_DATA);
     }
 
     /// Makes us initiate a rekey (RFC 8548 section 3.8) on the first frame
@@ -261,13 +251,16 @@ impl OutStream {
     }
 
     /// Resolves a kernel segment: sequence number, payload, FIN flag and,
-    /// with URG, the local offset of the byte after the urgent data.
+    /// with URG, the local offset of the byte after the urgent data. New
+    /// data goes into frames of at most `frame_limit` bytes (clamped to
+    /// 1..=`MAX_FRAME_DATA`): a segment no larger becomes one frame.
     pub fn on_kernel_segment(
         &mut self,
         seq: u32,
         data: &[u8],
         fin: bool,
         urgent_end: Option<u64>,
+        frame_limit: usize,
     ) -> Result<OutPlan, EngineError> {
         if data.is_empty() && !fin {
             return Ok(OutPlan::Empty);
@@ -313,7 +306,8 @@ impl OutStream {
         if l1 > framed_end || (fin && self.fin.is_none() && l1 == framed_end) {
             let skip = usize::try_from(framed_end - l0).unwrap_or(usize::MAX);
             let fresh = data.get(skip..).unwrap_or_default();
-            self.frame_new_data(fresh, fin && self.fin.is_none(), urgent_end)?;
+            let limit = frame_limit.clamp(1, MAX_FRAME_DATA);
+            self.frame_new_data(fresh, fin && self.fin.is_none(), urgent_end, limit)?;
             last_old = self.frames.len();
         }
         let first = first_old.min(last_old);
@@ -351,6 +345,7 @@ impl OutStream {
         fresh: &[u8],
         fin: bool,
         urgent_end: Option<u64>,
+        frame_limit: usize,
     ) -> Result<(), EngineError> {
         if fresh.is_empty() {
             return self.push_frame(&[], fin, None);
@@ -360,14 +355,14 @@ impl OutStream {
             let start = self.local_next;
             // Urgent data: the last urgent byte is urgent_end - 1; URGp goes
             // on the frame holding it, as an index into that frame's data.
-            let max_plain = rest.len().min(self.frame_limit);
+            let max_plain = rest.len().min(frame_limit);
             let urg = urgent_end
                 .filter(|e| *e > start && *e <= start + max_plain as u64)
                 .map(|e| e - 1 - start);
             let max = if urg.is_some() {
-                MAX_FRAME_DATA_URGENT.min(self.frame_limit)
+                MAX_FRAME_DATA_URGENT.min(frame_limit)
             } else {
-                self.frame_limit
+                frame_limit
             };
             let n = rest.len().min(max);
             let urgent = urg
@@ -508,7 +503,7 @@ mod tests {
     }
 
     fn send(s: &mut OutStream, off: u64, len: usize) -> OutPlan {
-        s.on_kernel_segment(seq(off), &vec![b'x'; len], false, None)
+        s.on_kernel_segment(seq(off), &vec![b'x'; len], false, None, MAX_FRAME_DATA)
             .unwrap()
     }
 
@@ -569,8 +564,9 @@ mod tests {
     fn fin_becomes_an_empty_finp_frame_and_its_ack_maps_one_past() {
         let mut s = keyed(0);
         send(&mut s, 0, 10);
-        let OutPlan::Send { start, bytes, fin } =
-            s.on_kernel_segment(seq(10), &[], true, None).unwrap()
+        let OutPlan::Send { start, bytes, fin } = s
+            .on_kernel_segment(seq(10), &[], true, None, MAX_FRAME_DATA)
+            .unwrap()
         else {
             panic!("expected a send")
         };

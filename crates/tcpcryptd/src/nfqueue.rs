@@ -269,8 +269,13 @@ fn align4(n: usize) -> usize {
 
 fn put_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
     let len = 4 + data.len();
-    // Attributes longer than u16 cannot be expressed; the payload of an IP
-    // packet never exceeds 65535 bytes, so this only guards misuse.
+    // Longer data cannot be expressed; `VerdictBatch::push` turns such a
+    // payload into a drop before it gets here, so this only guards misuse.
+    debug_assert!(
+        data.len() <= MAX_ATTR_PAYLOAD,
+        "attribute of {} bytes",
+        data.len()
+    );
     let len16 = u16::try_from(len).unwrap_or(u16::MAX);
     buf.extend_from_slice(&len16.to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());

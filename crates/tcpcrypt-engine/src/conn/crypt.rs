@@ -270,27 +270,26 @@ impl Crypt {
         12 * usize::from(self.ts.is_some()) + 4 * usize::from(self.eno_on_outbound)
     }
 
-    /// Largest payload one wire packet may carry.
-    pub(super) fn wire_payload_limit(&self, options_len: usize) -> usize {
-        let peer_mss = self
-            .facts
-            .peer_mss
-            .map_or(DEFAULT_MSS, usize::from)
-            .saturating_sub(options_len);
-        (self.kernel_max_payload + FRAME_OVERHEAD)
-            .min(peer_mss)
-            .min(self.path_payload_cap.unwrap_or(usize::MAX))
-            .max(FRAME_OVERHEAD + 1)
-    }
-
-    /// Data of one frame that fills a wire packet by itself: the peer's
-    /// MSS (or the path's limit) less our options and the frame overhead.
-    fn large_frame_limit(&self, options_len: usize) -> usize {
+    /// Most payload the peer's MSS and the path (once a router reported
+    /// it) let one wire packet with `options_len` option bytes carry.
+    fn peer_payload_limit(&self, options_len: usize) -> usize {
         self.facts
             .peer_mss
             .map_or(DEFAULT_MSS, usize::from)
             .saturating_sub(options_len)
             .min(self.path_payload_cap.unwrap_or(usize::MAX))
+    }
+
+    /// Largest payload one wire packet may carry.
+    pub(super) fn wire_payload_limit(&self, options_len: usize) -> usize {
+        (self.kernel_max_payload + FRAME_OVERHEAD)
+            .min(self.peer_payload_limit(options_len))
+            .max(FRAME_OVERHEAD + 1)
+    }
+
+    /// Data of one frame that fills a wire packet by itself.
+    fn large_frame_limit(&self, options_len: usize) -> usize {
+        self.peer_payload_limit(options_len)
             .saturating_sub(FRAME_OVERHEAD)
             .max(1)
     }
@@ -456,20 +455,22 @@ impl Crypt {
         let payload = std::mem::take(&mut tcp.payload);
         let fin = tcp.flags.contains(TcpFlags::FIN);
         let options = options_len(&tcp.options);
-        if ctx.large_segment {
+        let frame_limit = if ctx.large_segment {
             // One frame per wire packet, so that when the kernel later
             // resends some part of this segment (with its own boundaries),
             // the frames that part touches are few and small.
             let per_packet = self.large_frame_limit(options);
-            self.out.set_frame_limit(per_packet);
             // The kernel cuts its large segments at its MSS, which is the
             // clamped one we gave it.
             self.kernel_max_payload = self.kernel_max_payload.max(per_packet);
+            per_packet
         } else {
-            self.out.set_frame_limit(MAX_FRAME_DATA);
             self.kernel_max_payload = self.kernel_max_payload.max(payload.len());
-        }
-        let plan = self.out.on_kernel_segment(seq, &payload, fin, urgent_end)?;
+            MAX_FRAME_DATA
+        };
+        let plan = self
+            .out
+            .on_kernel_segment(seq, &payload, fin, urgent_end, frame_limit)?;
         match plan {
             OutPlan::Empty => {
                 tcp.seq = control_seq;
