@@ -444,3 +444,152 @@ fn resumption_offered_to_a_server_that_forgot_gives_a_fresh_exchange() {
     assert_ne!(a.session_id, first.session_id);
     exchange(&mut sim);
 }
+
+#[test]
+fn a_retransmitted_syn_carries_the_same_eno_option() {
+    let mut sim = Sim::v4();
+    let mut dropped = false;
+    sim.filter = Some(Box::new(move |from, p| {
+        let syn = Packet::parse(p).is_ok_and(|q| q.tcp.flags.contains(TcpFlags::SYN));
+        if from == Side::A && syn && !dropped {
+            dropped = true;
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.a.kernel.connect();
+    sim.run();
+    sim.a.kernel.retransmit(1460);
+    sim.run();
+    let options: Vec<Vec<TcpOption>> = sim
+        .tap
+        .iter()
+        .filter(|(s, _)| *s == Side::A)
+        .filter_map(|(_, p)| Packet::parse(p).ok())
+        .filter(|p| p.tcp.flags.contains(TcpFlags::SYN))
+        .map(|p| {
+            p.tcp
+                .options
+                .into_iter()
+                .filter(|o| o.kind() == ENO)
+                .collect()
+        })
+        .collect();
+    assert_eq!(options.len(), 2);
+    assert_eq!(options[0], options[1]);
+    assert_eq!(
+        session(&sim, Side::A).session_id,
+        session(&sim, Side::B).session_id
+    );
+}
+
+/// A randomness source that has none to give (early boot, broken device).
+struct NoRandomness;
+
+impl tcpcrypt_proto::Rng for NoRandomness {
+    fn fill(&mut self, _dest: &mut [u8]) -> Result<(), tcpcrypt_proto::RngError> {
+        Err(tcpcrypt_proto::RngError("no entropy".to_string()))
+    }
+}
+
+#[test]
+fn without_randomness_no_eno_option_is_sent_in_either_role() {
+    let mut sim = Sim::v4();
+    for h in [&mut sim.a, &mut sim.b] {
+        h.engine = Some(tcpcrypt_engine::Engine::new(
+            EngineConfig::default(),
+            Box::new(NoRandomness),
+        ));
+    }
+    sim.connect();
+    assert!(!has_eno(&first_on_wire(&sim, Side::A, true, false)));
+    assert!(matches!(sim.lookup(Side::A), Lookup::Plain(_)));
+    // The server side, offered ENO by a client that has randomness.
+    let mut sim = Sim::v4();
+    sim.b.engine = Some(tcpcrypt_engine::Engine::new(
+        EngineConfig::default(),
+        Box::new(NoRandomness),
+    ));
+    sim.connect();
+    assert!(has_eno(&first_on_wire(&sim, Side::A, true, false)));
+    assert!(!has_eno(&first_on_wire(&sim, Side::B, true, true)));
+    for side in [Side::A, Side::B] {
+        assert!(matches!(sim.lookup(side), Lookup::Plain(_)), "{side:?}");
+    }
+    exchange_plain(&mut sim);
+}
+
+fn exchange_plain(sim: &mut Sim) {
+    sim.a.kernel.write(b"plain a");
+    sim.a.kernel.push();
+    sim.b.kernel.write(b"plain b");
+    sim.b.kernel.push();
+    sim.run();
+    assert_eq!(sim.b.kernel.received, b"plain a");
+    assert_eq!(sim.a.kernel.received, b"plain b");
+}
+
+#[test]
+fn contents_of_a_non_syn_eno_option_are_ignored() {
+    // Another implementation (or a future TEP) puts bytes in the ENO
+    // option of its first ACK; only SYN-form options enter the transcript,
+    // so the handshake must still complete with the same keys.
+    let mut sim = Sim::v4();
+    let rewrites = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = rewrites.clone();
+    sim.filter = Some(Box::new(move |from, p| {
+        let mut q = Packet::parse(p).unwrap();
+        if from == Side::A && !q.tcp.flags.contains(TcpFlags::SYN) {
+            let mut changed = false;
+            for o in &mut q.tcp.options {
+                if o.kind() == ENO {
+                    *o = eno(&[0xab, 0xcd]);
+                    changed = true;
+                }
+            }
+            if changed {
+                counter.set(counter.get() + 1);
+                *p = q.to_bytes().unwrap();
+            }
+        }
+        Fate::Pass
+    }));
+    sim.connect();
+    assert!(rewrites.get() > 0, "A's first ACK carried ENO to rewrite");
+    assert_eq!(
+        session(&sim, Side::A).session_id,
+        session(&sim, Side::B).session_id
+    );
+    exchange(&mut sim);
+}
+
+#[test]
+fn eno_goes_on_every_segment_until_a_non_syn_segment_arrives() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    sim.a.kernel.write(b"later data");
+    sim.a.kernel.push();
+    sim.run();
+    // Host A's ACK and Init1 leave before anything but B's SYN-ACK came
+    // back: each carries ENO. Once B's first non-SYN segment is in, A's
+    // later segments carry none.
+    let first_from_b = sim
+        .tap
+        .iter()
+        .position(|(s, p)| {
+            *s == Side::B && Packet::parse(p).is_ok_and(|q| !q.tcp.flags.contains(TcpFlags::SYN))
+        })
+        .unwrap();
+    let from_a: Vec<(usize, Packet)> = sim
+        .tap
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, _))| *s == Side::A)
+        .map(|(i, (_, p))| (i, Packet::parse(p).unwrap()))
+        .collect();
+    let before: Vec<_> = from_a.iter().filter(|(i, _)| *i < first_from_b).collect();
+    assert!(before.len() >= 3, "SYN, ACK and Init1 went out first");
+    assert!(before.iter().all(|(_, p)| has_eno(p)));
+    let last = &from_a.last().unwrap().1;
+    assert!(!last.tcp.payload.is_empty() && !has_eno(last));
+}
