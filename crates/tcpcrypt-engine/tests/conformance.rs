@@ -593,3 +593,37 @@ fn eno_goes_on_every_segment_until_a_non_syn_segment_arrives() {
     let last = &from_a.last().unwrap().1;
     assert!(!last.tcp.payload.is_empty() && !has_eno(last));
 }
+
+#[test]
+fn an_eno_option_altered_in_transit_gives_no_working_connection() {
+    // An on-path attacker strips all but the weakest-looking TEP from A's
+    // SYN. Negotiation still succeeds on the altered bytes, but A and B
+    // feed different transcripts into the key schedule, so no frame
+    // authenticates: no byte reaches the application and both ends reset.
+    let mut sim = Sim::v4();
+    sim.filter = Some(Box::new(|from, p| {
+        let mut q = Packet::parse(p).unwrap();
+        if from == Side::A && q.tcp.flags.contains(TcpFlags::SYN) {
+            for o in &mut q.tcp.options {
+                if let TcpOption::Other { kind: ENO, data } = o {
+                    *data = vec![0x21];
+                }
+            }
+            *p = q.to_bytes().unwrap();
+        }
+        Fate::Pass
+    }));
+    sim.connect();
+    sim.a.kernel.write(b"secret request");
+    for _ in 0..20 {
+        sim.a.kernel.send_range(0, 14);
+        sim.run();
+    }
+    assert!(sim.b.kernel.received.is_empty());
+    assert!(sim.a.kernel.rst_received && sim.b.kernel.rst_received);
+    assert!(
+        !sim.wire_payloads(Side::A)
+            .windows(6)
+            .any(|w| w == b"secret")
+    );
+}

@@ -147,3 +147,71 @@ fn without_randomness_the_passive_opener_gives_no_reply_option() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn each_connection_draws_a_new_key_pair_and_nonce() {
+    let mut rng = TestRng::new(5);
+    let (first, _, _) = fresh(&mut rng);
+    let (second, _, _) = fresh(&mut rng);
+    let (one, two) = (
+        Init1::decode(Tep::X25519, first.init1()).unwrap(),
+        Init1::decode(Tep::X25519, second.init1()).unwrap(),
+    );
+    assert_ne!(one.public_key, two.public_key);
+    assert_ne!(one.nonce, two.nonce);
+}
+
+#[test]
+fn a_peer_replaying_its_syn_and_init1_gets_a_new_session_id_each_time() {
+    // A malicious host A that repeats byte for byte what it sent once
+    // cannot make our host B agree to the same session ID twice: B's own
+    // nonce and key pair enter the ID.
+    let mut rng = TestRng::new(6);
+    let policy = ConnectionPolicy::default();
+    let mut client = Host::<u8>::new(HostConfig::default()).unwrap();
+    let active = client.active_open(&SERVER, policy, &mut rng).unwrap();
+    let syn = active.syn_option().to_vec();
+    let mut server = Host::<u8>::new(HostConfig::default()).unwrap();
+    let mut init1 = None;
+    let mut active = Some(active);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (reply, hs_b) = server
+            .passive_open(&CLIENT, &syn, policy, &mut rng)
+            .unwrap()
+            .into_parts();
+        if let Some(a) = active.take() {
+            match a.on_peer_syn(&reply, &mut rng).unwrap() {
+                Handshake::SendInit1(a) => init1 = Some(a.init1().to_vec()),
+                other => panic!("expected Init1, got {other:?}"),
+            }
+        }
+        let Handshake::AwaitInit1(b) = hs_b else {
+            panic!("expected a fresh exchange");
+        };
+        let (session, _, _) = established(b.feed(init1.as_ref().unwrap()).unwrap());
+        ids.push(session.session_id());
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[test]
+fn a_frame_that_would_wrap_the_stream_offset_is_refused() {
+    use tcpcrypt_proto::frame::{FrameError, FramePayload, FrameWriter};
+    use tcpcrypt_proto::{Aead, Role};
+    let mk = SessionSecret::from_bytes([9; 32]).master_key(&[]);
+    // Frame IDs (offsets) must never repeat under one key: the writer
+    // refuses the frame whose end would pass 2^64 rather than wrap.
+    let mut w = FrameWriter::new(&mk, Aead::Aes128Gcm, Role::A, u64::MAX - 10);
+    let payload = FramePayload {
+        fin: false,
+        urgent: None,
+        data: b"more than ten bytes of data",
+    };
+    let mut out = Vec::new();
+    assert!(matches!(
+        w.seal(&payload, &mut out),
+        Err(FrameError::OffsetExhausted { .. })
+    ));
+    assert!(out.is_empty());
+}
