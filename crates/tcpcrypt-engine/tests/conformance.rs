@@ -627,3 +627,49 @@ fn an_eno_option_altered_in_transit_gives_no_working_connection() {
             .any(|w| w == b"secret")
     );
 }
+
+#[test]
+fn every_syn_and_syn_ack_we_send_carries_exactly_one_eno_option() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    for side in [Side::A, Side::B] {
+        let syn = first_on_wire(&sim, side, true, side == Side::B);
+        let n = syn.tcp.options.iter().filter(|o| o.kind() == ENO).count();
+        assert_eq!(n, 1, "{side:?}");
+    }
+}
+
+#[test]
+fn the_segment_ending_an_init_message_has_psh() {
+    let mut sim = Sim::v4();
+    sim.connect();
+    // B's Init2 leaves with the banner a server sends at once.
+    sim.b.kernel.write(b"220 banner");
+    sim.b.kernel.push();
+    sim.run();
+    for side in [Side::A, Side::B] {
+        let stream: Vec<u8> = sim.wire_stream(side).into_iter().map_while(|b| b).collect();
+        let init_len = u32::from_be_bytes(stream[4..8].try_into().unwrap());
+        let base = match side {
+            Side::A => sim.a.kernel.isn,
+            Side::B => sim.b.kernel.isn,
+        }
+        .wrapping_add(1);
+        let ending: Vec<Packet> = sim
+            .tap
+            .iter()
+            .filter(|(s, _)| *s == side)
+            .filter_map(|(_, p)| Packet::parse(p).ok())
+            .filter(|p| {
+                let start = p.tcp.seq.wrapping_sub(base);
+                let end = start + p.tcp.payload.len() as u32;
+                !p.tcp.flags.contains(TcpFlags::SYN) && start < init_len && init_len <= end
+            })
+            .collect();
+        assert!(!ending.is_empty(), "{side:?}: the Init message crossed");
+        assert!(
+            ending.iter().all(|p| p.tcp.flags.contains(TcpFlags::PSH)),
+            "{side:?}: PSH on the segment with the Init message's last byte"
+        );
+    }
+}
