@@ -673,3 +673,98 @@ fn the_segment_ending_an_init_message_has_psh() {
         );
     }
 }
+
+/// Rewrites the first data segment `side` sends (its Init message) with
+/// `change`; the test plays a peer that breaks a MUST of RFC 8548.
+fn rewrite_init(sim: &mut Sim, side: Side, change: fn(&mut Vec<u8>)) {
+    let mut done = false;
+    sim.filter = Some(Box::new(move |from, p| {
+        let mut q = Packet::parse(p).unwrap();
+        if from == side && !done && !q.tcp.payload.is_empty() {
+            done = true;
+            change(&mut q.tcp.payload);
+            *p = q.to_bytes().unwrap();
+        }
+        Fate::Pass
+    }));
+}
+
+/// The reason `side`'s engine gave for aborting.
+fn abort_reason(sim: &Sim, side: Side) -> String {
+    let h = match side {
+        Side::A => &sim.a,
+        Side::B => &sim.b,
+    };
+    h.events
+        .iter()
+        .find_map(|e| match e {
+            tcpcrypt_engine::Event::Aborted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{side:?} did not abort"))
+}
+
+fn assert_reset_both_ways_and_nothing_delivered(sim: &mut Sim) {
+    sim.a.kernel.write(b"request");
+    sim.a.kernel.push();
+    sim.b.kernel.write(b"answer");
+    sim.b.kernel.push();
+    sim.run();
+    assert!(sim.a.kernel.received.is_empty() && sim.b.kernel.received.is_empty());
+    assert!(sim.a.kernel.rst_received, "A's application sees an error");
+    assert!(sim.b.kernel.rst_received, "B's application sees an error");
+    for side in [Side::A, Side::B] {
+        assert!(
+            !sim.wire_payloads(side)
+                .windows(6)
+                .any(|w| w == b"reques" || w == b"answer")
+        );
+    }
+}
+
+#[test]
+fn a_peer_sending_a_malformed_init1_is_reset_and_nothing_is_delivered() {
+    let mut sim = Sim::v4();
+    rewrite_init(&mut sim, Side::A, |init| init[0] ^= 0xff);
+    sim.connect();
+    assert_reset_both_ways_and_nothing_delivered(&mut sim);
+    assert!(abort_reason(&sim, Side::B).contains("magic"));
+}
+
+#[test]
+fn a_peer_choosing_a_cipher_we_did_not_offer_is_reset() {
+    let mut sim = pair(
+        config(&[Tep::X25519], &[Aead::Aes128Gcm]),
+        EngineConfig::default(),
+    );
+    // B's Init2 names AES-256-GCM (sym_cipher is bytes 8..10), which A
+    // never offered (RFC 8548 section 3.3: A must abort).
+    rewrite_init(&mut sim, Side::B, |init| {
+        init[8..10].copy_from_slice(&[0, 2])
+    });
+    sim.connect();
+    assert_reset_both_ways_and_nothing_delivered(&mut sim);
+    let reason = abort_reason(&sim, Side::A);
+    assert!(
+        reason.contains("AES_256_GCM") || reason.contains("offer"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_peer_sending_a_public_key_that_gives_an_all_zero_secret_is_reset() {
+    let mut sim = pair(
+        config(&[Tep::X25519], &[Aead::Aes128Gcm]),
+        EngineConfig::default(),
+    );
+    // Init1 ends with Pub_A (32 bytes for X25519, RFC 8548 section 5):
+    // the zero point makes every shared secret zero (RFC 7748 section 6).
+    rewrite_init(&mut sim, Side::A, |init| {
+        let n = init.len();
+        init[n - 32..].fill(0);
+    });
+    sim.connect();
+    assert_reset_both_ways_and_nothing_delivered(&mut sim);
+    let reason = abort_reason(&sim, Side::B);
+    assert!(reason.contains("zero"), "{reason}");
+}
