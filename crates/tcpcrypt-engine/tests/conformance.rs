@@ -768,3 +768,22 @@ fn a_peer_sending_a_public_key_that_gives_an_all_zero_secret_is_reset() {
     let reason = abort_reason(&sim, Side::B);
     assert!(reason.contains("zero"), "{reason}");
 }
+
+#[test]
+fn a_simultaneous_open_with_a_peer_that_set_b_one_still_falls_back_safely() {
+    // The one case where RFC 8547 would negotiate: the other host chose
+    // role B (b = 1) for its active open. We leave ENO off our SYN-ACK,
+    // which makes an RFC 8547 peer disable too, and both run plain TCP.
+    let mut sim = Sim::new("10.0.0.1:40000", "10.0.0.2:80", (true, false));
+    sim.b.kernel.syn_options.push(eno(&[0x01, CURVE25519]));
+    sim.a.kernel.connect();
+    sim.b.kernel.connect();
+    sim.run();
+    assert!(sim.a.kernel.established && sim.b.kernel.established);
+    assert_eq!(
+        sim.lookup(Side::A),
+        Lookup::Plain(PlainReason::Negotiation("simultaneous open".to_string()))
+    );
+    assert!(!has_eno(&first_on_wire(&sim, Side::A, true, true)));
+    exchange_plain(&mut sim);
+}
