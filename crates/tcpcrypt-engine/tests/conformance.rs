@@ -787,3 +787,46 @@ fn a_simultaneous_open_with_a_peer_that_set_b_one_still_falls_back_safely() {
     assert!(!has_eno(&first_on_wire(&sim, Side::A, true, true)));
     exchange_plain(&mut sim);
 }
+
+#[test]
+fn a_peer_that_changes_its_syn_option_on_retransmission_gets_the_same_syn_ack_option() {
+    // RFC 8547 section 4.6 forbids changing SYN-form options between
+    // retransmissions. Our passive side keeps the negotiation of the first
+    // SYN, so its SYN-ACK option never changes either; a peer that really
+    // switched would compute other keys and never authenticate.
+    let mut sim = Sim::new("10.0.0.1:40000", "10.0.0.2:80", (false, true));
+    sim.a.kernel.syn_options.push(eno(&[CURVE25519, 0x21]));
+    let mut dropped = false;
+    sim.filter = Some(Box::new(move |from, p| {
+        let syn_ack = Packet::parse(p).is_ok_and(|q| q.tcp.flags.contains(TcpFlags::SYN));
+        if from == Side::B && syn_ack && !dropped {
+            dropped = true;
+            return Fate::Drop;
+        }
+        Fate::Pass
+    }));
+    sim.a.kernel.connect();
+    sim.run();
+    // The same SYN again, now offering only P-256 (and preferring it).
+    let last = sim.a.kernel.syn_options.len() - 1;
+    sim.a.kernel.syn_options[last] = eno(&[0x21]);
+    sim.a.kernel.retransmit(1460);
+    sim.run();
+    let syn_acks: Vec<Vec<TcpOption>> = sim
+        .tap
+        .iter()
+        .filter(|(s, _)| *s == Side::B)
+        .filter_map(|(_, p)| Packet::parse(p).ok())
+        .filter(|p| p.tcp.flags.contains(TcpFlags::SYN))
+        .map(|p| {
+            p.tcp
+                .options
+                .into_iter()
+                .filter(|o| o.kind() == ENO)
+                .collect()
+        })
+        .collect();
+    assert_eq!(syn_acks.len(), 2);
+    assert_eq!(syn_acks[0], syn_acks[1]);
+    assert!(!syn_acks[0].is_empty());
+}
