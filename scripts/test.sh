@@ -13,6 +13,9 @@ bash scripts/deps.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "docs/conformance.md covers every RFC keyword and names only existing tests"
+python3 scripts/conformance.py check
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

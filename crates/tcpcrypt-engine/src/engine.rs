@@ -209,7 +209,7 @@ impl Engine {
             out.extend_from_slice(packet);
             return self.on_too_big(&report, out);
         }
-        let Ok(pkt) = Packet::parse(packet) else {
+        let Ok(mut pkt) = Packet::parse(packet) else {
             return self.unparsed_verdict(dir, packet);
         };
         if dir == Direction::Inbound
@@ -225,6 +225,26 @@ impl Engine {
         };
         let key = (local, remote);
         let flags = pkt.tcp.flags;
+        // RFC 8547 section 4.7: tcpcrypt gives SYN data no meaning, so the
+        // data of a received SYN that carries ENO never reaches the kernel,
+        // whatever the negotiation gives (fresh, resumed, failed, several
+        // options, untracked). The kernel then acknowledges only the SYN,
+        // and the peer's TCP sends the data again after the handshake.
+        let syn_data_discarded = dir == Direction::Inbound
+            && flags.contains(TcpFlags::SYN)
+            && !pkt.tcp.payload.is_empty()
+            && pkt.tcp.option(kind::ENO).is_some();
+        if syn_data_discarded {
+            pkt.tcp.payload.clear();
+        }
+        let stripped = syn_data_discarded.then(|| pkt.clone());
+        let accept = |out: &mut Vec<u8>| match &stripped {
+            Some(p) => match p.emit(out) {
+                Ok(()) => Verdict::AcceptModified,
+                Err(_) => Verdict::Drop,
+            },
+            None => Verdict::Accept,
+        };
         let mut policy = ConnectionPolicy::default();
         if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
             let new_isn = |t: &Tracked| t.conn.isn(dir).is_some_and(|i| i != pkt.tcp.seq);
@@ -243,7 +263,7 @@ impl Engine {
                 Some(t) => dir == Direction::Outbound && new_isn(t),
             };
             if fresh && !self.admit(now, key, dir) {
-                return Verdict::Accept;
+                return accept(out);
             }
             // Only a connection's first SYN chooses its offer; a
             // retransmission reuses it, so only that SYN uses up a client
@@ -267,7 +287,7 @@ impl Engine {
                 // bytes to the application as data.
                 return Verdict::Drop;
             }
-            return Verdict::Accept;
+            return accept(out);
         };
         let before = Footprint::of(&tracked.conn);
         let mut ctx = Ctx {
@@ -285,7 +305,10 @@ impl Engine {
             policy,
             large_segment: meta.large,
         };
-        let verdict = tracked.conn.handle(&mut ctx, dir, pkt, out);
+        let mut verdict = tracked.conn.handle(&mut ctx, dir, pkt, out);
+        if verdict == Verdict::Accept {
+            verdict = accept(out);
+        }
         let after = Footprint::of(&tracked.conn);
         self.last_guarded = before.guarded || after.guarded;
         if tracked.conn.should_forget() {

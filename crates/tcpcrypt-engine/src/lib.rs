@@ -107,9 +107,11 @@
 //! FINp) is resent first when the kernel retransmits from its position.
 //!
 //! *Fallback.* A peer that does not answer with ENO, a SYN without option
-//! room, with data or a Fast Open option, or a failed negotiation, leaves
-//! the connection plain: its packets pass untouched (only our own SYN
-//! carries the ENO option).
+//! room, with data or a Fast Open option, a failing randomness source, or a
+//! failed negotiation, leaves the connection plain: its packets pass
+//! untouched (only our own SYN carries the ENO option). The data of a
+//! received SYN carrying ENO is always dropped before the kernel (RFC 8547
+//! section 4.7), so only the SYN is acknowledged.
 //!
 //! ## Forged segments and floods
 //!
@@ -142,7 +144,9 @@
 //!
 //! ## Not (yet) handled
 //!
-//! Simultaneous open (falls back to plain TCP); IP fragments of an
+//! Simultaneous open (falls back to plain TCP: our kernel's SYN-ACK goes
+//! out without ENO, so an RFC 8547 peer disables too; docs/conformance.md
+//! says why this deviation is kept); IP fragments of an
 //! encrypted connection are dropped, not reassembled (the kernel sends TCP
 //! with DF, and with conntrack loaded a netfilter queue sees reassembled
 //! packets, so this should cost nothing in practice); an ENO negotiation

@@ -621,6 +621,13 @@ impl Connection {
                     return Verdict::Accept;
                 }
                 if st.local_option.is_none() {
+                    // RFC 8547 section 10: no ENO option without randomness.
+                    // A fresh offer draws nothing before the SYN-ACK, so ask
+                    // the source now, before our option goes out.
+                    if let Err(e) = ctx.rng.fill(&mut [0u8; 1]) {
+                        self.go_plain(ctx, PlainReason::Negotiation(e.to_string()));
+                        return Verdict::Accept;
+                    }
                     match ctx.host.active_open(&peer_ip, ctx.policy, ctx.rng) {
                         Ok(open) => {
                             st.local_option = Some(open.syn_option().to_vec());

@@ -83,6 +83,9 @@ pub struct Kernel {
     /// large (GSO), which the host cuts at `mss` after the engine's verdict
     /// as the kernel's segmentation would.
     pub gso: usize,
+    /// Data `connect` puts on the SYN, as TCP Fast Open does; it is also
+    /// queued as unsent, so `push` sends it again after the handshake.
+    pub syn_data: Vec<u8>,
 }
 
 pub fn default_syn_options(mss: u16) -> Vec<TcpOption> {
@@ -123,6 +126,7 @@ impl Kernel {
             inbox_log: Vec::new(),
             unacceptable: Vec::new(),
             gso: 0,
+            syn_data: Vec::new(),
         }
     }
 
@@ -181,10 +185,13 @@ impl Kernel {
 
     pub fn connect(&mut self) {
         self.active_open = true;
+        if self.send_buf.is_empty() {
+            self.send_buf = self.syn_data.clone();
+        }
         let p = self.packet(
             self.isn,
             TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR,
-            vec![],
+            self.syn_data.clone(),
         );
         self.emit(p);
     }
@@ -338,6 +345,12 @@ impl Kernel {
             return;
         }
         if t.flags.contains(TcpFlags::SYN) {
+            // A kernel that accepts SYN data (a Fast Open server with a
+            // valid cookie) takes it and acknowledges it with the SYN.
+            if self.peer_isn.is_none() && !t.payload.is_empty() {
+                self.received.extend_from_slice(&t.payload);
+                self.rcv_nxt += t.payload.len() as u64;
+            }
             self.peer_isn = Some(t.seq);
             if let Some(m) = t.mss() {
                 self.mss = self.mss.min(usize::from(m));
