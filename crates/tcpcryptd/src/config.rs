@@ -69,6 +69,15 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub queue: Option<String>,
 
+    /// Packet threads, each with its own queue (`queue` up to
+    /// `queue + threads - 1`) and its own share of the connections and of
+    /// the limits below. The kernel spreads packets over the queues by
+    /// address pair, so all connections between two hosts share one thread:
+    /// more threads help a host with many peers, not one busy pair (1-64).
+    /// [default: the number of CPUs, at most 4]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<String>,
+
     /// Drop handled packets while no daemon is bound to the queue, instead of
     /// letting them pass as plain TCP (the default, `--queue-bypass`).
     /// Value-less on the command line; `fail-closed = true` in the file.
@@ -148,13 +157,15 @@ pub struct Args {
 
     #[arg(long, value_name = "N", help = with_default(
         "Most connections opened by a peer's SYN and not yet through their \
-         three-way handshake; past it new SYNs pass untouched, as plain TCP.",
+         three-way handshake; past it new SYNs pass untouched, as plain TCP. \
+         Split evenly over the packet threads (--threads).",
         EngineConfig::default().max_half_open,
     ))]
     pub max_half_open: Option<String>,
 
     #[arg(long, value_name = "N", help = with_default(
-        "Most connections tracked at once; past it new connections are plain TCP.",
+        "Most connections tracked at once; past it new connections are plain TCP. \
+         Split evenly over the packet threads (--threads).",
         EngineConfig::default().max_connections,
     ))]
     pub max_connections: Option<String>,
@@ -168,7 +179,8 @@ pub struct Args {
 
     #[arg(long, value_name = "BYTES", help = with_default(
         "Most out-of-order wire bytes kept across all connections; a number \
-         with an optional K, M or G suffix (powers of 1024).",
+         with an optional K, M or G suffix (powers of 1024). Split evenly over \
+         the packet threads (--threads).",
         EngineConfig::default().max_out_of_order_bytes_total,
     ))]
     pub max_out_of_order_bytes: Option<String>,
@@ -198,6 +210,21 @@ impl Default for Limits {
             max_connections: e.max_connections,
             max_out_of_order_pieces: e.max_out_of_order_pieces,
             max_out_of_order_bytes: e.max_out_of_order_bytes_total,
+        }
+    }
+}
+
+impl Limits {
+    /// One packet thread's share when `threads` split the connections: the
+    /// table-wide counts are divided (rounded up, so none becomes zero);
+    /// the per-connection ones and the timeout stay whole.
+    pub fn share(&self, threads: u16) -> Limits {
+        let n = usize::from(threads.max(1));
+        Limits {
+            max_half_open: self.max_half_open.div_ceil(n),
+            max_connections: self.max_connections.div_ceil(n),
+            max_out_of_order_bytes: self.max_out_of_order_bytes.div_ceil(n),
+            ..*self
         }
     }
 }
@@ -242,6 +269,8 @@ pub struct Config {
     pub ports: PortSet,
     pub interfaces: InterfaceSet,
     pub queue: u16,
+    /// Packet threads, one queue each from `queue` on.
+    pub threads: u16,
     pub fail_closed: bool,
     pub mark: u32,
     pub iptables: IptablesBackend,
@@ -295,6 +324,7 @@ const FILE_KEYS: &[&str] = &[
     "ports",
     "interfaces",
     "queue",
+    "threads",
     "fail-closed",
     "mark",
     "iptables",
@@ -368,6 +398,33 @@ impl Config {
                 .map_err(|_| bad(&r, "queue", "a queue number from 0 to 65535"))?,
             None => DEFAULT_QUEUE,
         };
+        let threads = match pick("threads", &args.threads) {
+            Some(r) => r
+                .value
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=MAX_THREADS).contains(n))
+                .ok_or_else(|| bad(&r, "threads", "a number of threads from 1 to 64"))?,
+            None => default_threads(),
+        };
+        if u32::from(queue) + u32::from(threads) - 1 > u32::from(u16::MAX) {
+            let r = pick("threads", &args.threads)
+                .or_else(|| pick("queue", &args.queue))
+                .unwrap_or_else(|| Raw {
+                    value: threads.to_string(),
+                    origin: "the default".into(),
+                });
+            return Err(bad(
+                &r,
+                "threads",
+                &format!(
+                    "at most {} threads from queue {queue}, one queue each (the last \
+                     queue is 65535)",
+                    65536 - u32::from(queue)
+                ),
+            ));
+        }
         let fail_closed = if args.fail_closed {
             true
         } else {
@@ -489,6 +546,7 @@ impl Config {
             ports,
             interfaces,
             queue,
+            threads,
             fail_closed,
             mark,
             iptables,
@@ -503,6 +561,18 @@ impl Config {
             limits,
         })
     }
+}
+
+/// Far more packet threads than any host has cores for.
+const MAX_THREADS: u16 = 64;
+
+/// One packet thread per CPU, up to four: past that the kernel's queue
+/// work, not the engine, is what the cores spend their time on.
+fn default_threads() -> u16 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().min(4))
+        .try_into()
+        .unwrap_or(1)
 }
 
 /// Below this a rekey would follow nearly every frame: each costs the peer a
@@ -815,6 +885,8 @@ mod tests {
         assert_eq!(c.ports, PortSet::All);
         assert_eq!(c.interfaces, InterfaceSet::All);
         assert_eq!(c.queue, DEFAULT_QUEUE);
+        assert_eq!(c.threads, default_threads());
+        assert!((1..=4).contains(&c.threads));
         assert!(!c.fail_closed);
         assert_eq!(
             c.control_socket,
@@ -885,6 +957,46 @@ mod tests {
     fn queue_out_of_range_is_rejected() {
         let e = error_text(&["--queue", "65536"]);
         assert!(e.contains("option queue") && e.contains("65536"), "{e}");
+    }
+
+    #[test]
+    fn each_thread_gets_a_share_of_the_table_wide_limits() {
+        let all = Limits {
+            half_open_timeout: std::time::Duration::from_secs(9),
+            max_half_open: 5,
+            max_connections: 100,
+            max_out_of_order_pieces: 7,
+            max_out_of_order_bytes: 1000,
+        };
+        let share = all.share(3);
+        assert_eq!(
+            (
+                share.max_half_open,
+                share.max_connections,
+                share.max_out_of_order_bytes
+            ),
+            (2, 34, 334)
+        );
+        assert_eq!(share.max_out_of_order_pieces, 7);
+        assert_eq!(share.half_open_timeout, all.half_open_timeout);
+        assert_eq!(all.share(1), all);
+    }
+
+    #[test]
+    fn threads_need_a_queue_each() {
+        let c = Config::from_args(&args(&["--queue", "100", "--threads", "3"])).expect("valid");
+        assert_eq!((c.queue, c.threads), (100, 3));
+        for bad in ["0", "65", "two"] {
+            let e = error_text(&["--threads", bad]);
+            assert!(e.contains("option threads") && e.contains(bad), "{e}");
+        }
+        let e = error_text(&["--queue", "65534", "--threads", "3"]);
+        assert!(
+            e.contains("option threads") && e.contains("at most 2 threads"),
+            "{e}"
+        );
+        let c = Config::from_args(&args(&["--queue", "65534", "--threads", "2"])).expect("valid");
+        assert_eq!(c.threads, 2);
     }
 
     #[test]

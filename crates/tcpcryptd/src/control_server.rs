@@ -723,6 +723,8 @@ mod tests {
                     EngineRequest::ClearPolicy { reply, .. } => {
                         let _ = reply.send(false);
                     }
+                    // Only packet threads ask each other about reports.
+                    EngineRequest::Report { .. } => {}
                 }
             }
         });

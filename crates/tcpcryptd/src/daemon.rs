@@ -1,8 +1,8 @@
 //! Start-up, the threads, and shutdown.
 //!
 //! Order matters: encrypted connections a crashed instance left are aborted
-//! first (their keys died with it), stale rules go next, then the queue is
-//! bound and the packet thread runs before our rules exist (so
+//! first (their keys died with it), stale rules go next, then the queues
+//! are bound and the packet threads run before our rules exist (so
 //! `--fail-closed` never drops a packet for want of a reader), and the
 //! control socket is created last, so a client that can talk to it knows
 //! the daemon is fully up. Shutdown runs the other way round; every step is
@@ -10,8 +10,8 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -22,7 +22,7 @@ use crate::firewall::{self, Backend, FirewallError};
 use crate::inject::{InjectError, Injector};
 use crate::keylog::KeyLog;
 use crate::nfqueue::{NfqError, Queue};
-use crate::packet_loop::{EngineHandle, PacketLoop, REQUEST_QUEUE};
+use crate::packet_loop::{EngineHandle, LoopStats, PacketLoop, REQUEST_QUEUE, ShardLink};
 use crate::stats_report::{REPORT_INTERVAL, StatsReport};
 use crate::sys::{self, EventFd};
 
@@ -71,10 +71,10 @@ pub enum DaemonError {
     PacketThread(String),
 }
 
-/// Runs the daemon until SIGINT/SIGTERM or a fatal packet-path error.
-/// Must be called before any other thread is started, so every thread
+/// Runs the daemon until SIGINT/SIGTERM or a fatal packet-path error, with
+/// one engine from `make_engine` per packet thread. Must be called before any other thread is started, so every thread
 /// inherits the blocked termination signals.
-pub fn run<E>(config: &Config, engine: E) -> Result<(), DaemonError>
+pub fn run<E>(config: &Config, mut make_engine: impl FnMut() -> E) -> Result<(), DaemonError>
 where
     E: PacketEngine + Send + 'static,
 {
@@ -113,56 +113,96 @@ where
         }
         None => None,
     };
-    let injector = Injector::new(config.mark)?;
-    let mut queue = Queue::bind(config.queue, QUEUE_MAX_LEN, QUEUE_RCVBUF)?;
-    if config.large_segments {
-        // Without it everything still works, one MSS per queue round trip.
-        if let Err(e) = queue.take_large_segments() {
-            log::warn!("large segments stay off ({e}): the kernel cuts them up before queueing");
+    let threads = usize::from(config.threads);
+    let mut queues = Vec::with_capacity(threads);
+    for n in 0..config.threads {
+        let mut queue = Queue::bind(config.queue + n, QUEUE_MAX_LEN, QUEUE_RCVBUF)?;
+        if config.large_segments {
+            // Without it everything still works, one MSS per queue round trip.
+            if let Err(e) = queue.take_large_segments() {
+                log::warn!(
+                    "large segments stay off ({e}): the kernel cuts them up before queueing"
+                );
+            }
         }
+        queues.push(queue);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(EventFd::new().map_err(DaemonError::EventFd)?);
-    let (req_tx, req_rx) = std::sync::mpsc::sync_channel(REQUEST_QUEUE);
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let outcome_thread = std::thread::Builder::new()
         .name("outcomes".into())
         .spawn(move || crate::outcomes::run(ev_rx, keylog))
         .map_err(DaemonError::Thread)?;
     let outcomes = Arc::new(crate::outcome_table::OutcomeTable::default());
-    let packet_loop = PacketLoop {
-        engine,
-        queue,
-        injector,
-        requests: req_rx,
-        wake: wake.clone(),
-        events: ev_tx,
-        outcomes: outcomes.clone(),
-        stop: stop.clone(),
-        journal: Some(journal),
-        report: StatsReport::new(REPORT_INTERVAL, config.limits),
-    };
-    let failed_flag = failed.clone();
-    let packet_thread = std::thread::Builder::new()
-        .name("packets".into())
-        .spawn(move || {
-            let r = packet_loop.run();
-            if r.is_err() {
-                failed_flag.store(true, Ordering::Relaxed);
-            }
-            r
-        })
-        .map_err(DaemonError::Thread)?;
+    let journal = Arc::new(Mutex::new(journal));
+    let mut links = Vec::with_capacity(threads);
+    let mut inboxes = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let (tx, rx) = std::sync::mpsc::sync_channel(REQUEST_QUEUE);
+        let wake = Arc::new(EventFd::new().map_err(DaemonError::EventFd)?);
+        links.push(ShardLink { tx, wake });
+        inboxes.push(rx);
+    }
+    let limits = config.limits.share(config.threads);
+    let mut packet_threads = Vec::with_capacity(threads);
+    for (n, (queue, requests)) in queues.into_iter().zip(inboxes).enumerate() {
+        let packet_loop = PacketLoop {
+            engine: make_engine(),
+            queue,
+            injector: Injector::new(config.mark)?,
+            requests,
+            wake: links[n].wake.clone(),
+            events: ev_tx.clone(),
+            outcomes: outcomes.clone(),
+            stop: stop.clone(),
+            journal: Some(journal.clone()),
+            report: StatsReport::new(REPORT_INTERVAL, limits),
+            peers: (0..threads)
+                .filter(|&m| m != n)
+                .map(|m| links[m].clone())
+                .collect(),
+            label: if threads > 1 {
+                format!("queue {}: ", config.queue + n as u16)
+            } else {
+                String::new()
+            },
+        };
+        let failed_flag = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("packets-{n}"))
+            .spawn(move || {
+                let r = packet_loop.run();
+                if r.is_err() {
+                    failed_flag.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .map_err(DaemonError::Thread)?;
+        packet_threads.push(thread);
+    }
+    // The outcome thread stops once every packet thread dropped its sender.
+    drop(ev_tx);
 
-    let handle = EngineHandle::new(req_tx, wake.clone(), outcomes);
+    let handle = EngineHandle::sharded(links.clone(), outcomes);
     let result = serve(config, &backend, handle.clone(), &failed);
     let aborted_all = !failed.load(Ordering::Relaxed) && abort_encrypted_connections(&handle);
 
     stop.store(true, Ordering::Relaxed);
-    wake.wake();
-    let loop_result = packet_thread.join();
+    for link in &links {
+        link.wake.wake();
+    }
+    let mut stats = LoopStats::default();
+    let mut loop_result = Ok(());
+    for thread in packet_threads {
+        match thread.join() {
+            Ok(Ok(s)) => stats.add(&s),
+            Ok(Err(e)) => loop_result = Err(DaemonError::PacketThread(e.to_string())),
+            Err(_) => loop_result = Err(DaemonError::PacketThread("panicked".into())),
+        }
+    }
+    drop(handle);
     // Rules go before anything else so traffic flows plain again at once.
     if let Err(e) = firewall::remove_rules(&backend) {
         log::error!("removing firewall rules at shutdown: {e}");
@@ -170,16 +210,13 @@ where
     if outcome_thread.join().is_err() {
         log::error!("the outcome thread panicked");
     }
-    let mut journal = None;
-    let loop_result = loop_result.map(|r| {
-        r.map(|(stats, j)| {
-            journal = j;
-            stats
-        })
-    });
+    // Every packet thread has ended, so the journal is ours alone again.
+    let journal = Arc::try_unwrap(journal)
+        .ok()
+        .map(|j| j.into_inner().unwrap_or_else(PoisonError::into_inner));
     match journal {
         // Nothing listed is left open, so a successor has nothing to abort.
-        Some(j) if aborted_all => {
+        Some(j) if aborted_all && loop_result.is_ok() => {
             if let Err(e) = j.remove() {
                 log::warn!("removing {}: {e}", journal_path.display());
             }
@@ -189,24 +226,20 @@ where
             journal_path.display()
         ),
     }
-    let loop_result = match loop_result {
-        Ok(Ok(stats)) => {
-            log::info!(
-                "stopped: {} packets ({} large), {} modified, {} dropped, {} injected ({} failed), {} engine panics, {} cut short",
-                stats.packets,
-                stats.large,
-                stats.modified,
-                stats.dropped,
-                stats.injected,
-                stats.inject_failures,
-                stats.engine_panics,
-                stats.truncated
-            );
-            Ok(())
-        }
-        Ok(Err(e)) => Err(DaemonError::PacketThread(e.to_string())),
-        Err(_) => Err(DaemonError::PacketThread("panicked".into())),
-    };
+    if loop_result.is_ok() {
+        log::info!(
+            "stopped: {} packets ({} large), {} modified, {} dropped, {} injected ({} failed), {} engine panics, {} cut short, {} path-MTU reports passed between threads",
+            stats.packets,
+            stats.large,
+            stats.modified,
+            stats.dropped,
+            stats.injected,
+            stats.inject_failures,
+            stats.engine_panics,
+            stats.truncated,
+            stats.reports_forwarded
+        );
+    }
     result.and(loop_result)
 }
 
@@ -224,8 +257,15 @@ fn serve(
         .serve(handle, ClientLimits::new(config.control_client_timeout))
         .map_err(DaemonError::Thread)?;
     log::info!(
-        "ready: queue {}, {}, control socket {}",
-        config.queue,
+        "ready: {}, {}, control socket {}",
+        match config.threads {
+            1 => format!("queue {}", config.queue),
+            n => format!(
+                "{n} packet threads on queues {} to {}",
+                config.queue,
+                config.queue + (n - 1)
+            ),
+        },
         if config.fail_closed {
             "fail-closed"
         } else {

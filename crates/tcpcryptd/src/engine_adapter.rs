@@ -16,15 +16,16 @@ use tcpcrypt_control as control;
 use tcpcrypt_engine::ConnectionPolicy;
 use tcpcrypt_proto::{Aead, Role, Tep};
 
-/// Builds the engine with the operating system's RNG.
+/// Builds one packet thread's engine with the operating system's RNG.
 pub fn build(config: &Config) -> eng::Engine {
     eng::Engine::new(engine_config(config), Box::new(tcpcrypt_proto::OsRng))
 }
 
-/// The engine settings the daemon's configuration determines; the rest
-/// keep the engine's defaults.
+/// The settings of one packet thread's engine that the daemon's
+/// configuration determines (its share of the limits); the rest keep the
+/// engine's defaults.
 pub fn engine_config(config: &Config) -> eng::EngineConfig {
-    let limits = &config.limits;
+    let limits = &config.limits.share(config.threads);
     eng::EngineConfig {
         teps: config.teps.clone(),
         aeads: config.aeads.clone(),
@@ -194,6 +195,12 @@ impl PacketEngine for eng::Engine {
         eng::Engine::handle_packet_into(self, now, dir, meta, input, out)
     }
 
+    fn tracks_reported(&self, packet: &[u8]) -> Option<bool> {
+        let report = eng::wire::icmp::TooBig::parse(packet)?;
+        let tracked = eng::Engine::lookup(self, report.quoted_src, report.quoted_dst);
+        Some(!matches!(tracked, eng::Lookup::Unknown))
+    }
+
     fn last_packet_guarded(&self) -> bool {
         eng::Engine::last_packet_guarded(self)
     }
@@ -249,14 +256,18 @@ mod tests {
             "6",
             "--max-out-of-order-bytes",
             "2K",
+            "--threads",
+            "2",
         ])
         .expect("flags parse");
         let config = Config::from_args(&args).expect("valid");
+        // Each of the two packet threads' engines gets half of the
+        // table-wide limits (rounded up) and all of the others.
         let e = engine_config(&config);
         assert_eq!(e.half_open_timeout, std::time::Duration::from_secs(3));
-        assert_eq!(e.max_half_open, 5);
-        assert_eq!(e.max_connections, 50);
+        assert_eq!(e.max_half_open, 3);
+        assert_eq!(e.max_connections, 25);
         assert_eq!(e.max_out_of_order_pieces, 6);
-        assert_eq!(e.max_out_of_order_bytes_total, 2048);
+        assert_eq!(e.max_out_of_order_bytes_total, 1024);
     }
 }

@@ -154,6 +154,10 @@ pub trait PacketEngine {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> Verdict;
+    /// For a path-MTU report (ICMP fragmentation needed, ICMPv6 packet too
+    /// big): whether the connection it quotes is tracked here. `None` for
+    /// any other packet.
+    fn tracks_reported(&self, packet: &[u8]) -> Option<bool>;
     /// Whether the packet last handled belongs to a connection whose
     /// packets must never cross without the engine (the daemon marks it so
     /// the firewall rules can tell).

@@ -260,8 +260,23 @@ fn chain_rules(config: &Config, hp: &Hookpoint) -> Vec<Vec<String>> {
             "RETURN",
         ]),
     ];
+    // Several threads: the kernel picks the queue from a hash of the
+    // address pair and protocol, the same both ways, so both directions of
+    // a connection reach one thread. The CPU fan-out flag is not used: it
+    // picks the queue by the CPU handling the packet, and a connection's
+    // inbound packets are handled on other CPUs than its outbound ones.
+    let target = if config.threads > 1 {
+        let last = u32::from(config.queue) + u32::from(config.threads) - 1;
+        [
+            "--queue-balance".to_string(),
+            format!("{}:{last}", config.queue),
+        ]
+    } else {
+        ["--queue-num".to_string(), config.queue.to_string()]
+    };
     let queue = |bypass: bool| {
-        let mut t = words(&["-j", "NFQUEUE", "--queue-num", &config.queue.to_string()]);
+        let mut t = words(&["-j", "NFQUEUE"]);
+        t.extend(target.iter().cloned());
         if bypass {
             t.push("--queue-bypass".into());
         }
@@ -478,8 +493,13 @@ mod tests {
     use crate::config::Args;
     use clap::Parser;
 
+    /// One thread unless `flags` say otherwise, so the expected rules do
+    /// not depend on this machine's CPU count.
     fn config(flags: &[&str]) -> Config {
         let mut v = vec!["tcpcryptd"];
+        if !flags.contains(&"--threads") {
+            v.extend(["--threads", "1"]);
+        }
         v.extend_from_slice(flags);
         Config::from_args(&Args::try_parse_from(v).expect("flags")).expect("config")
     }
@@ -599,6 +619,30 @@ mod tests {
                 "-p tcp -o eth1 -m multiport --ports 80,8000:8100 -m conntrack --ctstate INVALID,UNTRACKED -j DROP"
                     .to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn several_threads_balance_over_their_queues() {
+        let rules = joined(chain_rules(
+            &config(&["--threads", "3", "--queue", "10"]),
+            hookpoint(OUT_CHAIN),
+        ));
+        assert!(
+            rules.contains(&"-p tcp -j NFQUEUE --queue-balance 10:12 --queue-bypass".to_string()),
+            "{rules:?}"
+        );
+        let inbound = joined(chain_rules(
+            &config(&["--threads", "3", "--queue", "10"]),
+            hookpoint(IN_CHAIN),
+        ));
+        assert!(
+            inbound.iter().all(|r| !r.contains("--queue-num")),
+            "{inbound:?}"
+        );
+        assert!(
+            inbound.iter().all(|r| !r.contains("cpu-fanout")),
+            "{inbound:?}"
         );
     }
 

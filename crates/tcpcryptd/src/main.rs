@@ -1,5 +1,5 @@
 //! The `tcpcryptd` program: parse the configuration, start logging, build
-//! the engine and run the daemon until a termination signal.
+//! the engines and run the daemon until a termination signal.
 
 use std::process::ExitCode;
 
@@ -17,8 +17,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level);
-    let engine = engine_adapter::build(&config);
-    match daemon::run(&config, engine) {
+    match daemon::run(&config, || engine_adapter::build(&config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -17,12 +17,14 @@
 //! [`OutcomeTable`], whose shard locks are held only for one probe, so the
 //! packet thread can wait there no longer than that.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::conn_journal::{ConnKey, Journal};
@@ -75,15 +77,39 @@ pub enum EngineRequest {
         local: SocketAddr,
         reply: Sender<bool>,
     },
+    /// A path-MTU report another packet thread took from its queue about a
+    /// connection it does not track: handled here if the connection is
+    /// ours, and the verdict sent back, since only the thread owning a
+    /// queue can pass a verdict on its packets.
+    Report {
+        packet: Arc<[u8]>,
+        meta: PacketMeta,
+        id: u32,
+        reply: Sender<ReportAnswer>,
+        wake: Arc<EventFd>,
+    },
 }
 
-/// How control threads reach the packet thread, and the outcomes it
-/// publishes.
+/// The answer to [`EngineRequest::Report`].
+pub struct ReportAnswer {
+    id: u32,
+    /// `None`: not a connection of the answering thread.
+    verdict: Option<(NfVerdict, Option<Vec<u8>>, bool)>,
+}
+
+/// How control threads reach the packet threads, and the outcomes they
+/// publish.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: SyncSender<EngineRequest>,
-    wake: Arc<EventFd>,
+    shards: Arc<[ShardLink]>,
     outcomes: Arc<OutcomeTable>,
+}
+
+/// The way into one packet thread.
+#[derive(Clone)]
+pub struct ShardLink {
+    pub tx: SyncSender<EngineRequest>,
+    pub wake: Arc<EventFd>,
 }
 
 /// The packet thread could not take the request.
@@ -98,39 +124,69 @@ pub enum HandleError {
 }
 
 impl EngineHandle {
-    /// `outcomes` must be the table the packet loop publishes to.
+    /// One packet thread. `outcomes` must be the table it publishes to.
     pub fn new(
         tx: SyncSender<EngineRequest>,
         wake: Arc<EventFd>,
         outcomes: Arc<OutcomeTable>,
     ) -> EngineHandle {
-        EngineHandle { tx, wake, outcomes }
+        EngineHandle::sharded(vec![ShardLink { tx, wake }], outcomes)
     }
 
-    fn submit<T>(
-        &self,
-        make: impl FnOnce(Sender<T>) -> EngineRequest,
-        timeout: Duration,
-    ) -> Result<T, HandleError> {
-        let (reply, rx) = std::sync::mpsc::channel();
-        match self.tx.try_send(make(reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(HandleError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(HandleError::Stopped),
+    /// Several packet threads, each owning the connections the kernel
+    /// queues to it; `outcomes` is the table they all publish to.
+    pub fn sharded(shards: Vec<ShardLink>, outcomes: Arc<OutcomeTable>) -> EngineHandle {
+        EngineHandle {
+            shards: shards.into(),
+            outcomes,
         }
-        self.wake.wake();
-        rx.recv_timeout(timeout).map_err(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => HandleError::Timeout,
-            std::sync::mpsc::RecvTimeoutError::Disconnected => HandleError::Stopped,
-        })
+    }
+
+    /// Asks every packet thread and gathers their answers until all have
+    /// answered or `enough` says one answer settles it. A thread that
+    /// cannot take the request fails the whole question: an answer
+    /// missing one thread's connections would be wrong, not partial.
+    fn ask_all<T>(
+        &self,
+        make: impl Fn(Sender<T>) -> EngineRequest,
+        timeout: Duration,
+        enough: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, HandleError> {
+        let (reply, rx) = std::sync::mpsc::channel();
+        for shard in self.shards.iter() {
+            match shard.tx.try_send(make(reply.clone())) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => return Err(HandleError::Busy),
+                Err(TrySendError::Disconnected(_)) => return Err(HandleError::Stopped),
+            }
+            shard.wake.wake();
+        }
+        drop(reply);
+        let deadline = Instant::now() + timeout;
+        let mut answers = Vec::with_capacity(self.shards.len());
+        while answers.len() < self.shards.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = rx.recv_timeout(left).map_err(|e| match e {
+                std::sync::mpsc::RecvTimeoutError::Timeout => HandleError::Timeout,
+                std::sync::mpsc::RecvTimeoutError::Disconnected => HandleError::Stopped,
+            })?;
+            let settles = enough(&answer);
+            answers.push(answer);
+            if settles {
+                break;
+            }
+        }
+        Ok(answers)
     }
 
     /// Looks a connection up, waiting up to `wait` for a pending one.
     ///
     /// A settled outcome comes from the published table without involving
-    /// the packet thread; only a connection still pending, or one the
-    /// table does not know, is asked about there, since only the engine
-    /// can tell those two apart and wake a waiter when the handshake ends.
+    /// the packet threads; only a connection still pending, or one the
+    /// table does not know, is asked about there, since only an engine can
+    /// tell those two apart and wake a waiter when the handshake ends. The
+    /// kernel's choice of thread cannot be computed here, so every thread
+    /// is asked; all but the owner answer at once that they do not know it.
     pub fn lookup(
         &self,
         local: SocketAddr,
@@ -140,7 +196,7 @@ impl EngineHandle {
         if let Some(settled) = self.outcomes.get(local, remote) {
             return Ok(settled);
         }
-        self.submit(
+        let answers = self.ask_all(
             |reply| EngineRequest::Lookup {
                 local,
                 remote,
@@ -148,30 +204,46 @@ impl EngineHandle {
                 reply,
             },
             wait + Duration::from_secs(5),
-        )
+            |state| *state != LookupState::Unknown,
+        )?;
+        Ok(answers
+            .into_iter()
+            .find(|state| *state != LookupState::Unknown)
+            .unwrap_or(LookupState::Unknown))
     }
 
     pub fn list(&self) -> Result<Arc<Vec<ConnectionView>>, HandleError> {
-        self.submit(
+        let mut parts = self.ask_all(
             |reply| EngineRequest::List { reply },
             Duration::from_secs(5),
-        )
+            |_| false,
+        )?;
+        if parts.len() == 1 {
+            return Ok(parts.remove(0));
+        }
+        Ok(Arc::new(
+            parts.iter().flat_map(|p| p.iter().cloned()).collect(),
+        ))
     }
 
     pub fn flush_resumption(&self) -> Result<usize, HandleError> {
-        self.submit(
+        let counts = self.ask_all(
             |reply| EngineRequest::FlushResumption { reply },
             Duration::from_secs(5),
-        )
+            |_| false,
+        )?;
+        Ok(counts.into_iter().sum())
     }
 
+    /// Every thread holds the policies, since a socket's connections may
+    /// land on any of them.
     pub fn set_policy(
         &self,
         scope: PolicyScope,
         local: SocketAddr,
         update: PolicyUpdate,
     ) -> Result<Result<(), PolicyError>, HandleError> {
-        self.submit(
+        let results = self.ask_all(
             |reply| EngineRequest::SetPolicy {
                 scope,
                 local,
@@ -179,18 +251,22 @@ impl EngineHandle {
                 reply,
             },
             Duration::from_secs(5),
-        )
+            |_| false,
+        )?;
+        Ok(results.into_iter().collect())
     }
 
     pub fn clear_policy(&self, scope: PolicyScope, local: SocketAddr) -> Result<bool, HandleError> {
-        self.submit(
+        let cleared = self.ask_all(
             |reply| EngineRequest::ClearPolicy {
                 scope,
                 local,
                 reply,
             },
             Duration::from_secs(5),
-        )
+            |_| false,
+        )?;
+        Ok(cleared.into_iter().any(|c| c))
     }
 }
 
@@ -215,9 +291,27 @@ pub struct LoopStats {
     /// Packets the queue copied only in part (longer than 65531 bytes:
     /// BIG TCP, which the daemon does not support).
     pub truncated: u64,
+    /// Path-MTU reports passed to the other packet threads because they
+    /// quoted a connection this one does not track.
+    pub reports_forwarded: u64,
 }
 
-/// Everything the packet thread owns.
+impl LoopStats {
+    /// Adds another packet thread's counters.
+    pub fn add(&mut self, other: &LoopStats) {
+        self.packets += other.packets;
+        self.modified += other.modified;
+        self.dropped += other.dropped;
+        self.injected += other.injected;
+        self.inject_failures += other.inject_failures;
+        self.engine_panics += other.engine_panics;
+        self.large += other.large;
+        self.truncated += other.truncated;
+        self.reports_forwarded += other.reports_forwarded;
+    }
+}
+
+/// Everything a packet thread owns.
 pub struct PacketLoop<E: PacketEngine> {
     pub engine: E,
     pub queue: Queue,
@@ -228,17 +322,38 @@ pub struct PacketLoop<E: PacketEngine> {
     /// Where settled outcomes are published for the control threads.
     pub outcomes: Arc<OutcomeTable>,
     pub stop: Arc<AtomicBool>,
-    pub journal: Option<Journal>,
+    /// Shared by the packet threads; each writes its own connections' lines.
+    pub journal: Option<Arc<Mutex<Journal>>>,
     /// Turns the engine's counters into rate-limited log lines.
     pub report: StatsReport,
+    /// The other packet threads, asked about path-MTU reports that quote a
+    /// connection this one does not track.
+    pub peers: Vec<ShardLink>,
+    /// Put before this thread's log lines when there are several.
+    pub label: String,
+}
+
+/// Path-MTU reports passed to the other threads and not yet answered
+/// (their packets wait in the queue meanwhile). Past it a report for an
+/// unknown connection is passed on unchanged, as a single thread does, so
+/// a flood of forged reports cannot tie the threads up.
+const MAX_FORWARDED_REPORTS: usize = 64;
+
+/// A forwarded report waiting for its answers.
+struct Forwarded {
+    mark: u32,
+    /// Threads that have not answered yet.
+    unanswered: usize,
 }
 
 impl<E: PacketEngine> PacketLoop<E> {
     /// Runs until `stop` is set (and the eventfd woken) or the queue socket
     /// fails.
     /// Hands back the journal for the caller to delete after a clean stop.
-    pub fn run(mut self) -> Result<(LoopStats, Option<Journal>), NfqError> {
+    pub fn run(mut self) -> Result<LoopStats, NfqError> {
         let mut batch = RecvBatch::new(BATCH);
+        let (answer_tx, answers) = std::sync::mpsc::channel::<ReportAnswer>();
+        let mut forwarded: HashMap<u32, Forwarded> = HashMap::new();
         let mut verdicts = VerdictBatch::new(self.queue.queue_num());
         let mut scratch = Vec::with_capacity(65536);
         let mut waiters: Vec<Waiter> = Vec::new();
@@ -309,6 +424,10 @@ impl<E: PacketEngine> PacketLoop<E> {
                                     );
                                 }
                             }
+                            if self.forward_report(&p, meta, &answer_tx, &mut forwarded) {
+                                stats.reports_forwarded += 1;
+                                continue;
+                            }
                             let (v, modified, guarded) =
                                 self.decide(now, p.hook, meta, p.payload, &mut scratch, &mut stats);
                             // Journalled before the verdict can let the
@@ -360,21 +479,103 @@ impl<E: PacketEngine> PacketLoop<E> {
                 }
             }
             self.wake.drain();
+            while let Ok(answer) = answers.try_recv() {
+                self.take_answer(answer, &mut forwarded, &mut verdicts)?;
+            }
+            self.queue.send_verdicts(&mut verdicts)?;
             let mut lists = Vec::new();
             for _ in 0..REQUESTS_PER_ROUND {
                 let Ok(req) = self.requests.try_recv() else {
                     break;
                 };
-                self.serve(req, &mut waiters, &mut lists, now);
+                self.serve(req, &mut waiters, &mut lists, &mut scratch, &mut stats, now);
             }
+            self.flush_engine(&mut pending, &mut waiters, &mut stats);
             list.ask(&self.engine, now, lists);
             list.step(&self.engine, now);
             self.expire_waiters(&mut waiters, Instant::now());
             for line in self.report.poll(Instant::now(), &self.engine) {
-                log::log!(line.level, "{}", line.text);
+                log::log!(line.level, "{}{}", self.label, line.text);
             }
         }
-        Ok((stats, self.journal.take()))
+        Ok(stats)
+    }
+
+    /// Passes a path-MTU report about a connection this thread does not
+    /// track to the other threads, leaving its verdict for their answers.
+    /// False if the packet is to be handled here as usual: it is no such
+    /// report, there are no other threads, or too many are pending.
+    fn forward_report(
+        &mut self,
+        p: &crate::nfqueue::QueuedPacket<'_>,
+        meta: PacketMeta,
+        answer_tx: &Sender<ReportAnswer>,
+        forwarded: &mut HashMap<u32, Forwarded>,
+    ) -> bool {
+        if self.peers.is_empty()
+            || !matches!(p.hook, Hook::LocalIn | Hook::PreRouting)
+            || self.engine.tracks_reported(p.payload) != Some(false)
+            || forwarded.len() >= MAX_FORWARDED_REPORTS
+        {
+            return false;
+        }
+        let packet: Arc<[u8]> = p.payload.into();
+        let mut asked = 0;
+        for peer in &self.peers {
+            let req = EngineRequest::Report {
+                packet: packet.clone(),
+                meta,
+                id: p.id,
+                reply: answer_tx.clone(),
+                wake: self.wake.clone(),
+            };
+            if peer.tx.try_send(req).is_ok() {
+                peer.wake.wake();
+                asked += 1;
+            }
+        }
+        if asked == 0 {
+            return false;
+        }
+        log::debug!(
+            "{}path-MTU report {} for a connection of another thread: asked {asked}",
+            self.label,
+            p.id
+        );
+        forwarded.insert(
+            p.id,
+            Forwarded {
+                mark: p.mark,
+                unanswered: asked,
+            },
+        );
+        true
+    }
+
+    /// Sends the verdict of a forwarded report once its owner answered, or
+    /// once every thread said it is not theirs (then it passes unchanged,
+    /// as a report about an unknown connection does with one thread).
+    fn take_answer(
+        &mut self,
+        answer: ReportAnswer,
+        forwarded: &mut HashMap<u32, Forwarded>,
+        verdicts: &mut VerdictBatch,
+    ) -> Result<(), NfqError> {
+        let Some(f) = forwarded.get_mut(&answer.id) else {
+            return Ok(());
+        };
+        let (v, payload, guarded) = match answer.verdict {
+            Some(owned) => owned,
+            None if f.unanswered > 1 => {
+                f.unanswered -= 1;
+                return Ok(());
+            }
+            None => (NfVerdict::Accept, None, false),
+        };
+        let mark = (v == NfVerdict::Accept).then(|| verdict_mark(f.mark, guarded));
+        forwarded.remove(&answer.id);
+        self.queue
+            .push_verdict(verdicts, answer.id, v, mark, payload.as_deref())
     }
 
     /// Runs the engine on one packet. Returns the verdict, whether
@@ -462,7 +663,7 @@ impl<E: PacketEngine> PacketLoop<E> {
     fn take_events(&mut self, pending: &mut Vec<EngineEvent>) {
         drain_events(
             &mut self.engine,
-            self.journal.as_mut(),
+            self.journal.as_deref(),
             &self.outcomes,
             pending,
         );
@@ -510,9 +711,27 @@ impl<E: PacketEngine> PacketLoop<E> {
         req: EngineRequest,
         waiters: &mut Vec<Waiter>,
         lists: &mut Vec<Sender<Arc<Vec<ConnectionView>>>>,
+        scratch: &mut Vec<u8>,
+        stats: &mut LoopStats,
         now: Instant,
     ) {
         match req {
+            EngineRequest::Report {
+                packet,
+                meta,
+                id,
+                reply,
+                wake,
+            } => {
+                let verdict = (self.engine.tracks_reported(&packet) == Some(true)).then(|| {
+                    let (v, modified, guarded) =
+                        self.decide(now, Hook::LocalIn, meta, &packet, scratch, stats);
+                    (v, modified.then(|| scratch.clone()), guarded)
+                });
+                // The asking thread only goes away at shutdown.
+                let _ = reply.send(ReportAnswer { id, verdict });
+                wake.wake();
+            }
             EngineRequest::Lookup {
                 local,
                 remote,
@@ -576,13 +795,15 @@ impl<E: PacketEngine> PacketLoop<E> {
 /// connection on a reused port while its predecessor's is.
 fn drain_events<E: PacketEngine>(
     engine: &mut E,
-    mut journal: Option<&mut Journal>,
+    journal: Option<&Mutex<Journal>>,
     outcomes: &OutcomeTable,
     pending: &mut Vec<EngineEvent>,
 ) {
     while let Some(ev) = engine.poll_event() {
-        if let Some(j) = journal.as_deref_mut() {
-            journal_event(j, &ev);
+        if let Some(j) = journal {
+            // A thread that panicked while writing left the file as
+            // consistent as a crash would.
+            journal_event(&mut j.lock().unwrap_or_else(PoisonError::into_inner), &ev);
         }
         outcomes.apply(&ev);
         pending.push(ev);
@@ -962,6 +1183,9 @@ mod tests {
         ) -> Verdict {
             Verdict::Accept
         }
+        fn tracks_reported(&self, _: &[u8]) -> Option<bool> {
+            None
+        }
         fn last_packet_guarded(&self) -> bool {
             false
         }
@@ -995,13 +1219,13 @@ mod tests {
     fn a_guarded_connection_is_in_the_journal_file_once_its_events_are_drained() {
         let dir = TempDir::new("guarding");
         let path = dir.0.join(conn_journal::FILE_NAME);
-        let mut journal = Journal::create(&path).expect("journal");
+        let journal = Mutex::new(Journal::create(&path).expect("journal"));
         let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
         let mut engine = Fake::with_events([EngineEvent::Guarding { local, remote }]);
         let mut pending = Vec::new();
         drain_events(
             &mut engine,
-            Some(&mut journal),
+            Some(&journal),
             &OutcomeTable::default(),
             &mut pending,
         );
@@ -1018,7 +1242,7 @@ mod tests {
     fn a_port_guarded_again_after_its_predecessor_ended_stays_listed() {
         let dir = TempDir::new("reuse");
         let path = dir.0.join(conn_journal::FILE_NAME);
-        let mut journal = Journal::create(&path).expect("journal");
+        let journal = Mutex::new(Journal::create(&path).expect("journal"));
         let (local, remote) = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
         let mut engine = Fake::with_events([
             EngineEvent::Guarding { local, remote },
@@ -1037,13 +1261,151 @@ mod tests {
         let mut pending = Vec::new();
         drain_events(
             &mut engine,
-            Some(&mut journal),
+            Some(&journal),
             &OutcomeTable::default(),
             &mut pending,
         );
         let replay = conn_journal::read_previous(&path).expect("read");
         assert_eq!(replay.open, vec![ConnKey { local, remote }]);
         assert_eq!(pending.len(), 4);
+    }
+
+    /// A packet thread stand-in that knows `known` (pending, or settled
+    /// once `settle_after` has passed), holds `rows` for `list`, and
+    /// counts the policies set on it.
+    fn shard(
+        known: Option<(SocketAddr, SocketAddr)>,
+        settle_after: Duration,
+        rows: usize,
+        policies: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> ShardLink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<EngineRequest>(16);
+        std::thread::spawn(move || {
+            for req in rx {
+                match req {
+                    EngineRequest::Lookup {
+                        local,
+                        remote,
+                        wait,
+                        reply,
+                    } => {
+                        if known == Some((local, remote)) {
+                            std::thread::sleep(settle_after.min(wait));
+                            let _ = reply.send(if wait >= settle_after {
+                                LookupState::Plain {
+                                    reason: crate::engine_api::PlainReason::NotSeenFromSyn,
+                                }
+                            } else {
+                                LookupState::Pending
+                            });
+                        } else {
+                            let _ = reply.send(LookupState::Unknown);
+                        }
+                    }
+                    EngineRequest::List { reply } => {
+                        let row = ConnectionView {
+                            local: addr("10.0.0.1:1"),
+                            remote: addr("10.0.0.2:2"),
+                            state: LookupState::Pending,
+                            phase: crate::engine_api::Phase::Handshake,
+                            bytes_sent: 0,
+                            bytes_received: 0,
+                            age: Duration::ZERO,
+                            guarded: false,
+                        };
+                        let _ = reply.send(Arc::new(vec![row; rows]));
+                    }
+                    EngineRequest::FlushResumption { reply } => {
+                        let _ = reply.send(rows);
+                    }
+                    EngineRequest::SetPolicy { reply, .. } => {
+                        policies.fetch_add(1, Ordering::Relaxed);
+                        let _ = reply.send(Ok(()));
+                    }
+                    EngineRequest::ClearPolicy { reply, .. } => {
+                        let _ = reply.send(rows > 0);
+                    }
+                    EngineRequest::Report { .. } => {}
+                }
+            }
+        });
+        ShardLink {
+            tx,
+            wake: Arc::new(EventFd::new().expect("eventfd")),
+        }
+    }
+
+    #[test]
+    fn a_lookup_gets_the_owning_threads_answer_and_unknown_from_none() {
+        let conn = (addr("10.0.0.1:40000"), addr("10.0.0.2:80"));
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handle = EngineHandle::sharded(
+            vec![
+                shard(None, Duration::ZERO, 0, count.clone()),
+                shard(Some(conn), Duration::from_millis(50), 0, count.clone()),
+                shard(None, Duration::ZERO, 0, count.clone()),
+            ],
+            Arc::default(),
+        );
+        // The owner settles within the wait: its answer, not the others'
+        // quicker "unknown", is the lookup's.
+        let state = handle
+            .lookup(conn.0, conn.1, Duration::from_secs(2))
+            .expect("answered");
+        assert!(matches!(state, LookupState::Plain { .. }), "{state:?}");
+        let state = handle
+            .lookup(conn.0, conn.1, Duration::from_millis(5))
+            .expect("answered");
+        assert_eq!(state, LookupState::Pending);
+        let state = handle
+            .lookup(conn.0, addr("10.0.0.3:80"), Duration::from_millis(5))
+            .expect("answered");
+        assert_eq!(state, LookupState::Unknown);
+    }
+
+    #[test]
+    fn control_requests_reach_every_thread_and_their_answers_are_combined() {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handle = EngineHandle::sharded(
+            vec![
+                shard(None, Duration::ZERO, 2, count.clone()),
+                shard(None, Duration::ZERO, 0, count.clone()),
+                shard(None, Duration::ZERO, 3, count.clone()),
+            ],
+            Arc::default(),
+        );
+        assert_eq!(handle.list().expect("list").len(), 5);
+        assert_eq!(handle.flush_resumption().expect("flush"), 5);
+        assert!(
+            handle
+                .clear_policy(PolicyScope::Listen, addr("10.0.0.1:80"))
+                .expect("clear")
+        );
+        handle
+            .set_policy(
+                PolicyScope::Listen,
+                addr("10.0.0.1:80"),
+                PolicyUpdate::default(),
+            )
+            .expect("answered")
+            .expect("set");
+        assert_eq!(count.load(Ordering::Relaxed), 3, "every thread holds it");
+    }
+
+    #[test]
+    fn a_stopped_thread_fails_the_question_instead_of_hiding_its_connections() {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        drop(rx);
+        let stopped = ShardLink {
+            tx,
+            wake: Arc::new(EventFd::new().expect("eventfd")),
+        };
+        let handle = EngineHandle::sharded(
+            vec![shard(None, Duration::ZERO, 1, count), stopped],
+            Arc::default(),
+        );
+        assert!(matches!(handle.list(), Err(HandleError::Stopped)));
     }
 
     /// Outcomes reach the shared table as the events are drained (before

@@ -223,6 +223,9 @@ mod tests {
         ) -> Verdict {
             Verdict::Accept
         }
+        fn tracks_reported(&self, _: &[u8]) -> Option<bool> {
+            None
+        }
         fn last_packet_guarded(&self) -> bool {
             false
         }

@@ -79,8 +79,10 @@ fn queue_loop_marking(
     h
 }
 
+/// The rules of a one-thread daemon: these tests read the one queue
+/// themselves.
 fn config(flags: &[&str]) -> Config {
-    let mut v = vec!["tcpcryptd"];
+    let mut v = vec!["tcpcryptd", "--threads", "1"];
     v.extend_from_slice(flags);
     Config::from_args(&Args::try_parse_from(v).expect("flags")).expect("config")
 }
