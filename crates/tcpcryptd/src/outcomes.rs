@@ -47,9 +47,9 @@ pub fn describe(ev: &EngineEvent) -> String {
     }
 }
 
-/// Runs until the packet thread drops its sender.
-pub fn run(events: Receiver<EngineEvent>, mut keylog: Option<KeyLog>) {
-    for ev in events {
+/// Runs until every packet thread dropped its sender.
+pub fn run(events: Receiver<Vec<EngineEvent>>, mut keylog: Option<KeyLog>) {
+    for ev in events.into_iter().flatten() {
         match &ev {
             EngineEvent::Established {
                 session, secrets, ..

@@ -318,7 +318,8 @@ pub struct PacketLoop<E: PacketEngine> {
     pub injector: Injector,
     pub requests: Receiver<EngineRequest>,
     pub wake: Arc<EventFd>,
-    pub events: Sender<EngineEvent>,
+    /// The events of one batch go to the outcome thread together.
+    pub events: Sender<Vec<EngineEvent>>,
     /// Where settled outcomes are published for the control threads.
     pub outcomes: Arc<OutcomeTable>,
     pub stop: Arc<AtomicBool>,
@@ -683,7 +684,10 @@ impl<E: PacketEngine> PacketLoop<E> {
             self.inject(&t, stats);
         }
         self.take_events(pending);
-        for ev in pending.drain(..) {
+        if pending.is_empty() {
+            return;
+        }
+        for ev in pending.iter() {
             let (local, remote) = ev.endpoints();
             if waiters
                 .iter()
@@ -699,9 +703,12 @@ impl<E: PacketEngine> PacketLoop<E> {
                     }
                 });
             }
-            // The outcome thread only goes away at shutdown.
-            let _ = self.events.send(ev);
         }
+        // One message, so one wake-up of the outcome thread, per batch:
+        // a wake-up per event cost the packet thread a futex call each,
+        // several per connection. The outcome thread only goes away at
+        // shutdown.
+        let _ = self.events.send(std::mem::take(pending));
     }
 
     /// Answers a request, or parks it: a lookup that waits goes to
