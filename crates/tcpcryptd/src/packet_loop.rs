@@ -94,7 +94,16 @@ pub enum EngineRequest {
 pub struct ReportAnswer {
     id: u32,
     /// `None`: not a connection of the answering thread.
-    verdict: Option<(NfVerdict, Option<Vec<u8>>, bool)>,
+    verdict: Option<OwnerVerdict>,
+}
+
+/// What the thread owning a report's connection decided for it.
+struct OwnerVerdict {
+    verdict: NfVerdict,
+    /// The rewritten report, if the engine changed it.
+    rewrite: Option<Vec<u8>>,
+    /// Its connection is guarded (for the verdict's mark).
+    guarded: bool,
 }
 
 /// How control threads reach the packet threads, and the outcomes they
@@ -565,18 +574,28 @@ impl<E: PacketEngine> PacketLoop<E> {
         let Some(f) = forwarded.get_mut(&answer.id) else {
             return Ok(());
         };
-        let (v, payload, guarded) = match answer.verdict {
-            Some(owned) => owned,
+        let owner = match answer.verdict {
+            Some(owner) => owner,
             None if f.unanswered > 1 => {
                 f.unanswered -= 1;
                 return Ok(());
             }
-            None => (NfVerdict::Accept, None, false),
+            None => OwnerVerdict {
+                verdict: NfVerdict::Accept,
+                rewrite: None,
+                guarded: false,
+            },
         };
-        let mark = (v == NfVerdict::Accept).then(|| verdict_mark(f.mark, guarded));
+        let mark =
+            (owner.verdict == NfVerdict::Accept).then(|| verdict_mark(f.mark, owner.guarded));
         forwarded.remove(&answer.id);
-        self.queue
-            .push_verdict(verdicts, answer.id, v, mark, payload.as_deref())
+        self.queue.push_verdict(
+            verdicts,
+            answer.id,
+            owner.verdict,
+            mark,
+            owner.rewrite.as_deref(),
+        )
     }
 
     /// Runs the engine on one packet. Returns the verdict, whether
@@ -731,9 +750,13 @@ impl<E: PacketEngine> PacketLoop<E> {
                 wake,
             } => {
                 let verdict = (self.engine.tracks_reported(&packet) == Some(true)).then(|| {
-                    let (v, modified, guarded) =
+                    let (verdict, modified, guarded) =
                         self.decide(now, Hook::LocalIn, meta, &packet, scratch, stats);
-                    (v, modified.then(|| scratch.clone()), guarded)
+                    OwnerVerdict {
+                        verdict,
+                        rewrite: modified.then(|| scratch.clone()),
+                        guarded,
+                    }
                 });
                 // The asking thread only goes away at shutdown.
                 let _ = reply.send(ReportAnswer { id, verdict });
