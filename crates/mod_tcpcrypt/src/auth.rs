@@ -161,13 +161,18 @@ pub fn decide(req: &Request<'_>, slot: &PendingSlot, now: Instant) -> Decision {
         Ok(None) => {
             return unauthorized(
                 req,
-                Some((Level::Info, "Authorization header of another scheme; asking for tcpcrypt login".to_owned())),
+                Some((
+                    Level::Info,
+                    "Authorization header of another scheme; asking for tcpcrypt login".to_owned(),
+                )),
             );
         }
         Err(e) => return Decision::BadRequest { log: e.to_string() },
     };
     match credentials {
-        HeaderCredentials::ScramFirst { client_first } => scram_first(req, slot, now, &client_first),
+        HeaderCredentials::ScramFirst { client_first } => {
+            scram_first(req, slot, now, &client_first)
+        }
         HeaderCredentials::ScramFinal { sid, client_final } => {
             scram_final(req, slot, now, session, &sid, &client_final)
         }
@@ -184,7 +189,13 @@ fn failure(req: &Request<'_>, e: AuthError) -> Decision {
 
 fn scram_first(req: &Request<'_>, slot: &PendingSlot, now: Instant, message: &str) -> Decision {
     let Some(path) = req.user_file else {
-        return unauthorized(req, Some((Level::Error, "SCRAM login, but no TcpcryptAuthUserFile here".to_owned())));
+        return unauthorized(
+            req,
+            Some((
+                Level::Error,
+                "SCRAM login, but no TcpcryptAuthUserFile here".to_owned(),
+            )),
+        );
     };
     let first = match ClientFirst::parse(message, true) {
         Ok(f) => f,
@@ -202,14 +213,21 @@ fn scram_first(req: &Request<'_>, slot: &PendingSlot, now: Instant, message: &st
             };
         }
     };
-    let (Some(secret), Ok(nonce), Ok(sid)) = (decoy_secret(), random::nonce(), random::bytes::<12>())
+    let (Some(secret), Ok(nonce), Ok(sid)) =
+        (decoy_secret(), random::nonce(), random::bytes::<12>())
     else {
-        return Decision::ServerError { log: "no random numbers for a SCRAM exchange".to_owned() };
+        return Decision::ServerError {
+            log: "no random numbers for a SCRAM exchange".to_owned(),
+        };
     };
     let sid: String = sid.iter().map(|b| format!("{b:02x}")).collect();
     match Server::start(first, credentials, secret, &nonce) {
         Ok((server, server_first)) => {
-            slot.put(Pending { sid: sid.clone(), server, started: now });
+            slot.put(Pending {
+                sid: sid.clone(),
+                server,
+                started: now,
+            });
             Decision::Unauthorized {
                 challenges: vec![http::scram_continue(&sid, &server_first)],
                 log: None,
@@ -230,7 +248,15 @@ fn scram_final(
     let server = match slot.take(sid, now) {
         Ok(s) => s,
         Err(why) => {
-            return unauthorized(req, Some((Level::Error, format!("SCRAM final message refused: {why} (replayed, or sent on another connection)"))));
+            return unauthorized(
+                req,
+                Some((
+                    Level::Error,
+                    format!(
+                        "SCRAM final message refused: {why} (replayed, or sent on another connection)"
+                    ),
+                )),
+            );
         }
     };
     let user = server.user().to_owned();
@@ -249,7 +275,13 @@ fn scram_final(
 
 fn key_login(req: &Request<'_>, session: &Session, login: &key::KeyLogin) -> Decision {
     let Some(path) = req.key_file else {
-        return unauthorized(req, Some((Level::Error, "key login, but no TcpcryptAuthKeyFile here".to_owned())));
+        return unauthorized(
+            req,
+            Some((
+                Level::Error,
+                "key login, but no TcpcryptAuthKeyFile here".to_owned(),
+            )),
+        );
     };
     let text = match read_bounded(path, key::MAX_KEYS_FILE) {
         Ok(t) => t,
@@ -258,11 +290,20 @@ fn key_login(req: &Request<'_>, session: &Session, login: &key::KeyLogin) -> Dec
     let (name, bad_lines) = key::find_key(&text, &login.public_key);
     let Some(name) = name else {
         let note = if bad_lines > 0 {
-            format!(" ({bad_lines} malformed lines skipped in {})", path.display())
+            format!(
+                " ({bad_lines} malformed lines skipped in {})",
+                path.display()
+            )
         } else {
             String::new()
         };
-        return unauthorized(req, Some((Level::Error, format!("key login refused: unknown key{note}"))));
+        return unauthorized(
+            req,
+            Some((
+                Level::Error,
+                format!("key login refused: unknown key{note}"),
+            )),
+        );
     };
     match key::verify(login, session.role, &session.session_id) {
         Ok(()) => Decision::Granted {
@@ -270,6 +311,9 @@ fn key_login(req: &Request<'_>, session: &Session, login: &key::KeyLogin) -> Dec
             scheme: http::KEY_SCHEME,
             info: None,
         },
-        Err(e) => unauthorized(req, Some((Level::Error, format!("key of user {name:?}: {e}")))),
+        Err(e) => unauthorized(
+            req,
+            Some((Level::Error, format!("key of user {name:?}: {e}"))),
+        ),
     }
 }

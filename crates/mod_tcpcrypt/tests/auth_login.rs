@@ -106,8 +106,12 @@ struct Net {
 impl Net {
     fn start(routed: bool, with_client_daemon: bool) -> Self {
         tcpcrypt_testnet::require_root();
-        let topo = if routed { Topology::routed() } else { Topology::pair() }
-            .unwrap_or_else(|e| panic!("namespaces: {e}"));
+        let topo = if routed {
+            Topology::routed()
+        } else {
+            Topology::pair()
+        }
+        .unwrap_or_else(|e| panic!("namespaces: {e}"));
         let server_daemon = Daemon::start(&topo.server, &daemon_options())
             .unwrap_or_else(|e| panic!("server tcpcryptd: {e}"));
         let client_daemon = with_client_daemon.then(|| {
@@ -149,7 +153,10 @@ impl Net {
     }
 
     fn router(&self) -> &Netns {
-        self.topo.router.as_ref().unwrap_or_else(|| panic!("no router"))
+        self.topo
+            .router
+            .as_ref()
+            .unwrap_or_else(|| panic!("no router"))
     }
 
     fn client_daemon(&self) -> &Daemon {
@@ -208,7 +215,12 @@ impl Net {
         let mut args = vec!["fetch"];
         args.extend_from_slice(login);
         args.push(&url);
-        tcpcrypt_cli(&self.topo.client, self.client_daemon(), &args, &[("PW", password)])
+        tcpcrypt_cli(
+            &self.topo.client,
+            self.client_daemon(),
+            &args,
+            &[("PW", password)],
+        )
     }
 
     fn fetch_user(&self, user: &str, password: &str, path: &str) -> Output {
@@ -221,14 +233,20 @@ impl Net {
 
     fn connect(&self) -> HttpConn {
         let addr = self.httpd.local_addr();
-        in_netns(Some(self.topo.client.name()), move || HttpConn::connect_to(addr))
+        in_netns(Some(self.topo.client.name()), move || {
+            HttpConn::connect_to(addr)
+        })
     }
 
     /// The session of `conn` as the client's tcpcryptd reports it.
     fn client_session(&self, conn: &HttpConn) -> Session {
         let client = Client::with_control_path(self.client_daemon().control_socket())
             .timeout(Duration::from_secs(2));
-        match client.lookup_addrs_wait(conn.local_addr(), self.httpd.local_addr(), Duration::from_secs(2)) {
+        match client.lookup_addrs_wait(
+            conn.local_addr(),
+            self.httpd.local_addr(),
+            Duration::from_secs(2),
+        ) {
             Ok(Lookup::Tcpcrypt(s)) => s,
             other => panic!("client side sees no tcpcrypt session: {other:?}"),
         }
@@ -281,13 +299,16 @@ fn assert_ok(out: &Output) {
 #[test]
 fn password_login_sets_remote_user_and_no_password_crosses_the_wire() {
     let net = Net::start(false, true);
-    let capture = Capture::start(&net.topo.client, "veth0")
-        .unwrap_or_else(|e| panic!("capture: {e}"));
+    let capture =
+        Capture::start(&net.topo.client, "veth0").unwrap_or_else(|e| panic!("capture: {e}"));
     let out = net.fetch_user("alice", ALICE_PASSWORD, "/login/whoami.sh");
     let frames = capture.finish();
     assert_ok(&out);
     assert_eq!(page_var(&out, "REMOTE_USER").as_deref(), Some("alice"));
-    assert_eq!(page_var(&out, "AUTH_TYPE").as_deref(), Some("SCRAM-SHA-256"));
+    assert_eq!(
+        page_var(&out, "AUTH_TYPE").as_deref(),
+        Some("SCRAM-SHA-256")
+    );
     assert_eq!(page_var(&out, "TCP_CRYPT_SESSID"), cli_session(&out));
     assert!(text(&out.stderr).contains("the server proved it knows the verifier"));
     let payload: Vec<u8> = frames
@@ -296,7 +317,11 @@ fn password_login_sets_remote_user_and_no_password_crosses_the_wire() {
         .flatten()
         .copied()
         .collect();
-    assert!(payload.len() > 200, "the capture saw the exchange: {} bytes", payload.len());
+    assert!(
+        payload.len() > 200,
+        "the capture saw the exchange: {} bytes",
+        payload.len()
+    );
     let needle = ALICE_PASSWORD.as_bytes();
     assert!(
         !payload.windows(needle.len()).any(|w| w == needle),
@@ -306,12 +331,20 @@ fn password_login_sets_remote_user_and_no_password_crosses_the_wire() {
     let wrong = net.fetch_user("alice", "not-her-password", "/login/whoami.sh");
     assert_eq!(wrong.status.code(), Some(5), "{}", text(&wrong.stderr));
     assert!(page_var(&wrong, "REMOTE_USER").is_none());
-    assert_eq!(net.auth_log("user \"alice\": authentication failed: wrong password", 1).len(), 1);
+    assert_eq!(
+        net.auth_log("user \"alice\": authentication failed: wrong password", 1)
+            .len(),
+        1
+    );
 
     let stranger = net.fetch_user("mallory", "whatever", "/login/whoami.sh");
     assert_eq!(stranger.status.code(), Some(5));
     assert_eq!(net.auth_log("unknown user", 1).len(), 1);
-    assert!(net.httpd.crash_lines().is_empty(), "{:#?}", net.httpd.crash_lines());
+    assert!(
+        net.httpd.crash_lines().is_empty(),
+        "{:#?}",
+        net.httpd.crash_lines()
+    );
 }
 
 #[test]
@@ -325,7 +358,10 @@ fn require_user_and_require_all_see_the_logged_in_user() {
     assert_eq!(bob.status.code(), Some(5), "{}", text(&bob.stderr));
     let bob_elsewhere = net.fetch_user("bob", BOB_PASSWORD, "/login/whoami.sh");
     assert_ok(&bob_elsewhere);
-    assert_eq!(page_var(&bob_elsewhere, "REMOTE_USER").as_deref(), Some("bob"));
+    assert_eq!(
+        page_var(&bob_elsewhere, "REMOTE_USER").as_deref(),
+        Some("bob")
+    );
 }
 
 #[test]
@@ -336,7 +372,10 @@ fn key_login_sets_remote_user_and_an_unknown_key_is_refused() {
     let out = net.fetch_key(&carol, "/login/whoami.sh");
     assert_ok(&out);
     assert_eq!(page_var(&out, "REMOTE_USER").as_deref(), Some("carol"));
-    assert_eq!(page_var(&out, "AUTH_TYPE").as_deref(), Some("Tcpcrypt-Ed25519"));
+    assert_eq!(
+        page_var(&out, "AUTH_TYPE").as_deref(),
+        Some("Tcpcrypt-Ed25519")
+    );
     assert_eq!(page_var(&out, "TCP_CRYPT_SESSID"), cli_session(&out));
     let refused = net.fetch_key(&stranger, "/login/whoami.sh");
     assert_eq!(refused.status.code(), Some(5), "{}", text(&refused.stderr));
@@ -374,15 +413,28 @@ fn malformed_and_oversized_headers_get_400_and_a_log_line() {
             .unwrap_or_else(|e| panic!("GET with {value:.40}: {e}"));
         assert_eq!(r.status, 400, "{value:.60}: {}", r.body);
     }
-    assert_eq!(net.auth_log("bad Authorization header", bad.len()).len(), bad.len());
+    assert_eq!(
+        net.auth_log("bad Authorization header", bad.len()).len(),
+        bad.len()
+    );
     // A client without a binding gets a 401 and a log line naming why.
     let mut conn = net.connect();
     let r = conn
-        .try_get("/login/whoami.sh", &[("Authorization", "SCRAM-SHA-256 data=\"biwsbj1hbGljZSxyPXh5eg==\"")])
+        .try_get(
+            "/login/whoami.sh",
+            &[(
+                "Authorization",
+                "SCRAM-SHA-256 data=\"biwsbj1hbGljZSxyPXh5eg==\"",
+            )],
+        )
         .unwrap_or_else(|e| panic!("GET: {e}"));
     assert_eq!(r.status, 401);
     assert_eq!(net.auth_log("channel binding required", 1).len(), 1);
-    assert!(net.httpd.crash_lines().is_empty(), "{:#?}", net.httpd.crash_lines());
+    assert!(
+        net.httpd.crash_lines().is_empty(),
+        "{:#?}",
+        net.httpd.crash_lines()
+    );
 }
 
 #[test]
@@ -396,7 +448,10 @@ fn a_captured_login_replayed_on_a_new_connection_fails() {
         .try_get("/login/whoami.sh", &[("Authorization", &first)])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(challenge.status, 401);
-    let www = challenge.header("www-authenticate").unwrap_or_default().to_owned();
+    let www = challenge
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .to_owned();
     let (proof, last) = login
         .answer([www.as_str()], ALICE_PASSWORD)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -422,11 +477,12 @@ fn a_captured_login_replayed_on_a_new_connection_fails() {
         .try_get("/login/whoami.sh", &[("Authorization", &first)])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status, 401);
-    let new_sid = tcpcrypt_auth::http::parse_scram_continue(r.header("www-authenticate").unwrap_or_default())
-        .ok()
-        .flatten()
-        .map(|(sid, _)| sid)
-        .unwrap_or_else(|| panic!("no continuation: {:?}", r.headers));
+    let new_sid =
+        tcpcrypt_auth::http::parse_scram_continue(r.header("www-authenticate").unwrap_or_default())
+            .ok()
+            .flatten()
+            .map(|(sid, _)| sid)
+            .unwrap_or_else(|| panic!("no continuation: {:?}", r.headers));
     let old_sid = tcpcrypt_auth::http::parse_authorization(&last)
         .ok()
         .flatten()
@@ -475,7 +531,8 @@ impl Relay {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let path = format!("/run/netns/{}", router.name());
         let listener = in_netns(Some(router.name()), move || {
-            TcpListener::bind(("0.0.0.0", listen_port)).unwrap_or_else(|e| panic!("relay bind: {e}"))
+            TcpListener::bind(("0.0.0.0", listen_port))
+                .unwrap_or_else(|e| panic!("relay bind: {e}"))
         });
         listener
             .set_nonblocking(true)
@@ -484,20 +541,25 @@ impl Relay {
         let thread = std::thread::spawn(move || {
             let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
             // SAFETY: setns on a namespace fd we opened moves only this thread.
-            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "setns");
             while !s.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
-                        let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+                        let Ok(server) =
+                            TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
+                        else {
                             continue;
                         };
                         for (from, to) in [
                             (client.try_clone(), server.try_clone()),
                             (server.try_clone(), client.try_clone()),
                         ] {
-                            let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
+                            let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                                continue;
+                            };
                             let record = record.clone();
                             std::thread::spawn(move || {
                                 let mut buf = [0u8; 16384];
@@ -548,33 +610,131 @@ fn a_relay_in_the_middle_breaks_both_logins_though_each_leg_is_encrypted() {
         .exec(
             "iptables",
             &[
-                "-t", "nat", "-A", "PREROUTING", "-i", "veth0", "-p", "tcp", "--dport",
-                &PORT.to_string(), "-j", "REDIRECT", "--to-ports", &relay_port.to_string(),
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-i",
+                "veth0",
+                "-p",
+                "tcp",
+                "--dport",
+                &PORT.to_string(),
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &relay_port.to_string(),
             ],
         )
         .unwrap_or_else(|e| panic!("iptables on the router: {e}"));
     let relay = Relay::start(router, relay_port, net.httpd.local_addr());
 
     let by_password = net.fetch_user("alice", ALICE_PASSWORD, "/login/whoami.sh");
-    assert_eq!(by_password.status.code(), Some(5), "{}", text(&by_password.stderr));
-    assert!(cli_session(&by_password).is_some(), "the client's leg is encrypted: {}", text(&by_password.stderr));
+    assert_eq!(
+        by_password.status.code(),
+        Some(5),
+        "{}",
+        text(&by_password.stderr)
+    );
+    assert!(
+        cli_session(&by_password).is_some(),
+        "the client's leg is encrypted: {}",
+        text(&by_password.stderr)
+    );
     let by_key = net.fetch_key(&key, "/login/whoami.sh");
     assert_eq!(by_key.status.code(), Some(5), "{}", text(&by_key.stderr));
     assert!(cli_session(&by_key).is_some());
 
     let mismatches = net.auth_log("channel-binding mismatch", 2);
     assert_eq!(mismatches.len(), 2, "{mismatches:#?}");
-    assert!(mismatches.iter().any(|l| l.contains("user \"alice\"")), "{mismatches:#?}");
-    assert!(mismatches.iter().any(|l| l.contains("key of user \"erin\"")), "{mismatches:#?}");
+    assert!(
+        mismatches.iter().any(|l| l.contains("user \"alice\"")),
+        "{mismatches:#?}"
+    );
+    assert!(
+        mismatches
+            .iter()
+            .any(|l| l.contains("key of user \"erin\"")),
+        "{mismatches:#?}"
+    );
     // The client's leg and the server's leg have different sessions.
     let client_sid = cli_session(&by_password).unwrap_or_default();
-    assert!(mismatches.iter().any(|l| l.contains(&client_sid) && !l.contains(&format!("this connection is session {client_sid}"))));
+    assert!(mismatches.iter().any(|l| l.contains(&client_sid)
+        && !l.contains(&format!("this connection is session {client_sid}"))));
 
     // The relay read the whole exchange in plaintext, and no password.
     let seen = relay.seen();
     let seen_text = String::from_utf8_lossy(&seen);
-    assert!(seen_text.contains("Authorization: SCRAM-SHA-256"), "relay saw no login");
+    assert!(
+        seen_text.contains("Authorization: SCRAM-SHA-256"),
+        "relay saw no login"
+    );
     assert!(seen_text.contains("Authorization: Tcpcrypt-Ed25519"));
-    assert!(!seen_text.contains(ALICE_PASSWORD), "the relay saw the password");
+    assert!(
+        !seen_text.contains(ALICE_PASSWORD),
+        "the relay saw the password"
+    );
     drop(relay);
+}
+
+/// `tests/c/login.c` of libtcpcrypt, built against the library cargo just
+/// built (the `auth` feature is on for this test's dependencies).
+fn compile_c_login(out_dir: &Path) -> PathBuf {
+    let client_crate = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tcpcrypt-client");
+    let built = profile_dir().join("deps/libtcpcrypt.so");
+    assert!(built.exists(), "{} not built", built.display());
+    // Linked and loaded under its link name and its soname.
+    let lib_dir = out_dir.join("lib");
+    std::fs::create_dir_all(&lib_dir).unwrap_or_else(|e| panic!("{e}"));
+    for name in ["libtcpcrypt.so", "libtcpcrypt.so.0"] {
+        std::os::unix::fs::symlink(&built, lib_dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let program = out_dir.join("c-login");
+    let out = std::process::Command::new("cc")
+        .args([
+            "-std=c99",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+        ])
+        .arg(client_crate.join("include"))
+        .arg("-o")
+        .arg(&program)
+        .arg(client_crate.join("tests/c/login.c"))
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg("-ltcpcrypt")
+        .output()
+        .unwrap_or_else(|e| panic!("cc: {e}"));
+    assert!(out.status.success(), "cc login.c:\n{}", text(&out.stderr));
+    program
+}
+
+#[test]
+fn a_c_program_logs_in_with_the_libtcpcrypt_functions() {
+    let net = Net::start(false, true);
+    let program = compile_c_login(net.dir.path());
+    let run = |password: &str| {
+        net.topo
+            .client
+            .command(&program.to_string_lossy())
+            .arg(net.client_daemon().control_socket())
+            .arg(net.httpd.local_addr().ip().to_string())
+            .arg(PORT.to_string())
+            .arg("/login/whoami.sh")
+            .arg("alice")
+            .env("PW", password)
+            .env("LD_LIBRARY_PATH", net.dir.path().join("lib"))
+            .output()
+            .unwrap_or_else(|e| panic!("running the C program: {e}"))
+    };
+    let ok = run(ALICE_PASSWORD);
+    assert_ok(&ok);
+    assert_eq!(page_var(&ok, "REMOTE_USER").as_deref(), Some("alice"));
+    assert_eq!(page_var(&ok, "verify").as_deref(), Some("0"));
+    let wrong = run("wrong");
+    assert_eq!(wrong.status.code(), Some(7), "{}", text(&wrong.stdout));
+    assert_eq!(page_var(&wrong, "status").as_deref(), Some("401"));
 }

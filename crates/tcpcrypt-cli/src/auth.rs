@@ -42,7 +42,12 @@ pub struct LoginArgs {
     /// connection's tcpcrypt session, so neither the password nor a
     /// replayable proof crosses the wire, and the server proves that it
     /// knows the password's verifier before the page is printed
-    #[arg(long, value_name = "NAME", conflicts_with = "key", help_heading = "Login")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "key",
+        help_heading = "Login"
+    )]
     pub user: Option<String>,
 
     #[command(flatten)]
@@ -107,8 +112,9 @@ fn read_password(src: &PasswordSource, prompt: &str, confirm: bool) -> Result<St
         std::env::var(var)
             .map_err(|_| Failure::Usage(format!("environment variable {var} is not set")))?
     } else {
-        let p = rpassword::prompt_password(prompt)
-            .map_err(|e| Failure::Usage(format!("cannot read a password from the terminal: {e}")))?;
+        let p = rpassword::prompt_password(prompt).map_err(|e| {
+            Failure::Usage(format!("cannot read a password from the terminal: {e}"))
+        })?;
         if confirm {
             let again = rpassword::prompt_password("Again: ")
                 .map_err(|e| Failure::Usage(format!("cannot read a password: {e}")))?;
@@ -133,18 +139,37 @@ pub fn passwd(args: &PasswdArgs) -> Result<Outcome, Failure> {
     }
     let iterations = NonZeroU32::new(args.iterations)
         .ok_or_else(|| Failure::Usage("iterations must be positive".to_owned()))?;
-    let password = read_password(&args.password, &format!("Password for {}: ", args.user), true)?;
+    let password = read_password(
+        &args.password,
+        &format!("Password for {}: ", args.user),
+        true,
+    )?;
     let old = match fs::read_to_string(&args.file) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Failure::Usage(format!("cannot read {}: {e}", args.file.display()))),
+        Err(e) => {
+            return Err(Failure::Usage(format!(
+                "cannot read {}: {e}",
+                args.file.display()
+            )));
+        }
     };
     let salt = random::bytes::<16>().map_err(|e| Failure::Http(e.to_string()))?;
     let creds = Credentials::derive(&password, &salt, iterations);
-    let text = verifier::upsert(&old, &args.user, &creds).map_err(|e| Failure::Usage(e.to_string()))?;
+    let text =
+        verifier::upsert(&old, &args.user, &creds).map_err(|e| Failure::Usage(e.to_string()))?;
     write_replacing(&args.file, &text, 0o640)?;
-    let verb = if verifier::find(&old, &args.user).ok().flatten().is_some() { "updated" } else { "added" };
-    println!("{verb} {} in {} ({} iterations)", args.user, args.file.display(), args.iterations);
+    let verb = if verifier::find(&old, &args.user).ok().flatten().is_some() {
+        "updated"
+    } else {
+        "added"
+    };
+    println!(
+        "{verb} {} in {} ({} iterations)",
+        args.user,
+        args.file.display(),
+        args.iterations
+    );
     Ok(Outcome::Ok)
 }
 
@@ -152,7 +177,9 @@ pub fn passwd(args: &PasswdArgs) -> Result<Outcome, Failure> {
 /// `path`, so a reader never sees half a file.
 fn write_replacing(path: &Path, text: &str, mode: u32) -> Result<(), Failure> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let fail = |e: io::Error| Failure::Output(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+    let fail = |e: io::Error| {
+        Failure::Output(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    };
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -170,13 +197,19 @@ fn write_replacing(path: &Path, text: &str, mode: u32) -> Result<(), Failure> {
 pub fn keygen(args: &KeygenArgs) -> Result<Outcome, Failure> {
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => std::env::var("USER").map_err(|_| Failure::Usage("no --name given and $USER is not set".to_owned()))?,
+        None => std::env::var("USER")
+            .map_err(|_| Failure::Usage("no --name given and $USER is not set".to_owned()))?,
     };
     if !valid_user_name(&name) {
-        return Err(Failure::Usage(format!("{name:?} is not a usable user name")));
+        return Err(Failure::Usage(format!(
+            "{name:?} is not a usable user name"
+        )));
     }
     if args.file.exists() && !args.force {
-        return Err(Failure::Usage(format!("{} exists; use --force to replace it", args.file.display())));
+        return Err(Failure::Usage(format!(
+            "{} exists; use --force to replace it",
+            args.file.display()
+        )));
     }
     let (key, text) = PrivateKey::generate().map_err(|e| Failure::Http(e.to_string()))?;
     let _ = fs::remove_file(&args.file);
@@ -188,7 +221,10 @@ pub fn keygen(args: &KeygenArgs) -> Result<Outcome, Failure> {
     let _ = fs::remove_file(&pub_path);
     write_replacing(&pub_path, &format!("{public}\n"), 0o644)?;
     eprintln!("private key: {} (keep it secret)", args.file.display());
-    eprintln!("add this line to the server's TcpcryptAuthKeyFile (also in {}):", pub_path.display());
+    eprintln!(
+        "add this line to the server's TcpcryptAuthKeyFile (also in {}):",
+        pub_path.display()
+    );
     println!("{public}");
     Ok(Outcome::Ok)
 }
@@ -216,7 +252,11 @@ pub fn fetch(client: &Client, args: &FetchArgs) -> Result<Outcome, Failure> {
     let login = &args.login;
     // Everything that can fail without the network first.
     let password = match &login.user {
-        Some(user) => Some(read_password(&login.password, &format!("Password for {user}: "), false)?),
+        Some(user) => Some(read_password(
+            &login.password,
+            &format!("Password for {user}: "),
+            false,
+        )?),
         None => None,
     };
     let key_text = match &login.key {
@@ -248,17 +288,27 @@ pub fn fetch(client: &Client, args: &FetchArgs) -> Result<Outcome, Failure> {
             password_login(&stream, &mut input, &url, &session, user, &password)?
         }
         (_, _, Some(key_text)) => {
-            let value = key_authorization(&session, &key_text).map_err(|e| Failure::Usage(e.to_string()))?;
-            let head = exchange(&stream, &mut input, &url.request(&[("Authorization".to_owned(), value)]))?;
+            let value = key_authorization(&session, &key_text)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let head = exchange(
+                &stream,
+                &mut input,
+                &url.request(&[("Authorization".to_owned(), value)]),
+            )?;
             refused(&head)?;
             head
         }
-        _ => return Err(Failure::Usage("--user or --key is needed for a login".to_owned())),
+        _ => {
+            return Err(Failure::Usage(
+                "--user or --key is needed for a login".to_owned(),
+            ));
+        }
     };
     if !(200..300).contains(&head.status) {
         eprintln!("tcpcrypt: server answered {}", head.status_line);
     }
-    let framing = http::framing(&head).map_err(|e| Failure::Http(format!("response framing: {e}")))?;
+    let framing =
+        http::framing(&head).map_err(|e| Failure::Http(format!("response framing: {e}")))?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     http::copy_body(&mut input, framing, &mut out)
         .map_err(|e| Failure::Http(format!("reading the body: {e}")))?;
@@ -290,14 +340,19 @@ fn password_login(
 ) -> Result<http::Head, Failure> {
     let auth_err = |e: tcpcrypt::login::LoginError| Failure::Login(e.to_string());
     let (login, first) = PasswordLogin::start(session, user).map_err(auth_err)?;
-    let head = exchange(stream, input, &url.request_on(&[("Authorization".to_owned(), first)], true))?;
+    let head = exchange(
+        stream,
+        input,
+        &url.request_on(&[("Authorization".to_owned(), first)], true),
+    )?;
     if head.status != 401 {
         refused(&head)?;
         eprintln!("tcpcrypt: the server did not ask for a login here; not logged in");
         return Ok(head);
     }
     // The 401's body must be read off before the second request.
-    let framing = http::framing(&head).map_err(|e| Failure::Http(format!("response framing: {e}")))?;
+    let framing =
+        http::framing(&head).map_err(|e| Failure::Http(format!("response framing: {e}")))?;
     if framing == http::Framing::UntilClose
         || header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
     {
@@ -310,12 +365,17 @@ fn password_login(
     let (proof, last) = login
         .answer(head.header("www-authenticate"), password)
         .map_err(auth_err)?;
-    let head = exchange(stream, input, &url.request(&[("Authorization".to_owned(), last)]))?;
+    let head = exchange(
+        stream,
+        input,
+        &url.request(&[("Authorization".to_owned(), last)]),
+    )?;
     refused(&head)?;
     if (200..300).contains(&head.status) {
-        proof.verify(header(&head, "authentication-info")).map_err(auth_err)?;
+        proof
+            .verify(header(&head, "authentication-info"))
+            .map_err(auth_err)?;
         eprintln!("tcpcrypt: logged in as {user}; the server proved it knows the verifier");
     }
     Ok(head)
 }
-

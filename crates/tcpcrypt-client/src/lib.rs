@@ -35,6 +35,8 @@
 
 mod addr;
 pub mod capi;
+#[cfg(feature = "auth")]
+pub mod capi_login;
 mod client;
 mod error;
 #[cfg(feature = "auth")]

@@ -21,11 +21,11 @@
 
 use std::ops::RangeInclusive;
 
+pub use tcpcrypt_auth::AuthError;
 use tcpcrypt_auth::http;
 use tcpcrypt_auth::key::PrivateKey;
 use tcpcrypt_auth::scram::{self, Client as ScramClient, ClientAwaitingServer};
 use tcpcrypt_auth::{ChannelBinding, random};
-pub use tcpcrypt_auth::AuthError;
 
 use tcpcrypt_control::Session;
 
@@ -44,7 +44,9 @@ pub enum LoginError {
     NoChallenge,
     /// The final answer had no `Authentication-Info`, so the server did
     /// not prove itself.
-    #[error("the server sent no Authentication-Info, so it did not prove that it knows the verifier")]
+    #[error(
+        "the server sent no Authentication-Info, so it did not prove that it knows the verifier"
+    )]
     NoServerProof,
     /// `Authentication-Info` names another exchange.
     #[error("the server's Authentication-Info belongs to another exchange")]
@@ -72,7 +74,10 @@ impl PasswordLogin {
         let nonce = random::nonce()?;
         let (scram, first) =
             ScramClient::start(user, &nonce, Some(ChannelBinding::new(session.session_id)))?;
-        Ok((Self { scram }, http::scram_first_authorization(None, &first)))
+        Ok((
+            Self { scram },
+            http::scram_first_authorization(None, &first),
+        ))
     }
 
     /// Answers the server's 401: `www_authenticate` are its

@@ -29,7 +29,8 @@ pub unsafe extern "C" fn check_authn(r: *mut request_rec) -> c_int {
         // SAFETY: httpd passes a live request; its tables, pool, connection
         // and config live until it ends.
         unsafe {
-            let is_ours = text(ap_auth_type(r)).is_some_and(|t| t.eq_ignore_ascii_case(auth::AUTH_TYPE));
+            let is_ours =
+                text(ap_auth_type(r)).is_some_and(|t| t.eq_ignore_ascii_case(auth::AUTH_TYPE));
             if !is_ours {
                 return DECLINED;
             }
@@ -37,7 +38,11 @@ pub unsafe extern "C" fn check_authn(r: *mut request_rec) -> c_int {
             let state = conn::state((*r).connection);
             let session = conn::outcome((*r).connection).and_then(|o| o.session());
             let Some(state) = state else {
-                log::request(r, APLOG_ERR, "AuthType tcpcrypt: no connection state (proxy or internal connection)");
+                log::request(
+                    r,
+                    APLOG_ERR,
+                    "AuthType tcpcrypt: no connection state (proxy or internal connection)",
+                );
                 return HTTP_FORBIDDEN as c_int;
             };
             let req = Request {
@@ -50,7 +55,9 @@ pub unsafe extern "C" fn check_authn(r: *mut request_rec) -> c_int {
             // A header that is not UTF-8 is malformed, not absent.
             let raw = apr_table_get((*r).headers_in, c"Authorization".as_ptr());
             let decision = if !raw.is_null() && req.authorization.is_none() {
-                Decision::BadRequest { log: "Authorization header is not valid UTF-8".to_owned() }
+                Decision::BadRequest {
+                    log: "Authorization header is not valid UTF-8".to_owned(),
+                }
             } else {
                 auth::decide(&req, &state.auth, Instant::now())
             };
@@ -72,10 +79,19 @@ unsafe fn apply(r: *mut request_rec, decision: Decision) -> c_int {
                 if let Some(info) = info {
                     add_header(r, c"Authentication-Info", &info);
                 }
-                log::request(r, APLOG_INFO, &format!("user {user:?} logged in with {scheme}, bound to this tcpcrypt session"));
+                log::request(
+                    r,
+                    APLOG_INFO,
+                    &format!(
+                        "user {user:?} logged in with {scheme}, bound to this tcpcrypt session"
+                    ),
+                );
                 OK as c_int
             }
-            Decision::Unauthorized { challenges, log: line } => {
+            Decision::Unauthorized {
+                challenges,
+                log: line,
+            } => {
                 for c in &challenges {
                     add_header(r, c"WWW-Authenticate", c);
                 }
@@ -89,7 +105,11 @@ unsafe fn apply(r: *mut request_rec, decision: Decision) -> c_int {
                 HTTP_UNAUTHORIZED as c_int
             }
             Decision::BadRequest { log: text } => {
-                log::request(r, APLOG_ERR, &format!("AuthType tcpcrypt: bad Authorization header: {text}"));
+                log::request(
+                    r,
+                    APLOG_ERR,
+                    &format!("AuthType tcpcrypt: bad Authorization header: {text}"),
+                );
                 HTTP_BAD_REQUEST as c_int
             }
             Decision::Forbidden { log: text } => {
@@ -109,7 +129,9 @@ unsafe fn apply(r: *mut request_rec, decision: Decision) -> c_int {
 /// # Safety
 /// `r` must be a live request.
 unsafe fn add_header(r: *mut request_rec, name: &CStr, value: &str) {
-    let Ok(value) = CString::new(value) else { return };
+    let Ok(value) = CString::new(value) else {
+        return;
+    };
     // SAFETY: apr_table_add copies both strings into the table's pool.
     unsafe { apr_table_add((*r).err_headers_out, name.as_ptr(), value.as_ptr()) };
 }

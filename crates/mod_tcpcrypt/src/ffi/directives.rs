@@ -54,7 +54,8 @@ pub unsafe extern "C" fn merge_dir_config(
     guard::catch(ptr::null_mut(), || {
         // SAFETY: both were made by create_dir_config or an earlier merge, in
         // pools that outlive the merged result's pool.
-        let (parent, child) = unsafe { (&*parent.cast::<DirConfig>(), &*child.cast::<DirConfig>()) };
+        let (parent, child) =
+            unsafe { (&*parent.cast::<DirConfig>(), &*child.cast::<DirConfig>()) };
         // SAFETY: httpd passes a live pool.
         unsafe { pool::boxed(p, DirConfig::merge(parent, child)).cast() }
     })

@@ -8,9 +8,8 @@ use super::sys::{
     AP_AUTH_INTERNAL_PER_CONF, APR_HOOK_FIRST, APR_HOOK_MIDDLE, AUTHZ_PROVIDER_GROUP,
     AUTHZ_PROVIDER_VERSION, FLAG, MODULE_MAGIC_COOKIE, MODULE_MAGIC_NUMBER_MAJOR,
     MODULE_MAGIC_NUMBER_MINOR, OR_AUTHCFG, OR_OPTIONS, RSRC_CONF, TAKE1, ap_hook_check_authn,
-    ap_hook_expr_lookup, ap_hook_fixups,
-    ap_hook_post_config, ap_hook_pre_connection, ap_register_auth_provider, apr_pool_t, cmd_func,
-    command_rec, module,
+    ap_hook_expr_lookup, ap_hook_fixups, ap_hook_post_config, ap_hook_pre_connection,
+    ap_register_auth_provider, apr_pool_t, cmd_func, command_rec, module,
 };
 use super::{authn, authz, directives, expr, guard, hooks, optional};
 
