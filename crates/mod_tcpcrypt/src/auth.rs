@@ -317,3 +317,286 @@ fn key_login(req: &Request<'_>, session: &Session, login: &key::KeyLogin) -> Dec
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+    use std::path::PathBuf;
+    use tcpcrypt::{Aead, Role, SESSION_ID_LEN, SessionId, Tep};
+    use tcpcrypt_auth::key::PrivateKey;
+    use tcpcrypt_auth::scram::{Client, Credentials, MAX_ITERATIONS, MIN_ITERATIONS};
+
+    fn session(fill: u8) -> Session {
+        Session {
+            session_id: SessionId::from_bytes([fill; SESSION_ID_LEN]),
+            role: Role::B,
+            tep: Tep::from_name("TCPCRYPT_ECDHE_Curve25519").unwrap_or_else(|| panic!("tep")),
+            aead: Aead::from_name("AEAD_AES_128_GCM").unwrap_or_else(|| panic!("aead")),
+            resumed: false,
+            peer_app_aware: false,
+        }
+    }
+
+    /// A directory with a verifier file (alice / "pw") and a key file.
+    struct Files {
+        dir: PathBuf,
+        users: PathBuf,
+        keys: PathBuf,
+        key: PrivateKey,
+    }
+
+    impl Files {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "mod_tcpcrypt-auth-unit-{tag}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+            let creds = Credentials::derive(
+                "pw",
+                b"saltsalt",
+                NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
+            );
+            let users = dir.join("users");
+            let text = verifier::upsert("", "alice", &creds).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&users, text).unwrap_or_else(|e| panic!("{e}"));
+            let (key, _) = PrivateKey::generate().unwrap_or_else(|e| panic!("{e}"));
+            let keys = dir.join("keys");
+            std::fs::write(&keys, format!("{}\n", key.authorized_line("carol")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            Self {
+                dir,
+                users,
+                keys,
+                key,
+            }
+        }
+
+        fn request<'a>(&'a self, auth: Option<&'a str>, s: Option<&'a Session>) -> Request<'a> {
+            Request {
+                authorization: auth,
+                realm: "r",
+                user_file: Some(&self.users),
+                key_file: Some(&self.keys),
+                session: s,
+            }
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn continuation(d: &Decision) -> String {
+        match d {
+            Decision::Unauthorized { challenges, .. } => challenges
+                .first()
+                .cloned()
+                .unwrap_or_else(|| panic!("no challenge")),
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    /// Runs SCRAM's first step through `decide`: the client, its proof's
+    /// Authorization value.
+    fn scram_to_proof(
+        f: &Files,
+        slot: &PendingSlot,
+        client_session: u8,
+        server: &Session,
+        password: &str,
+    ) -> String {
+        let binding = ChannelBinding::new(session(client_session).session_id);
+        let (client, first) =
+            Client::start("alice", "cnonce", Some(binding)).unwrap_or_else(|e| panic!("{e}"));
+        let header = http::scram_first_authorization(None, &first);
+        let d = decide(
+            &f.request(Some(&header), Some(server)),
+            slot,
+            Instant::now(),
+        );
+        let (sid, server_first) = http::parse_scram_continue(&continuation(&d))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no continuation in {d:?}"));
+        let (_, last) = client
+            .answer(&server_first, password, MIN_ITERATIONS..=MAX_ITERATIONS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        http::scram_final_authorization(&sid, &last)
+    }
+
+    #[test]
+    fn plain_connection_is_forbidden_and_no_files_is_a_server_error() {
+        let f = Files::new("plain");
+        let slot = PendingSlot::default();
+        assert!(matches!(
+            decide(&f.request(None, None), &slot, Instant::now()),
+            Decision::Forbidden { .. }
+        ));
+        let s = session(1);
+        let mut req = f.request(None, Some(&s));
+        req.user_file = None;
+        req.key_file = None;
+        assert!(matches!(
+            decide(&req, &slot, Instant::now()),
+            Decision::ServerError { .. }
+        ));
+    }
+
+    #[test]
+    fn no_header_gets_both_challenges_and_another_scheme_too() {
+        let f = Files::new("challenge");
+        let s = session(1);
+        let slot = PendingSlot::default();
+        for auth in [None, Some("Basic YWxpY2U6cHc=")] {
+            match decide(&f.request(auth, Some(&s)), &slot, Instant::now()) {
+                Decision::Unauthorized { challenges, .. } => assert_eq!(
+                    challenges,
+                    vec![http::scram_challenge("r"), http::key_challenge("r")]
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn scram_login_on_one_session_is_granted_with_the_server_proof() {
+        let f = Files::new("scram");
+        let s = session(1);
+        let slot = PendingSlot::default();
+        let proof = scram_to_proof(&f, &slot, 1, &s, "pw");
+        match decide(&f.request(Some(&proof), Some(&s)), &slot, Instant::now()) {
+            Decision::Granted { user, scheme, info } => {
+                assert_eq!((user.as_str(), scheme), ("alice", "SCRAM-SHA-256"));
+                assert!(info.is_some_and(|i| i.contains("data=")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same proof again: the exchange was used up.
+        match decide(&f.request(Some(&proof), Some(&s)), &slot, Instant::now()) {
+            Decision::Unauthorized {
+                log: Some((Level::Error, text)),
+                ..
+            } => {
+                assert!(text.contains("no SCRAM exchange is pending"), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scram_proof_for_another_session_is_a_logged_binding_mismatch() {
+        let f = Files::new("relay");
+        let server_leg = session(2);
+        let slot = PendingSlot::default();
+        let proof = scram_to_proof(&f, &slot, 1, &server_leg, "pw");
+        match decide(
+            &f.request(Some(&proof), Some(&server_leg)),
+            &slot,
+            Instant::now(),
+        ) {
+            Decision::Unauthorized {
+                log: Some((Level::Error, text)),
+                ..
+            } => {
+                assert!(text.contains("channel-binding mismatch"), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_password_and_expired_exchange_are_refused() {
+        let f = Files::new("wrong");
+        let s = session(1);
+        let slot = PendingSlot::default();
+        let proof = scram_to_proof(&f, &slot, 1, &s, "nope");
+        assert!(matches!(
+            decide(&f.request(Some(&proof), Some(&s)), &slot, Instant::now()),
+            Decision::Unauthorized { log: Some((Level::Error, ref t)), .. } if t.contains("wrong password")
+        ));
+        let proof = scram_to_proof(&f, &slot, 1, &s, "pw");
+        let later = Instant::now() + PENDING_TTL + Duration::from_secs(1);
+        assert!(matches!(
+            decide(&f.request(Some(&proof), Some(&s)), &slot, later),
+            Decision::Unauthorized { log: Some((Level::Error, ref t)), .. } if t.contains("expired")
+        ));
+    }
+
+    #[test]
+    fn a_wrong_sid_leaves_the_pending_exchange_in_place() {
+        let f = Files::new("sid");
+        let s = session(1);
+        let slot = PendingSlot::default();
+        let proof = scram_to_proof(&f, &slot, 1, &s, "pw");
+        let forged = http::scram_final_authorization("0000", "c=biws,r=x,p=AAAA");
+        assert!(matches!(
+            decide(&f.request(Some(&forged), Some(&s)), &slot, Instant::now()),
+            Decision::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            decide(&f.request(Some(&proof), Some(&s)), &slot, Instant::now()),
+            Decision::Granted { .. }
+        ));
+    }
+
+    #[test]
+    fn key_login_is_granted_on_its_session_only() {
+        let f = Files::new("key");
+        let server = session(1);
+        let slot = PendingSlot::default();
+        let header = f
+            .key
+            .sign_login(Role::A, &server.session_id)
+            .authorization();
+        assert_eq!(
+            decide(
+                &f.request(Some(&header), Some(&server)),
+                &slot,
+                Instant::now()
+            ),
+            Decision::Granted {
+                user: "carol".to_owned(),
+                scheme: http::KEY_SCHEME,
+                info: None
+            }
+        );
+        let other = session(2);
+        assert!(matches!(
+            decide(&f.request(Some(&header), Some(&other)), &slot, Instant::now()),
+            Decision::Unauthorized { log: Some((Level::Error, ref t)), .. } if t.contains("channel-binding mismatch")
+        ));
+        let (stranger, _) = PrivateKey::generate().unwrap_or_else(|e| panic!("{e}"));
+        let header = stranger
+            .sign_login(Role::A, &server.session_id)
+            .authorization();
+        assert!(matches!(
+            decide(&f.request(Some(&header), Some(&server)), &slot, Instant::now()),
+            Decision::Unauthorized { log: Some((Level::Error, ref t)), .. } if t.contains("unknown key")
+        ));
+    }
+
+    #[test]
+    fn malformed_headers_are_bad_requests() {
+        let f = Files::new("bad");
+        let s = session(1);
+        let slot = PendingSlot::default();
+        for bad in [
+            "SCRAM-SHA-256 data=%%%",
+            "SCRAM-SHA-256 data=\"x",
+            "Tcpcrypt-Ed25519 key=AA",
+        ] {
+            assert!(
+                matches!(
+                    decide(&f.request(Some(bad), Some(&s)), &slot, Instant::now()),
+                    Decision::BadRequest { .. }
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

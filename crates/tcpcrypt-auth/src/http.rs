@@ -62,7 +62,7 @@ pub fn parse(value: &str) -> Result<Challenge, AuthError> {
     if scheme.is_empty() || !scheme.bytes().all(is_tchar) {
         return Err(AuthError::malformed(WHAT, "no authentication scheme"));
     }
-    let mut rest = value[scheme_end..].as_bytes();
+    let mut rest = &value.as_bytes()[scheme_end..];
     let mut params: Vec<(String, String)> = Vec::new();
     let skip_ws = |r: &mut &[u8]| {
         while let [b' ' | b'\t', tail @ ..] = *r {

@@ -179,16 +179,16 @@ pub fn parse_authorized_line(line: &str) -> Result<AuthorizedKey, AuthError> {
 }
 
 /// Checks a key login on the server, whose own role and session ID on this
-/// connection are `server_role` and `session`. `name` is the key's entry.
+/// connection are `server_role` and `session`.
 pub fn verify(login: &KeyLogin, server_role: Role, session: &SessionId) -> Result<(), AuthError> {
     let ours = session.to_upper_hex();
-    if let Some(claimed) = &login.claimed_session {
-        if !claimed.eq_ignore_ascii_case(&ours) {
-            return Err(AuthError::BindingMismatch {
-                client: claimed.clone(),
-                ours,
-            });
-        }
+    if let Some(claimed) = &login.claimed_session
+        && !claimed.eq_ignore_ascii_case(&ours)
+    {
+        return Err(AuthError::BindingMismatch {
+            client: claimed.clone(),
+            ours,
+        });
     }
     signature::UnparsedPublicKey::new(&signature::ED25519, &login.public_key)
         .verify(
