@@ -260,7 +260,13 @@ fn scram_final(
         }
     };
     let user = server.user().to_owned();
-    match server.finish(message, Some(&ChannelBinding::new(session.session_id))) {
+    match server.finish(
+        message,
+        Some(&ChannelBinding::new(
+            session.role.opposite(),
+            session.session_id,
+        )),
+    ) {
         Ok(v) => Decision::Granted {
             user: v.user,
             scheme: scram::MECHANISM,
@@ -410,7 +416,7 @@ mod tests {
         server: &Session,
         password: &str,
     ) -> String {
-        let binding = ChannelBinding::new(session(client_session).session_id);
+        let binding = ChannelBinding::new(Role::A, session(client_session).session_id);
         let (client, first) =
             Client::start("alice", "cnonce", Some(binding)).unwrap_or_else(|e| panic!("{e}"));
         let header = http::scram_first_authorization(None, &first);

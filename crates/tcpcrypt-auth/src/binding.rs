@@ -1,15 +1,22 @@
 //! The `tcpcrypt-unique` channel binding: what a login is tied to.
 //!
-//! Its data is the 33-byte RFC 8548 session ID of the connection. Both ends
-//! compute the same value, and a relay in the middle, terminating two
-//! tcpcrypt connections, has two different ones; so a proof made over one
-//! connection's binding is refused on any other. The role is not part of
-//! the SCRAM binding: SCRAM's client proof and server signature are made
-//! with different keys and cannot stand in for one another, and the gs2
-//! header already says who the client is. The key mode's signature has no
-//! such asymmetry and binds the signer's role itself (see `key`).
+//! Its data is the SCRAM client's tcpcrypt role letter (`A` or `B`, as the
+//! client's own tcpcryptd reports it; the server uses the opposite of its
+//! own role) followed by the 33-byte RFC 8548 session ID of the
+//! connection. Both ends compute the same bytes, and a relay in the middle,
+//! terminating two tcpcrypt connections, has two different session IDs; so
+//! a proof made over one connection's binding is refused on any other.
+//!
+//! The session ID alone would already defeat the relay. The role is bound
+//! too because RFC 8547 (section 5.1) asks applications to authenticate
+//! with both, and because it makes the binding a statement of one side:
+//! SCRAM's client proof and server signature are made with different keys
+//! and cannot stand in for one another, but a deployment that also runs a
+//! login in the other direction on the same connection (the server as SCRAM
+//! client) gets a different binding, so no message of one exchange fits the
+//! other.
 
-use tcpcrypt_control::{SESSION_ID_LEN, SessionId};
+use tcpcrypt_control::{Role, SESSION_ID_LEN, SessionId};
 
 use crate::AuthError;
 use crate::encoding::{b64, unb64};
@@ -19,22 +26,46 @@ use crate::encoding::{b64, unb64};
 /// `tls-unique`, whose role it plays for tcpcrypt.
 pub const BINDING_TYPE: &str = "tcpcrypt-unique";
 
-/// The binding of one connection: its session ID.
+/// Length of the binding data: role letter and session ID.
+pub const BINDING_LEN: usize = 1 + SESSION_ID_LEN;
+
+/// The binding of one connection: the SCRAM client's role and the session
+/// ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelBinding(SessionId);
+pub struct ChannelBinding {
+    client_role: Role,
+    session_id: SessionId,
+}
 
 impl ChannelBinding {
-    pub fn new(session_id: SessionId) -> Self {
-        Self(session_id)
+    /// `client_role` is the tcpcrypt role of the end that logs in: on the
+    /// client its own role, on the server the opposite of its own.
+    pub fn new(client_role: Role, session_id: SessionId) -> Self {
+        Self {
+            client_role,
+            session_id,
+        }
     }
 
     pub fn session_id(&self) -> &SessionId {
-        &self.0
+        &self.session_id
     }
 
-    /// The channel binding data (RFC 5056's term): the session ID bytes.
-    pub fn data(&self) -> &[u8; SESSION_ID_LEN] {
-        self.0.as_bytes()
+    /// The channel binding data (RFC 5056's term).
+    pub fn data(&self) -> [u8; BINDING_LEN] {
+        let mut out = [0u8; BINDING_LEN];
+        out[0] = self.client_role.name().as_bytes()[0];
+        out[1..].copy_from_slice(self.session_id.as_bytes());
+        out
+    }
+
+    /// How a log line names this binding: role and session ID in hex.
+    fn describe(&self) -> String {
+        format!(
+            "{} (client role {})",
+            self.session_id.to_upper_hex(),
+            self.client_role
+        )
     }
 }
 
@@ -48,18 +79,20 @@ pub fn gs2_header() -> String {
 pub fn cbind_attribute(gs2_header: &str, binding: Option<&ChannelBinding>) -> String {
     let mut input = gs2_header.as_bytes().to_vec();
     if let Some(b) = binding {
-        input.extend_from_slice(b.data());
+        input.extend_from_slice(&b.data());
     }
     b64(&input)
 }
 
-/// The session ID a client bound its `c=` attribute to, for the log line of
-/// a mismatch: `Some(hex)` when it decodes as header + 33 bytes.
-pub fn claimed_session(gs2_header: &str, c_attr: &str) -> Option<String> {
+/// The binding a client's `c=` attribute claims, for the log line of a
+/// mismatch: `Some` when it decodes as header, role letter and 33 bytes.
+pub fn claimed(gs2_header: &str, c_attr: &str) -> Option<String> {
     let bytes = unb64("c", c_attr).ok()?;
     let rest = bytes.strip_prefix(gs2_header.as_bytes())?;
-    let id: [u8; SESSION_ID_LEN] = rest.try_into().ok()?;
-    Some(SessionId::from_bytes(id).to_upper_hex())
+    let (&role, id) = rest.split_first()?;
+    let role = Role::from_name(std::str::from_utf8(&[role]).ok()?)?;
+    let id: [u8; SESSION_ID_LEN] = id.try_into().ok()?;
+    Some(ChannelBinding::new(role, SessionId::from_bytes(id)).describe())
 }
 
 /// Checks a client's `c=` attribute against this connection's binding,
@@ -69,8 +102,8 @@ pub fn check(gs2_header: &str, c_attr: &str, ours: &ChannelBinding) -> Result<()
         return Ok(());
     }
     Err(AuthError::BindingMismatch {
-        client: claimed_session(gs2_header, c_attr).unwrap_or_else(|| "<undecodable>".to_owned()),
-        ours: ours.session_id().to_upper_hex(),
+        client: claimed(gs2_header, c_attr).unwrap_or_else(|| "<undecodable>".to_owned()),
+        ours: ours.describe(),
     })
 }
 
@@ -79,15 +112,16 @@ mod tests {
     use super::*;
 
     fn sid(fill: u8) -> ChannelBinding {
-        ChannelBinding::new(SessionId::from_bytes([fill; SESSION_ID_LEN]))
+        ChannelBinding::new(Role::A, SessionId::from_bytes([fill; SESSION_ID_LEN]))
     }
 
     #[test]
-    fn binding_input_is_header_then_session_id() {
+    fn binding_input_is_header_then_role_then_session_id() {
         let c = cbind_attribute(&gs2_header(), Some(&sid(0xab)));
         let decoded = unb64("c", &c).expect("base64");
         assert_eq!(&decoded[..19], b"p=tcpcrypt-unique,,");
-        assert_eq!(&decoded[19..], &[0xab; SESSION_ID_LEN]);
+        assert_eq!(decoded[19], b'A');
+        assert_eq!(&decoded[20..], &[0xab; SESSION_ID_LEN]);
     }
 
     #[test]
@@ -103,20 +137,32 @@ mod tests {
         assert_eq!(check(&h, &c, &sid(1)), Ok(()));
         match check(&h, &c, &sid(2)) {
             Err(AuthError::BindingMismatch { client, ours }) => {
-                assert_eq!(client, "01".repeat(SESSION_ID_LEN));
-                assert_eq!(ours, "02".repeat(SESSION_ID_LEN));
+                assert!(client.starts_with(&"01".repeat(SESSION_ID_LEN)), "{client}");
+                assert!(ours.starts_with(&"02".repeat(SESSION_ID_LEN)), "{ours}");
             }
             other => panic!("expected a mismatch, got {other:?}"),
         }
     }
 
     #[test]
+    fn the_same_session_under_the_other_role_does_not_bind_alike() {
+        let h = gs2_header();
+        let id = SessionId::from_bytes([3; SESSION_ID_LEN]);
+        let as_a = ChannelBinding::new(Role::A, id);
+        let as_b = ChannelBinding::new(Role::B, id);
+        assert!(matches!(
+            check(&h, &cbind_attribute(&h, Some(&as_a)), &as_b),
+            Err(AuthError::BindingMismatch { .. })
+        ));
+    }
+
+    #[test]
     fn sessions_differing_in_one_byte_do_not_bind_alike() {
         let h = gs2_header();
         let mut bytes = [7u8; SESSION_ID_LEN];
-        let a = ChannelBinding::new(SessionId::from_bytes(bytes));
+        let a = ChannelBinding::new(Role::A, SessionId::from_bytes(bytes));
         bytes[SESSION_ID_LEN - 1] ^= 1;
-        let b = ChannelBinding::new(SessionId::from_bytes(bytes));
+        let b = ChannelBinding::new(Role::A, SessionId::from_bytes(bytes));
         assert!(check(&h, &cbind_attribute(&h, Some(&a)), &b).is_err());
     }
 }

@@ -486,7 +486,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tcpcrypt_control::{SESSION_ID_LEN, SessionId};
+    use tcpcrypt_control::{Role, SESSION_ID_LEN, SessionId};
 
     // RFC 7677 section 3: user "user", password "pencil".
     const CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
@@ -504,7 +504,7 @@ mod tests {
     }
 
     fn sid(fill: u8) -> ChannelBinding {
-        ChannelBinding::new(SessionId::from_bytes([fill; SESSION_ID_LEN]))
+        ChannelBinding::new(Role::A, SessionId::from_bytes([fill; SESSION_ID_LEN]))
     }
 
     const SECRET: [u8; 32] = [9; 32];
@@ -576,8 +576,8 @@ mod tests {
     fn bound_exchange_across_two_sessions_is_a_binding_mismatch() {
         match bound_exchange("s3cret", 5, 6) {
             Err(AuthError::BindingMismatch { client, ours }) => {
-                assert_eq!(client, "05".repeat(SESSION_ID_LEN));
-                assert_eq!(ours, "06".repeat(SESSION_ID_LEN));
+                assert!(client.starts_with(&"05".repeat(SESSION_ID_LEN)), "{client}");
+                assert!(ours.starts_with(&"06".repeat(SESSION_ID_LEN)), "{ours}");
             }
             other => panic!("expected a binding mismatch, got {other:?}"),
         }

@@ -72,8 +72,11 @@ impl PasswordLogin {
     /// `Authorization` value of the first request.
     pub fn start(session: &Session, user: &str) -> Result<(Self, String), LoginError> {
         let nonce = random::nonce()?;
-        let (scram, first) =
-            ScramClient::start(user, &nonce, Some(ChannelBinding::new(session.session_id)))?;
+        let (scram, first) = ScramClient::start(
+            user,
+            &nonce,
+            Some(ChannelBinding::new(session.role, session.session_id)),
+        )?;
         Ok((
             Self { scram },
             http::scram_first_authorization(None, &first),

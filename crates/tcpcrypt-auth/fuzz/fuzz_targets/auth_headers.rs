@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tcpcrypt_auth::scram::{Client, ClientFirst, Credentials, Server};
-use tcpcrypt_auth::{ChannelBinding, SESSION_ID_LEN, SessionId, http};
+use tcpcrypt_auth::{ChannelBinding, Role, SESSION_ID_LEN, SessionId, http};
 
 /// Derived once, with one iteration: the target checks parsers, not PBKDF2.
 fn credentials() -> &'static Credentials {
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = ClientFirst::parse(&text, true);
     let _ = ClientFirst::parse(&text, false);
 
-    let binding = ChannelBinding::new(SessionId::from_bytes([7; SESSION_ID_LEN]));
+    let binding = ChannelBinding::new(Role::A, SessionId::from_bytes([7; SESSION_ID_LEN]));
     // The server after a valid first message, fed the input as the final one.
     if let Ok(first) = ClientFirst::parse("p=tcpcrypt-unique,,n=fuzz,r=abc", true) {
         if let Ok((server, _)) = Server::start(first, Some(credentials().clone()), &[1; 32], "def") {
