@@ -187,3 +187,65 @@ pub unsafe extern "C" fn tcpcrypt_login_free(login: *mut TcpcryptLogin) {
         0
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misuse_is_an_error_code_not_a_crash() {
+        let mut buf = [0 as c_char; 64];
+        // SAFETY: NULL login and pointers, which the functions must refuse.
+        unsafe {
+            assert_eq!(
+                tcpcrypt_login_answer(
+                    ptr::null_mut(),
+                    c"x".as_ptr(),
+                    c"pw".as_ptr(),
+                    buf.as_mut_ptr(),
+                    buf.len()
+                ),
+                -libc::EINVAL
+            );
+            assert_eq!(
+                tcpcrypt_login_verify(ptr::null_mut(), ptr::null()),
+                -libc::EINVAL
+            );
+            tcpcrypt_login_free(ptr::null_mut());
+            let mut err = 0;
+            let login = tcpcrypt_login_start(
+                c"/nonexistent/control.sock".as_ptr(),
+                -1,
+                0,
+                c"alice".as_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut err,
+            );
+            assert!(login.is_null());
+            assert!(err < 0, "{err}");
+            let login = tcpcrypt_login_start(
+                ptr::null(),
+                -1,
+                0,
+                ptr::null(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut err,
+            );
+            assert!(login.is_null());
+            assert_eq!(err, -libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn a_buffer_too_small_is_erange_and_left_terminated_only_on_success() {
+        let mut small = [1 as c_char; 4];
+        // SAFETY: small is valid for its length.
+        unsafe {
+            assert_eq!(put(small.as_mut_ptr(), small.len(), "abcd"), -libc::ERANGE);
+            assert_eq!(put(small.as_mut_ptr(), small.len(), "abc"), 0);
+        }
+        assert_eq!(small[3], 0);
+    }
+}

@@ -133,3 +133,101 @@ pub fn key_authorization(session: &Session, key_file_text: &str) -> Result<Strin
         .sign_login(session.role, &session.session_id)
         .authorization())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+    use tcpcrypt_auth::scram::{ClientFirst, Credentials, Server};
+    use tcpcrypt_control::{Aead, Role, SESSION_ID_LEN, SessionId, Tep};
+
+    fn session(role: Role) -> Session {
+        Session {
+            session_id: SessionId::from_bytes([4; SESSION_ID_LEN]),
+            role,
+            tep: Tep::from_name("TCPCRYPT_ECDHE_Curve25519").unwrap_or_else(|| panic!("tep")),
+            aead: Aead::from_name("AEAD_AES_128_GCM").unwrap_or_else(|| panic!("aead")),
+            resumed: false,
+            peer_app_aware: false,
+        }
+    }
+
+    /// The server side of one exchange, as mod_tcpcrypt runs it: returns
+    /// the 401's WWW-Authenticate and a closure answering the proof.
+    fn serve(first_header: &str) -> (String, impl FnOnce(&str) -> Result<String, AuthError>) {
+        let Ok(Some(http::Credentials::ScramFirst { client_first })) =
+            http::parse_authorization(first_header)
+        else {
+            panic!("not a first message: {first_header}")
+        };
+        let first = ClientFirst::parse(&client_first, true).unwrap_or_else(|e| panic!("{e}"));
+        let creds = Credentials::derive(
+            "pw",
+            b"salty",
+            NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
+        );
+        let (server, server_first) =
+            Server::start(first, Some(creds), &[5; 32], "srv").unwrap_or_else(|e| panic!("{e}"));
+        let challenge = http::scram_continue("s1", &server_first);
+        let server_session = session(Role::B);
+        (challenge, move |proof_header: &str| {
+            let Ok(Some(http::Credentials::ScramFinal { client_final, .. })) =
+                http::parse_authorization(proof_header)
+            else {
+                panic!("not a final message")
+            };
+            let binding = ChannelBinding::new(Role::A, server_session.session_id);
+            server
+                .finish(&client_final, Some(&binding))
+                .map(|v| http::scram_success("s1", &v.server_final))
+        })
+    }
+
+    #[test]
+    fn a_login_completes_and_checks_the_server() {
+        let (login, first) = PasswordLogin::start(&session(Role::A), "alice").expect("start");
+        let (challenge, finish) = serve(&first);
+        let other = http::scram_challenge("realm");
+        let (proof, last) = login
+            .answer([other.as_str(), challenge.as_str()], "pw")
+            .expect("answer");
+        let info = finish(&last).expect("server accepts");
+        assert!(proof.verify(Some(&info)).is_ok());
+    }
+
+    #[test]
+    fn a_missing_or_foreign_server_proof_is_refused() {
+        for info in [None, Some("sid=other, data=\"dj1BQUFB\"")] {
+            let (login, first) = PasswordLogin::start(&session(Role::A), "alice").expect("start");
+            let (challenge, finish) = serve(&first);
+            let (proof, last) = login.answer([challenge.as_str()], "pw").expect("answer");
+            assert!(finish(&last).is_ok());
+            assert!(matches!(
+                proof.verify(info),
+                Err(LoginError::NoServerProof | LoginError::WrongExchange)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_401_without_a_continuation_is_no_challenge() {
+        let (login, _) = PasswordLogin::start(&session(Role::A), "alice").expect("start");
+        let plain = http::scram_challenge("realm");
+        assert!(matches!(
+            login.answer([plain.as_str()], "pw"),
+            Err(LoginError::NoChallenge)
+        ));
+    }
+
+    #[test]
+    fn a_client_that_is_role_b_binds_differently() {
+        // The server expects the client to be A (it is B itself).
+        let (login, first) = PasswordLogin::start(&session(Role::B), "alice").expect("start");
+        let (challenge, finish) = serve(&first);
+        let (_, last) = login.answer([challenge.as_str()], "pw").expect("answer");
+        assert!(matches!(
+            finish(&last),
+            Err(AuthError::BindingMismatch { .. })
+        ));
+    }
+}
