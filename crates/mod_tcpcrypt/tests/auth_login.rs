@@ -105,6 +105,10 @@ struct Net {
 
 impl Net {
     fn start(routed: bool, with_client_daemon: bool) -> Self {
+        Self::start_with(Mpm::Event, routed, with_client_daemon)
+    }
+
+    fn start_with(mpm: Mpm, routed: bool, with_client_daemon: bool) -> Self {
         tcpcrypt_testnet::require_root();
         let topo = if routed {
             Topology::routed()
@@ -126,7 +130,7 @@ impl Net {
         write_file(&root.join("keys"), "# name per key\n", 0o644);
         let mut net = Self {
             httpd: {
-                let mut config = Config::new(Mpm::Event);
+                let mut config = Config::new(mpm);
                 config.control_socket = Some(server_daemon.control_socket().to_path_buf());
                 config.listen_ip = topo.server_addrs.ip(false);
                 config.port = Some(PORT);
@@ -340,6 +344,23 @@ fn password_login_sets_remote_user_and_no_password_crosses_the_wire() {
     let stranger = net.fetch_user("mallory", "whatever", "/login/whoami.sh");
     assert_eq!(stranger.status.code(), Some(5));
     assert_eq!(net.auth_log("unknown user", 1).len(), 1);
+    assert!(
+        net.httpd.crash_lines().is_empty(),
+        "{:#?}",
+        net.httpd.crash_lines()
+    );
+}
+
+#[test]
+fn password_and_key_logins_work_under_prefork_too() {
+    let net = Net::start_with(Mpm::Prefork, false, true);
+    let out = net.fetch_user("alice", ALICE_PASSWORD, "/login/whoami.sh");
+    assert_ok(&out);
+    assert_eq!(page_var(&out, "REMOTE_USER").as_deref(), Some("alice"));
+    let key = net.keygen("frank.key", "frank", true);
+    let out = net.fetch_key(&key, "/login/whoami.sh");
+    assert_ok(&out);
+    assert_eq!(page_var(&out, "REMOTE_USER").as_deref(), Some("frank"));
     assert!(
         net.httpd.crash_lines().is_empty(),
         "{:#?}",
