@@ -124,9 +124,17 @@ impl Net {
         });
         let dir = TempDir::new("auth");
         let root = dir.path();
-        for page in ["login/whoami.sh", "alice/whoami.sh"] {
+        for page in ["login/whoami.sh", "alice/whoami.sh", "ht/whoami.sh"] {
             write_file(&root.join("htdocs").join(page), WHOAMI, 0o755);
         }
+        write_file(
+            &root.join("htdocs/ht/.htaccess"),
+            &format!(
+                "AuthType tcpcrypt\nAuthName htaccess\nTcpcryptAuthUserFile {}/users.scram\nRequire user bob\n",
+                root.display()
+            ),
+            0o644,
+        );
         write_file(&root.join("keys"), "# name per key\n", 0o644);
         let mut net = Self {
             httpd: {
@@ -366,6 +374,16 @@ fn password_and_key_logins_work_under_prefork_too() {
         "{:#?}",
         net.httpd.crash_lines()
     );
+}
+
+#[test]
+fn an_htaccess_file_can_require_a_login() {
+    let net = Net::start(false, true);
+    let bob = net.fetch_user("bob", BOB_PASSWORD, "/ht/whoami.sh");
+    assert_ok(&bob);
+    assert_eq!(page_var(&bob, "REMOTE_USER").as_deref(), Some("bob"));
+    let alice = net.fetch_user("alice", ALICE_PASSWORD, "/ht/whoami.sh");
+    assert_eq!(alice.status.code(), Some(5), "{}", text(&alice.stderr));
 }
 
 #[test]
