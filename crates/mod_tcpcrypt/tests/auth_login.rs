@@ -127,6 +127,13 @@ impl Net {
         for page in ["login/whoami.sh", "alice/whoami.sh", "ht/whoami.sh"] {
             write_file(&root.join("htdocs").join(page), WHOAMI, 0o755);
         }
+        // A CGI local redirect: an internal redirect into another
+        // protected location, which authenticates again.
+        write_file(
+            &root.join("htdocs/alice/to-login.sh"),
+            "#!/bin/sh\nprintf 'Location: /login/whoami.sh\\r\\n\\r\\n'\n",
+            0o755,
+        );
         write_file(
             &root.join("htdocs/ht/.htaccess"),
             &format!(
@@ -395,6 +402,14 @@ fn require_user_and_require_all_see_the_logged_in_user() {
     // bob proves his password, but `Require user alice` does not admit him.
     let bob = net.fetch_user("bob", BOB_PASSWORD, "/alice/whoami.sh");
     assert_eq!(bob.status.code(), Some(5), "{}", text(&bob.stderr));
+    // An internal redirect to another protected location keeps the login
+    // (the SCRAM exchange is used up by then; the hook must not ask again).
+    let redirected = net.fetch_user("alice", ALICE_PASSWORD, "/alice/to-login.sh");
+    assert_ok(&redirected);
+    assert_eq!(
+        page_var(&redirected, "REMOTE_USER").as_deref(),
+        Some("alice")
+    );
     let bob_elsewhere = net.fetch_user("bob", BOB_PASSWORD, "/login/whoami.sh");
     assert_ok(&bob_elsewhere);
     assert_eq!(

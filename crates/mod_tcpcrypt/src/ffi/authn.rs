@@ -13,6 +13,7 @@ use super::sys::{
 };
 use super::{conn, directives, guard, log, pool};
 use crate::auth::{self, Decision, Level, Request};
+use tcpcrypt_auth::{http, scram};
 
 /// # Safety
 /// `p` must be null or a NUL-terminated string living through the call.
@@ -33,6 +34,15 @@ pub unsafe extern "C" fn check_authn(r: *mut request_rec) -> c_int {
                 text(ap_auth_type(r)).is_some_and(|t| t.eq_ignore_ascii_case(auth::AUTH_TYPE));
             if !is_ours {
                 return DECLINED;
+            }
+            // A subrequest or internal redirect under another configuration
+            // runs this hook again, with the same Authorization header; a
+            // SCRAM exchange is used up by then. The login was made on this
+            // very connection, so the parent's user stands.
+            if let Some((user, scheme)) = inherited_login(r) {
+                (*r).user = user;
+                (*r).ap_auth_type = scheme;
+                return OK as c_int;
             }
             let dir = directives::dir_config((*r).per_dir_config);
             let state = conn::state((*r).connection);
@@ -64,6 +74,27 @@ pub unsafe extern "C" fn check_authn(r: *mut request_rec) -> c_int {
             apply(r, decision)
         }
     })
+}
+
+/// The user and scheme of the main request (for a subrequest) or the
+/// earlier request (for an internal redirect) if this AuthType logged it in.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn inherited_login(r: *mut request_rec) -> Option<(*mut c_char, *mut c_char)> {
+    // SAFETY: main and prev of a live request are null or live requests of
+    // the same connection.
+    unsafe {
+        for parent in [(*r).main, (*r).prev] {
+            let Some(p) = parent.as_ref() else { continue };
+            let ours = text(p.ap_auth_type)
+                .is_some_and(|t| t == scram::MECHANISM || t == http::KEY_SCHEME);
+            if ours && !p.user.is_null() {
+                return Some((p.user, p.ap_auth_type));
+            }
+        }
+    }
+    None
 }
 
 /// # Safety
