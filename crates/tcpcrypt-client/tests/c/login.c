@@ -16,8 +16,50 @@
 static char head[16384];
 static char body[16384];
 
-/* Sends a GET with the given Authorization and reads the response head and
- * its Content-Length body. Returns the status, or -1. */
+/* Reads one byte into *c; -1 at the end of the connection. */
+static int byte(int fd, char *c)
+{
+	return read(fd, c, 1) == 1 ? 0 : -1;
+}
+
+/* Reads a CRLF-terminated line (without the CRLF) into line[len]. */
+static int read_line(int fd, char *line, size_t len)
+{
+	size_t n = 0;
+	char c;
+	while (byte(fd, &c) == 0) {
+		if (c == '\n') {
+			if (n > 0 && line[n - 1] == '\r')
+				n--;
+			line[n] = 0;
+			return 0;
+		}
+		if (n + 1 >= len)
+			return -1;
+		line[n++] = c;
+	}
+	return -1;
+}
+
+/* Appends exactly n body bytes from fd at body[*have]. */
+static int read_body(int fd, size_t n, size_t *have)
+{
+	if (*have + n >= sizeof body)
+		return -1;
+	while (n > 0) {
+		ssize_t r = read(fd, body + *have, n);
+		if (r <= 0)
+			return -1;
+		*have += (size_t)r;
+		n -= (size_t)r;
+	}
+	body[*have] = 0;
+	return 0;
+}
+
+/* Sends a GET with the given Authorization and reads the response: head,
+ * then a body framed by Content-Length or chunked encoding (CGI output
+ * comes either way). Returns the status, or -1. */
 static int get(int fd, const char *path, const char *auth)
 {
 	char req[4096];
@@ -29,28 +71,40 @@ static int get(int fd, const char *path, const char *auth)
 	size_t got = 0;
 	char *end = NULL;
 	while (!end) {
-		if (got + 1 >= sizeof head)
+		if (got + 1 >= sizeof head || byte(fd, head + got) != 0)
 			return -1;
-		ssize_t r = read(fd, head + got, 1);
-		if (r <= 0)
-			return -1;
-		got += (size_t)r;
-		head[got] = 0;
+		head[++got] = 0;
 		end = strstr(head, "\r\n\r\n");
 	}
 	long length = 0;
-	for (char *line = strstr(head, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n"))
+	int chunked = 0;
+	for (char *line = strstr(head, "\r\n"); line && line < end; line = strstr(line + 2, "\r\n")) {
 		if (strncasecmp(line + 2, "Content-Length:", 15) == 0)
 			length = strtol(line + 17, NULL, 10);
-	if (length < 0 || (size_t)length >= sizeof body)
-		return -1;
-	for (long have = 0; have < length;) {
-		ssize_t r = read(fd, body + have, (size_t)(length - have));
-		if (r <= 0)
-			return -1;
-		have += r;
+		if (strncasecmp(line + 2, "Transfer-Encoding: chunked", 26) == 0)
+			chunked = 1;
 	}
-	body[length] = 0;
+	size_t have = 0;
+	body[0] = 0;
+	if (chunked) {
+		char line[64];
+		for (;;) {
+			if (read_line(fd, line, sizeof line) != 0)
+				return -1;
+			size_t size = strtoul(line, NULL, 16);
+			if (size == 0)
+				break;
+			if (read_body(fd, size, &have) != 0 || read_line(fd, line, sizeof line) != 0)
+				return -1;
+		}
+		/* Trailer fields, up to the empty line. */
+		do {
+			if (read_line(fd, line, sizeof line) != 0)
+				return -1;
+		} while (line[0] != 0);
+	} else if (length < 0 || read_body(fd, (size_t)length, &have) != 0) {
+		return -1;
+	}
 	return atoi(head + 9);
 }
 
