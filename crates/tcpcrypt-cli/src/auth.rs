@@ -174,19 +174,32 @@ pub fn passwd(args: &PasswdArgs) -> Result<Outcome, Failure> {
 }
 
 /// Writes `text` to a temporary file next to `path` and renames it over
-/// `path`, so a reader never sees half a file.
+/// `path`, so a reader never sees half a file. A file that exists keeps its
+/// owner, group and mode (an admin's `chgrp www-data` survives an update);
+/// a new one gets `mode`.
 fn write_replacing(path: &Path, text: &str, mode: u32) -> Result<(), Failure> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let fail = |e: io::Error| {
         Failure::Output(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     };
+    let existing = fs::metadata(path).ok();
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&tmp)
         .map_err(fail)?;
-    let written = f.write_all(text.as_bytes()).and_then(|()| f.sync_all());
+    let keep = |f: &fs::File| -> io::Result<()> {
+        if let Some(old) = &existing {
+            std::os::unix::fs::fchown(f, Some(old.uid()), Some(old.gid()))?;
+            f.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777))?;
+        }
+        Ok(())
+    };
+    let written = keep(&f)
+        .and_then(|()| f.write_all(text.as_bytes()))
+        .and_then(|()| f.sync_all());
     if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
         let _ = fs::remove_file(&tmp);
         return Err(fail(e));
@@ -274,13 +287,17 @@ pub fn fetch(client: &Client, args: &FetchArgs) -> Result<Outcome, Failure> {
         .map_err(|e| Failure::Http(format!("socket options: {e}")))?;
     let lookup = client.lookup_fd_wait(&stream, Duration::from_millis(args.wait));
     let outcome = fetch::report(&lookup);
+    // Without a session there is nothing to bind to: no credentials are
+    // sent. The exit status says why, as for a plain `fetch`.
     let session: Session = match lookup {
         Ok(Lookup::Tcpcrypt(s)) => s,
-        _ => {
-            return Err(Failure::Login(
-                "this connection is not encrypted with tcpcrypt, so there is no session to bind the login to (is tcpcryptd running here and at the server?)".to_owned(),
-            ));
+        Ok(_) => {
+            eprintln!(
+                "tcpcrypt: not logging in: this connection is not encrypted with tcpcrypt, so there is no session to bind the login to"
+            );
+            return Ok(Outcome::NotEncrypted);
         }
+        Err(e) => return Err(Failure::Daemon(e)),
     };
     let mut input = BufReader::with_capacity(1 << 16, &stream);
     let head = match (&login.user, password, key_text) {
