@@ -55,16 +55,17 @@ pub unsafe extern "C" fn check_authn(r: *mut request_rec) -> c_int {
                 );
                 return HTTP_FORBIDDEN as c_int;
             };
+            let raw = apr_table_get((*r).headers_in, c"Authorization".as_ptr());
             let req = Request {
-                authorization: text(apr_table_get((*r).headers_in, c"Authorization".as_ptr())),
+                authorization: text(raw),
                 realm: text(ap_auth_name(r)).unwrap_or("tcpcrypt"),
                 user_file: dir.and_then(|d| d.auth_user_file.as_deref()),
                 key_file: dir.and_then(|d| d.auth_key_file.as_deref()),
                 session,
             };
-            // A header that is not UTF-8 is malformed, not absent.
-            let raw = apr_table_get((*r).headers_in, c"Authorization".as_ptr());
-            let decision = if !raw.is_null() && req.authorization.is_none() {
+            // A header that is not UTF-8 is malformed, not absent (on a
+            // tcpcrypt connection; a plain one is refused first anyway).
+            let decision = if session.is_some() && !raw.is_null() && req.authorization.is_none() {
                 Decision::BadRequest {
                     log: "Authorization header is not valid UTF-8".to_owned(),
                 }
