@@ -48,7 +48,7 @@ RELEASE := $(CARGO_TARGET_DIR)/release
 
 INSTALL ?= install
 DOCS := docs/operator-guide.md docs/app-developer-guide.md \
-	docs/control-protocol.md docs/architecture.md
+	docs/control-protocol.md docs/architecture.md docs/channel-bound-auth.md
 EXAMPLES := $(filter-out docs/examples/check.sh,$(wildcard docs/examples/*))
 # What `make` must have produced before `make install` can run.
 ARTIFACTS := $(RELEASE)/tcpcryptd $(RELEASE)/tcpcrypt \

@@ -55,6 +55,7 @@ expected=(
   /usr/local/share/doc/tcpcrypt/app-developer-guide.md
   /usr/local/share/doc/tcpcrypt/control-protocol.md
   /usr/local/share/doc/tcpcrypt/architecture.md
+  /usr/local/share/doc/tcpcrypt/channel-bound-auth.md
   /usr/local/share/doc/tcpcrypt/examples/client.py
   /usr/local/share/doc/tcpcrypt/examples/proof.c
 )

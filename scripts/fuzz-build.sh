@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds every cargo-fuzz target of tcpcrypt-proto and tcpcrypt-engine, so CI
-# notices when one stops compiling. Running them is a manual step (see the
-# README.md in crates/tcpcrypt-proto/fuzz and crates/tcpcrypt-engine/fuzz).
+# Builds every cargo-fuzz target of tcpcrypt-proto, tcpcrypt-engine and
+# tcpcrypt-auth, so CI notices when one stops compiling. Running them is a
+# manual step (see the README.md in each crates/*/fuzz).
 #
 # Works on the stable toolchain: cargo-fuzz hands rustc nightly-only flags
 # (-Zsanitizer, sancov passes), which RUSTC_BOOTSTRAP=1 lets stable accept.
@@ -16,7 +16,7 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 built=0
-for fuzz_dir in crates/tcpcrypt-proto/fuzz crates/tcpcrypt-engine/fuzz; do
+for fuzz_dir in crates/tcpcrypt-proto/fuzz crates/tcpcrypt-engine/fuzz crates/tcpcrypt-auth/fuzz; do
   targets=$(cargo fuzz list --fuzz-dir "$fuzz_dir")
   if [[ -z "$targets" ]]; then
     echo "fuzz-build: no fuzz targets found in $fuzz_dir" >&2

@@ -145,22 +145,35 @@ impl ServerConfig {
     }
 }
 
-/// Settings of one directory, location or `.htaccess` (`Tcpcrypt On|Off`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Settings of one directory, location or `.htaccess` (`Tcpcrypt On|Off`,
+/// and the files of `AuthType tcpcrypt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirConfig {
     pub export_variables: Option<bool>,
+    /// `TcpcryptAuthUserFile`: SCRAM verifiers (`tcpcrypt passwd`).
+    pub auth_user_file: Option<PathBuf>,
+    /// `TcpcryptAuthKeyFile`: Ed25519 public keys with user names.
+    pub auth_key_file: Option<PathBuf>,
 }
 
 impl DirConfig {
     /// The more specific section (`child`) wins where it says something.
-    pub fn merge(parent: Self, child: Self) -> Self {
+    pub fn merge(parent: &Self, child: &Self) -> Self {
         Self {
             export_variables: child.export_variables.or(parent.export_variables),
+            auth_user_file: child
+                .auth_user_file
+                .clone()
+                .or_else(|| parent.auth_user_file.clone()),
+            auth_key_file: child
+                .auth_key_file
+                .clone()
+                .or_else(|| parent.auth_key_file.clone()),
         }
     }
 
     /// `Tcpcrypt` defaults to On.
-    pub fn exports_variables(self) -> bool {
+    pub fn exports_variables(&self) -> bool {
         self.export_variables.unwrap_or(true)
     }
 }
@@ -299,19 +312,38 @@ mod tests {
     fn inner_directory_off_overrides_outer_on() {
         let on = DirConfig {
             export_variables: Some(true),
+            ..DirConfig::default()
         };
         let off = DirConfig {
             export_variables: Some(false),
+            ..DirConfig::default()
         };
-        assert!(!DirConfig::merge(on, off).exports_variables());
-        assert!(DirConfig::merge(off, on).exports_variables());
+        assert!(!DirConfig::merge(&on, &off).exports_variables());
+        assert!(DirConfig::merge(&off, &on).exports_variables());
     }
 
     #[test]
     fn directory_without_the_directive_keeps_the_outer_setting() {
         let off = DirConfig {
             export_variables: Some(false),
+            ..DirConfig::default()
         };
-        assert!(!DirConfig::merge(off, DirConfig::default()).exports_variables());
+        assert!(!DirConfig::merge(&off, &DirConfig::default()).exports_variables());
+    }
+
+    #[test]
+    fn auth_files_are_inherited_and_overridden_one_by_one() {
+        let outer = DirConfig {
+            auth_user_file: Some(PathBuf::from("/outer.scram")),
+            auth_key_file: Some(PathBuf::from("/outer.keys")),
+            ..DirConfig::default()
+        };
+        let inner = DirConfig {
+            auth_user_file: Some(PathBuf::from("/inner.scram")),
+            ..DirConfig::default()
+        };
+        let merged = DirConfig::merge(&outer, &inner);
+        assert_eq!(merged.auth_user_file, Some(PathBuf::from("/inner.scram")));
+        assert_eq!(merged.auth_key_file, Some(PathBuf::from("/outer.keys")));
     }
 }

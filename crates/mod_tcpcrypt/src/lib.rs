@@ -5,7 +5,8 @@
 //! It owns: the directives (`Tcpcrypt`, `TcpcryptControlSocket`,
 //! `TcpcryptLookupTimeout`), a per-connection cache of one session lookup,
 //! the `TCP_CRYPT_*` environment variables, the `Require tcpcrypt` provider,
-//! the variables in `ap_expr`, and optional functions for other modules.
+//! the variables in `ap_expr`, optional functions for other modules, and
+//! `AuthType tcpcrypt` (logins bound to the session: `auth`).
 //!
 //! It must not: hold protocol logic (sessions come from tcpcryptd through the
 //! `tcpcrypt` client library), block a worker longer than
@@ -15,6 +16,7 @@
 //! them that only a running httpd can exercise (see tests/).
 
 pub mod addr;
+pub mod auth;
 pub mod config;
 pub mod lookup;
 pub mod ratelimit;

@@ -152,3 +152,36 @@ fn every_directive_has_help_text_in_the_directive_list() {
         );
     }
 }
+
+#[test]
+fn auth_directives_pass_in_a_location_and_need_absolute_paths() {
+    let load = "LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so\n\
+                LoadModule authz_user_module /usr/lib/apache2/modules/mod_authz_user.so\n";
+    let (ok, text) = config_test(&format!(
+        "{load}<Location /private>\n  AuthType tcpcrypt\n  AuthName staff\n  \
+         TcpcryptAuthUserFile /etc/apache2/tcpcrypt.users\n  TcpcryptAuthKeyFile /etc/apache2/tcpcrypt.keys\n  \
+         <RequireAll>\n    Require valid-user\n    Require tcpcrypt\n  </RequireAll>\n</Location>"
+    ));
+    assert!(ok, "{text}");
+    assert_rejected(
+        &format!("{load}<Location /p>\n  TcpcryptAuthUserFile users.txt\n</Location>"),
+        "TcpcryptAuthUserFile: expected an absolute path, got 'users.txt'",
+    );
+    assert_rejected(
+        &format!("{load}<Location /p>\n  TcpcryptAuthKeyFile keys\n</Location>"),
+        "TcpcryptAuthKeyFile: expected an absolute path",
+    );
+}
+
+#[test]
+fn auth_directives_are_listed_with_their_help() {
+    let (ok, text) = run_apache2("-L", "");
+    assert!(ok, "{text}");
+    for directive in ["TcpcryptAuthUserFile", "TcpcryptAuthKeyFile"] {
+        assert!(
+            text.contains(directive),
+            "{directive} missing from -L:\n{text}"
+        );
+    }
+    assert!(text.contains("tcpcrypt passwd"), "{text}");
+}

@@ -12,6 +12,7 @@ Exit status:
   2  tcpcryptd unreachable: not running, permission denied, or no answer in time
   3  the connection is not encrypted (plain, handshake pending, or unknown to tcpcryptd)
   4  other failure: malformed daemon answer, HTTP or network error, output error
+  5  fetch --user/--key: the server refused the login or did not prove itself
 
 Control socket: --control, else $TCPCRYPT_CONTROL, else /run/tcpcrypt/control.sock.";
 
@@ -85,6 +86,24 @@ pub enum Command {
     /// of the control socket's group may do this.
     #[command(subcommand)]
     Policy(PolicyCommand),
+
+    /// Create or update a user's password verifier for AuthType tcpcrypt
+    ///
+    /// Writes FILE (the file mod_tcpcrypt's TcpcryptAuthUserFile names) with
+    /// a SCRAM-SHA-256 verifier for USER: a salted, iterated derivation of
+    /// the password, never the password itself. Other users' lines are kept.
+    /// The password is read from --password-file, --password-env, or a
+    /// prompt (asked twice).
+    #[command(after_help = EXIT_CODES)]
+    Passwd(crate::auth::PasswdArgs),
+
+    /// Make an Ed25519 key for logging in with `fetch --key`
+    ///
+    /// Writes the private key to FILE (mode 0600, refuses to overwrite
+    /// without --force) and prints the line to add to the server's
+    /// TcpcryptAuthKeyFile, which also goes to FILE.pub.
+    #[command(after_help = EXIT_CODES)]
+    Keygen(crate::auth::KeygenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +226,9 @@ pub struct FetchArgs {
     /// sent when the connection is not encrypted.
     #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
     pub sessid_header: Option<String>,
+
+    #[command(flatten)]
+    pub login: crate::auth::LoginArgs,
 }
 
 /// An HTTP header name: a non-empty token (RFC 9110 tchar characters).

@@ -12,6 +12,7 @@ pub enum Outcome {
     Unreachable = 2,
     NotEncrypted = 3,
     Failed = 4,
+    LoginRefused = 5,
 }
 
 impl From<Outcome> for ExitCode {
@@ -31,6 +32,9 @@ pub enum Failure {
     Usage(String),
     /// `fetch` could not complete its HTTP exchange.
     Http(String),
+    /// `fetch --user/--key`: the server refused the login, or did not
+    /// prove itself.
+    Login(String),
 }
 
 impl Failure {
@@ -38,6 +42,7 @@ impl Failure {
         match self {
             Failure::Daemon(e) if e.is_unreachable() => Outcome::Unreachable,
             Failure::Usage(_) => Outcome::Usage,
+            Failure::Login(_) => Outcome::LoginRefused,
             Failure::Daemon(_) | Failure::Output(_) | Failure::Http(_) => Outcome::Failed,
         }
     }
@@ -50,6 +55,7 @@ impl fmt::Display for Failure {
             Failure::Output(e) => write!(f, "cannot write output: {e}"),
             Failure::Usage(msg) => write!(f, "{msg}"),
             Failure::Http(msg) => write!(f, "fetch failed: {msg}"),
+            Failure::Login(msg) => write!(f, "login failed: {msg}"),
         }
     }
 }

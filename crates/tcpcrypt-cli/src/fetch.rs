@@ -12,6 +12,9 @@ use crate::exit::{Failure, Outcome};
 use crate::http;
 
 pub fn run(client: &Client, args: &FetchArgs) -> Result<Outcome, Failure> {
+    if args.login.requested() {
+        return crate::auth::fetch(client, args);
+    }
     let url = http::parse_url(&args.url).map_err(Failure::Usage)?;
     let net_timeout = Duration::from_millis(args.net_timeout.max(1));
     let stream = connect(&url, net_timeout)?;
@@ -54,7 +57,7 @@ pub fn run(client: &Client, args: &FetchArgs) -> Result<Outcome, Failure> {
     Ok(daemon_outcome)
 }
 
-fn connect(url: &http::Url, timeout: Duration) -> Result<TcpStream, Failure> {
+pub(crate) fn connect(url: &http::Url, timeout: Duration) -> Result<TcpStream, Failure> {
     let addrs: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| Failure::Http(format!("cannot resolve {}: {e}", url.host)))?
@@ -73,7 +76,7 @@ fn connect(url: &http::Url, timeout: Duration) -> Result<TcpStream, Failure> {
 
 /// Prints the session (or its absence) on stderr; returns the exit outcome
 /// the daemon's answer implies.
-fn report(lookup: &Result<Lookup, tcpcrypt::Error>) -> Outcome {
+pub(crate) fn report(lookup: &Result<Lookup, tcpcrypt::Error>) -> Outcome {
     match lookup {
         Ok(Lookup::Tcpcrypt(s)) => {
             eprintln!(

@@ -93,12 +93,19 @@ impl Url {
 
     /// The GET request, with any extra `(name, value)` header lines.
     pub fn request(&self, extra: &[(String, String)]) -> String {
+        self.request_on(extra, false)
+    }
+
+    /// The GET request; `keep_alive` asks the server to keep the
+    /// connection open for another request (a login's second step).
+    pub fn request_on(&self, extra: &[(String, String)], keep_alive: bool) -> String {
         let extra: String = extra
             .iter()
             .map(|(name, value)| format!("{name}: {value}\r\n"))
             .collect();
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tcpcrypt-fetch/{}\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tcpcrypt-fetch/{}\r\nAccept: */*\r\n{extra}Connection: {connection}\r\n\r\n",
             self.target,
             self.host_header(),
             env!("CARGO_PKG_VERSION")
@@ -114,7 +121,7 @@ pub struct Head {
 }
 
 impl Head {
-    fn header(&self, name: &str) -> impl Iterator<Item = &str> {
+    pub fn header(&self, name: &str) -> impl Iterator<Item = &str> {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))

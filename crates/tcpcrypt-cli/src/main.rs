@@ -8,6 +8,7 @@
 //!
 //! Must not: contain protocol logic or speak the control protocol itself.
 
+mod auth;
 mod cli;
 mod exit;
 mod fetch;
@@ -45,6 +46,8 @@ fn main() -> ExitCode {
         Command::Fetch(args) => fetch::run(&client, &args),
         Command::FlushResumption => flush_resumption(&client),
         Command::Policy(cmd) => policy(&client, &cmd),
+        Command::Passwd(args) => auth::passwd(&args),
+        Command::Keygen(args) => auth::keygen(&args),
     };
     match outcome {
         Ok(outcome) => outcome.into(),

@@ -67,7 +67,7 @@ pub struct TcpcryptInfo {
 /// and `tcpcrypt_setsockopt`.
 static OLD_API_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-fn guarded(f: impl FnOnce() -> c_int) -> c_int {
+pub(crate) fn guarded(f: impl FnOnce() -> c_int) -> c_int {
     panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(-libc::EIO)
 }
 
@@ -78,7 +78,7 @@ fn set_errno(value: c_int) {
 
 /// # Safety
 /// `path` is NULL or a NUL-terminated string.
-unsafe fn path_arg(path: *const c_char) -> Option<PathBuf> {
+pub(crate) unsafe fn path_arg(path: *const c_char) -> Option<PathBuf> {
     if path.is_null() {
         return None;
     }
@@ -87,7 +87,7 @@ unsafe fn path_arg(path: *const c_char) -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
 }
 
-fn client_for(path: Option<PathBuf>, timeout_ms: c_int) -> Client {
+pub(crate) fn client_for(path: Option<PathBuf>, timeout_ms: c_int) -> Client {
     let timeout = if timeout_ms > 0 {
         Duration::from_millis(timeout_ms as u64)
     } else {
@@ -96,7 +96,7 @@ fn client_for(path: Option<PathBuf>, timeout_ms: c_int) -> Client {
     Client::with_control_path(client::control_path(path.as_deref())).timeout(timeout)
 }
 
-fn wait_arg(wait_ms: c_int) -> Duration {
+pub(crate) fn wait_arg(wait_ms: c_int) -> Duration {
     Duration::from_millis(wait_ms.max(0) as u64)
 }
 
@@ -431,6 +431,8 @@ fn errno_text(errno: u32) -> &'static CStr {
         libc::EBUSY => c"tcpcrypt handshake still in progress",
         libc::ECONNRESET | libc::EPIPE => c"tcpcryptd closed the control connection",
         libc::ENAMETOOLONG => c"control socket path empty or too long",
+        libc::EBADMSG => c"malformed or missing authentication header from the server",
+        libc::EKEYREJECTED => c"the server did not prove that it knows the password verifier",
         _ => c"unknown error",
     }
 }

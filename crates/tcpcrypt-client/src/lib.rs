@@ -13,7 +13,9 @@
 //! [`DEFAULT_TIMEOUT`]), exit, abort or unwind into its caller, raise
 //! `SIGPIPE`, export symbols other than the documented `tcpcrypt_*` ones, or
 //! depend on `tcpcrypt-proto` (programs such as the Apache module link this
-//! crate and should not carry a crypto library for a socket question).
+//! crate and should not carry a crypto library for a socket question). The
+//! one exception is opt-in: the `auth` feature adds [`login`] (logins to
+//! mod_tcpcrypt's `AuthType tcpcrypt`), which needs tcpcrypt-auth's crypto.
 //!
 //! ```no_run
 //! use std::net::TcpStream;
@@ -33,8 +35,12 @@
 
 mod addr;
 pub mod capi;
+#[cfg(feature = "auth")]
+pub mod capi_login;
 mod client;
 mod error;
+#[cfg(feature = "auth")]
+pub mod login;
 mod transport;
 
 pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT, control_path};

@@ -1,7 +1,9 @@
 //! The Apache module and libtcpcrypt reach this crate through
 //! tcpcrypt-client; neither may pull in a crypto library just to ask the
 //! daemon a question. Their direct dependencies are checked here against a
-//! short list, so adding one is a decision someone makes on purpose.
+//! short list, so adding one is a decision someone makes on purpose. (The
+//! client's optional `auth` feature is such a decision: logins need HMAC
+//! and signatures; a default build has no crypto.)
 
 fn dependencies(manifest: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -29,7 +31,7 @@ fn the_protocol_crate_and_the_client_library_depend_on_no_crypto() {
         ("tcpcrypt-control", &["serde_json", "thiserror"][..]),
         (
             "tcpcrypt-client",
-            &["libc", "tcpcrypt-control", "thiserror"][..],
+            &["libc", "tcpcrypt-control", "thiserror", "tcpcrypt-auth"][..],
         ),
     ] {
         let deps = dependencies(&manifest(krate));
@@ -41,6 +43,23 @@ fn the_protocol_crate_and_the_client_library_depend_on_no_crypto() {
             );
         }
     }
+}
+
+/// The client library's one crypto dependency is the opt-in `auth`
+/// feature: a default build stays free of it.
+#[test]
+fn the_client_library_takes_crypto_only_as_an_optional_feature() {
+    let manifest = manifest("tcpcrypt-client");
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("tcpcrypt-auth"))
+        .unwrap_or_else(|| panic!("tcpcrypt-client has no tcpcrypt-auth line"));
+    assert!(line.contains("optional = true"), "{line}");
+    let default = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("default"))
+        .unwrap_or_else(|| panic!("tcpcrypt-client declares no default features"));
+    assert!(!default.contains("auth"), "{default}");
 }
 
 #[test]

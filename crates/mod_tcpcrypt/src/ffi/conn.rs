@@ -11,6 +11,7 @@ use super::sys::{
 };
 use super::{directives, log, pool};
 use crate::addr::{self, Family};
+use crate::auth::PendingSlot;
 use crate::config::ServerConfig;
 use crate::lookup::{self, ConnAddrs, ControlSocket, Outcome, Report, SessionSource};
 
@@ -21,6 +22,9 @@ pub struct ConnState {
     /// and a thread arriving during the lookup waits for it rather than
     /// asking the daemon a second time.
     outcome: OnceLock<Outcome>,
+    /// A SCRAM exchange of `AuthType tcpcrypt` between its two messages:
+    /// it belongs to this connection and no other.
+    pub auth: PendingSlot,
 }
 
 /// Gives a client connection its (still empty) cache. Proxy backend
@@ -44,13 +48,19 @@ pub unsafe fn attach(c: *mut conn_rec) {
     }
 }
 
-/// What the client connection behind `c` is, looking it up now if this is
-/// the first time anyone asks. `None` for connections without a cache
-/// (proxy backends).
+/// The cache of the client connection behind `c` (its HTTP/2 master's for
+/// a stream). `None` for connections without one (proxy backends).
 ///
 /// # Safety
 /// `c` must be null or a live `conn_rec`; the result must not outlive it.
-pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
+pub unsafe fn state<'a>(c: *mut conn_rec) -> Option<&'a ConnState> {
+    // SAFETY: caller's contract.
+    unsafe { root_state(c) }.map(|(_, state)| state)
+}
+
+/// # Safety
+/// As for [`state`].
+unsafe fn root_state<'a>(c: *mut conn_rec) -> Option<(*mut conn_rec, &'a ConnState)> {
     if c.is_null() {
         return None;
     }
@@ -67,6 +77,18 @@ pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
             .cast::<ConnState>()
             .as_ref()
     }?;
+    Some((root, state))
+}
+
+/// What the client connection behind `c` is, looking it up now if this is
+/// the first time anyone asks. `None` for connections without a cache
+/// (proxy backends).
+///
+/// # Safety
+/// `c` must be null or a live `conn_rec`; the result must not outlive it.
+pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
+    // SAFETY: caller's contract.
+    let (root, state) = unsafe { root_state(c) }?;
     // SAFETY: root is live for the whole call.
     Some(state.outcome.get_or_init(|| unsafe { look_up(root) }))
 }

@@ -54,7 +54,8 @@ pub unsafe extern "C" fn merge_dir_config(
     guard::catch(ptr::null_mut(), || {
         // SAFETY: both were made by create_dir_config or an earlier merge, in
         // pools that outlive the merged result's pool.
-        let (parent, child) = unsafe { (*parent.cast::<DirConfig>(), *child.cast::<DirConfig>()) };
+        let (parent, child) =
+            unsafe { (&*parent.cast::<DirConfig>(), &*child.cast::<DirConfig>()) };
         // SAFETY: httpd passes a live pool.
         unsafe { pool::boxed(p, DirConfig::merge(parent, child)).cast() }
     })
@@ -82,9 +83,9 @@ pub unsafe fn server_config<'a>(s: *const server_rec) -> Option<&'a ServerConfig
 ///
 /// # Safety
 /// `v` must be a request's live `per_dir_config`.
-pub unsafe fn dir_config(v: *mut ap_conf_vector_t) -> DirConfig {
+pub unsafe fn dir_config<'a>(v: *mut ap_conf_vector_t) -> Option<&'a DirConfig> {
     if v.is_null() {
-        return DirConfig::default();
+        return None;
     }
     // SAFETY: v is live; the slot holds null or a DirConfig from
     // create/merge_dir_config.
@@ -92,8 +93,6 @@ pub unsafe fn dir_config(v: *mut ap_conf_vector_t) -> DirConfig {
         ap_get_module_config(v, module_ptr())
             .cast::<DirConfig>()
             .as_ref()
-            .copied()
-            .unwrap_or_default()
     }
 }
 
@@ -177,6 +176,73 @@ pub unsafe extern "C" fn set_lookup_timeout(
             with_server_arg(cmd, arg, "TcpcryptLookupTimeout", |config, arg| {
                 config.lookup_timeout = Some(LookupTimeout::parse(arg).map_err(|e| e.to_string())?);
                 Ok(())
+            })
+        }
+    })
+}
+
+/// A directory-scope TAKE1 directive naming a file, stored by `apply`.
+///
+/// # Safety
+/// As httpd calls a TAKE1 handler: `mconfig` is our DirConfig for the
+/// section being read, `arg` NUL-terminated.
+unsafe fn with_dir_file(
+    cmd: *mut cmd_parms,
+    mconfig: *mut c_void,
+    arg: *const c_char,
+    directive: &str,
+    apply: impl FnOnce(&mut DirConfig, std::path::PathBuf),
+) -> *const c_char {
+    // SAFETY: caller's contract.
+    let (pool, arg) = unsafe { ((*cmd).pool, CStr::from_ptr(arg)) };
+    let result = match arg.to_str() {
+        Err(_) => Err(format!("{directive}: argument is not valid UTF-8")),
+        Ok(path) if !path.starts_with('/') => Err(format!(
+            "{directive}: expected an absolute path, got '{path}'"
+        )),
+        Ok(path) => {
+            // SAFETY: caller's contract.
+            match unsafe { mconfig.cast::<DirConfig>().as_mut() } {
+                Some(dir) => {
+                    apply(dir, std::path::PathBuf::from(path));
+                    Ok(())
+                }
+                None => Err(format!("{directive}: module configuration missing")),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ptr::null(),
+        // SAFETY: the command pool is live while the directive is read.
+        Err(message) => unsafe { pool::strdup(pool, &message) },
+    }
+}
+
+pub unsafe extern "C" fn set_auth_user_file(
+    cmd: *mut cmd_parms,
+    mconfig: *mut c_void,
+    arg: *const c_char,
+) -> *const c_char {
+    guard::catch(c"TcpcryptAuthUserFile: internal error".as_ptr(), || {
+        // SAFETY: called by httpd as a TAKE1 handler of a directory directive.
+        unsafe {
+            with_dir_file(cmd, mconfig, arg, "TcpcryptAuthUserFile", |dir, path| {
+                dir.auth_user_file = Some(path);
+            })
+        }
+    })
+}
+
+pub unsafe extern "C" fn set_auth_key_file(
+    cmd: *mut cmd_parms,
+    mconfig: *mut c_void,
+    arg: *const c_char,
+) -> *const c_char {
+    guard::catch(c"TcpcryptAuthKeyFile: internal error".as_ptr(), || {
+        // SAFETY: called by httpd as a TAKE1 handler of a directory directive.
+        unsafe {
+            with_dir_file(cmd, mconfig, arg, "TcpcryptAuthKeyFile", |dir, path| {
+                dir.auth_key_file = Some(path);
             })
         }
     })

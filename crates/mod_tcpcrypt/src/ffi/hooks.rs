@@ -38,7 +38,7 @@ pub unsafe extern "C" fn fixups(r: *mut request_rec) -> c_int {
         // SAFETY: httpd passes a live request; its tables and pool live
         // until it ends, and its connection at least as long.
         unsafe {
-            if !directives::dir_config((*r).per_dir_config).exports_variables() {
+            if !directives::dir_config((*r).per_dir_config).is_none_or(|d| d.exports_variables()) {
                 return DECLINED;
             }
             let env = (*r).subprocess_env;

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::guard;
 use super::module::module_index;
 use super::sys::{
-    APLOG_DEBUG, APLOG_ERR, APR_SUCCESS, ap_log_cerror_, apr_pool_t, apr_status_t, conn_rec,
+    APLOG_DEBUG, APLOG_ERR, APR_SUCCESS, ap_log_cerror_, ap_log_rerror_, apr_pool_t, apr_status_t,
+    conn_rec, request_rec,
 };
 use crate::ratelimit::{LOG_INTERVAL_SECS, LogLimiter, Verdict};
 
@@ -35,6 +36,28 @@ pub unsafe fn conn(c: *const conn_rec, level: u32, msg: &str) {
             level as c_int,
             0,
             c,
+            c"%s".as_ptr(),
+            text.as_ptr(),
+        );
+    }
+}
+
+/// Logs `msg` for a request at `level` (an `APLOG_*` value); httpd adds
+/// the client address.
+///
+/// # Safety
+/// `r` must be a live `request_rec`.
+pub unsafe fn request(r: *const request_rec, level: u32, msg: &str) {
+    let text = c_message(msg);
+    // SAFETY: "%s" consumes exactly the one NUL-terminated string passed.
+    unsafe {
+        ap_log_rerror_(
+            FILE.as_ptr(),
+            line!() as c_int,
+            module_index(),
+            level as c_int,
+            0,
+            r,
             c"%s".as_ptr(),
             text.as_ptr(),
         );

@@ -6,6 +6,7 @@
 //! Not compiled for unit tests: the `ap_*`/`apr_*` symbols exist only inside
 //! a running httpd.
 
+mod authn;
 mod authz;
 mod conn;
 mod directives;

@@ -7,11 +7,11 @@ use std::ptr;
 use super::sys::{
     AP_AUTH_INTERNAL_PER_CONF, APR_HOOK_FIRST, APR_HOOK_MIDDLE, AUTHZ_PROVIDER_GROUP,
     AUTHZ_PROVIDER_VERSION, FLAG, MODULE_MAGIC_COOKIE, MODULE_MAGIC_NUMBER_MAJOR,
-    MODULE_MAGIC_NUMBER_MINOR, OR_OPTIONS, RSRC_CONF, TAKE1, ap_hook_expr_lookup, ap_hook_fixups,
-    ap_hook_post_config, ap_hook_pre_connection, ap_register_auth_provider, apr_pool_t, cmd_func,
-    command_rec, module,
+    MODULE_MAGIC_NUMBER_MINOR, OR_AUTHCFG, OR_OPTIONS, RSRC_CONF, TAKE1, ap_hook_check_authn,
+    ap_hook_expr_lookup, ap_hook_fixups, ap_hook_post_config, ap_hook_pre_connection,
+    ap_register_auth_provider, apr_pool_t, cmd_func, command_rec, module,
 };
-use super::{authz, directives, expr, guard, hooks, optional};
+use super::{authn, authz, directives, expr, guard, hooks, optional};
 
 /// A C array of pointers that never changes after compilation. httpd only
 /// reads it, so sharing it between threads is sound.
@@ -39,7 +39,7 @@ const fn command(
     }
 }
 
-static COMMANDS: Table<command_rec, 4> = Table([
+static COMMANDS: Table<command_rec, 6> = Table([
     command(
         c"Tcpcrypt",
         cmd_func {
@@ -66,6 +66,24 @@ static COMMANDS: Table<command_rec, 4> = Table([
         RSRC_CONF,
         TAKE1,
         c"milliseconds (1-10000) a session lookup may take before the request is served without the variables (default 200)",
+    ),
+    command(
+        c"TcpcryptAuthUserFile",
+        cmd_func {
+            take1: Some(directives::set_auth_user_file),
+        },
+        OR_AUTHCFG,
+        TAKE1,
+        c"absolute path of the SCRAM-SHA-256 verifier file (made with `tcpcrypt passwd`) for AuthType tcpcrypt",
+    ),
+    command(
+        c"TcpcryptAuthKeyFile",
+        cmd_func {
+            take1: Some(directives::set_auth_key_file),
+        },
+        OR_AUTHCFG,
+        TAKE1,
+        c"absolute path of the file of Ed25519 public keys and user names (lines from `tcpcrypt keygen`) for AuthType tcpcrypt",
     ),
     // The terminator httpd looks for: a null name.
     command_rec {
@@ -153,6 +171,15 @@ unsafe extern "C" fn register_hooks(p: *mut apr_pool_t) {
                 c"tcpcrypt".as_ptr(),
                 AUTHZ_PROVIDER_VERSION.as_ptr().cast(),
                 (&raw const authz::PROVIDER).cast(),
+                AP_AUTH_INTERNAL_PER_CONF as c_int,
+            );
+            // Per-conf: httpd runs it only where authentication is
+            // configured, as for mod_auth_basic.
+            ap_hook_check_authn(
+                Some(authn::check_authn),
+                ptr::null(),
+                ptr::null(),
+                APR_HOOK_MIDDLE as c_int,
                 AP_AUTH_INTERNAL_PER_CONF as c_int,
             );
             optional::register();

@@ -473,7 +473,7 @@ Protocols h2c http/1.1
 <Directory {r}/htdocs>
   Options +ExecCGI
   AddHandler cgi-script .sh .py .rb
-  AllowOverride Options
+  AllowOverride Options AuthConfig
   Require all granted
 </Directory>
 <Location /ready.txt>

@@ -19,6 +19,7 @@
 #ifndef TCPCRYPT_TCPCRYPT_H
 #define TCPCRYPT_TCPCRYPT_H
 
+#include <stddef.h>
 #include <sys/socket.h>
 
 #ifdef __cplusplus
@@ -230,6 +231,46 @@ int tcpcrypt_lookup_addr(const char *control_path,
 /* A static description of an error code from this library (negative or
  * positive errno value). Never NULL. */
 const char *tcpcrypt_strerror(int err);
+
+/*
+ * Password login to a web server with mod_tcpcrypt's AuthType tcpcrypt
+ * (SCRAM-SHA-256 bound to the connection's tcpcrypt session; see
+ * docs/channel-bound-auth.md). Present when libtcpcrypt is built with the
+ * cargo feature "auth". Your HTTP client sends the requests, all on the
+ * same keep-alive connection fd:
+ *
+ *   1. tcpcrypt_login_start: asks tcpcryptd for fd's session (waiting up to
+ *      wait_ms for the handshake) and writes the Authorization value of the
+ *      first request into authorization[len]. Returns the login state, or
+ *      NULL with *err set (lookup codes as for tcpcrypt_lookup_fd, plus
+ *      -ENODATA: not encrypted, -EBUSY: handshake pending, -EINVAL: bad
+ *      user name, -ERANGE: buffer too small).
+ *   2. The server answers 401 with a WWW-Authenticate value carrying
+ *      "sid=" and "data=": pass it to tcpcrypt_login_answer, with the
+ *      password; it writes the second Authorization value. 0 or -EBADMSG
+ *      (no usable challenge), -EINVAL, -ERANGE.
+ *   3. On 2xx, pass the Authentication-Info value (NULL if absent) to
+ *      tcpcrypt_login_verify: 0 when the server proved it knows the
+ *      password's verifier, else -EKEYREJECTED (do not trust the response)
+ *      or -EBADMSG.
+ *   4. tcpcrypt_login_free, always.
+ *
+ * Header values never exceed TCPCRYPT_LOGIN_HEADER_MAX bytes with the NUL.
+ */
+#define TCPCRYPT_LOGIN_HEADER_MAX 1024
+
+struct tcpcrypt_login;
+
+struct tcpcrypt_login *tcpcrypt_login_start(const char *control_path, int fd,
+					    int wait_ms, const char *user,
+					    char *authorization, size_t len,
+					    int *err);
+int tcpcrypt_login_answer(struct tcpcrypt_login *login,
+			  const char *www_authenticate, const char *password,
+			  char *authorization, size_t len);
+int tcpcrypt_login_verify(struct tcpcrypt_login *login,
+			  const char *authentication_info);
+void tcpcrypt_login_free(struct tcpcrypt_login *login);
 
 #ifdef __cplusplus
 }
