@@ -31,6 +31,8 @@ pub enum Failure {
     Usage(String),
     /// `fetch` could not complete its HTTP exchange.
     Http(String),
+    /// `decrypt` could not read or write its files.
+    Decrypt(String),
 }
 
 impl Failure {
@@ -38,7 +40,9 @@ impl Failure {
         match self {
             Failure::Daemon(e) if e.is_unreachable() => Outcome::Unreachable,
             Failure::Usage(_) => Outcome::Usage,
-            Failure::Daemon(_) | Failure::Output(_) | Failure::Http(_) => Outcome::Failed,
+            Failure::Daemon(_) | Failure::Output(_) | Failure::Http(_) | Failure::Decrypt(_) => {
+                Outcome::Failed
+            }
         }
     }
 }
@@ -50,6 +54,7 @@ impl fmt::Display for Failure {
             Failure::Output(e) => write!(f, "cannot write output: {e}"),
             Failure::Usage(msg) => write!(f, "{msg}"),
             Failure::Http(msg) => write!(f, "fetch failed: {msg}"),
+            Failure::Decrypt(msg) => write!(f, "decrypt: {msg}"),
         }
     }
 }
