@@ -250,6 +250,72 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_with_nanosecond_stamps_is_read() {
+        use pcap_parser::pcapng::{
+            EnhancedPacketBlock, InterfaceDescriptionBlock, SectionHeaderBlock,
+        };
+        let mut shb = SectionHeaderBlock {
+            block_type: 0,
+            block_len1: 0,
+            bom: 0,
+            major_version: 1,
+            minor_version: 0,
+            section_len: -1,
+            options: Vec::new(),
+            block_len2: 0,
+        };
+        let mut idb = InterfaceDescriptionBlock {
+            block_type: 0,
+            block_len1: 0,
+            linktype: Linktype(101),
+            reserved: 0,
+            snaplen: 65535,
+            options: Vec::new(),
+            block_len2: 0,
+            if_tsresol: 9,
+            if_tsoffset: 0,
+        };
+        let ts: u64 = 5_000_000_000 + 123_456_789;
+        let data = [0x45u8, 1, 2, 3, 4];
+        let mut epb = EnhancedPacketBlock {
+            block_type: 0,
+            block_len1: 0,
+            if_id: 0,
+            ts_high: (ts >> 32) as u32,
+            ts_low: ts as u32,
+            caplen: 5,
+            origlen: 60,
+            data: &data,
+            options: Vec::new(),
+            block_len2: 0,
+        };
+        let mut bytes = shb.to_vec().unwrap();
+        bytes.extend(idb.to_vec().unwrap());
+        bytes.extend(epb.to_vec().unwrap());
+        let cap = Capture::read(&bytes).unwrap();
+        assert_eq!(cap.damage, None);
+        assert_eq!(cap.linktype, 101);
+        assert_eq!(
+            cap.records,
+            vec![Record {
+                ts_sec: 5,
+                ts_usec: 123_456,
+                orig_len: 60,
+                data: data.to_vec(),
+            }]
+        );
+        // A packet naming an interface that was never described.
+        epb.if_id = 3;
+        bytes.extend(epb.to_vec().unwrap());
+        let cap = Capture::read(&bytes).unwrap();
+        assert_eq!(cap.records.len(), 1);
+        assert!(matches!(
+            cap.damage,
+            Some(CaptureError::Damaged { record: 4, .. })
+        ));
+    }
+
+    #[test]
     fn a_cut_record_is_reported_after_the_good_ones() {
         let bytes = sample().to_pcap().unwrap();
         let cut = Capture::read(&bytes[..bytes.len() - 5]).unwrap();
