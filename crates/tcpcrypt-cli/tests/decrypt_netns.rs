@@ -1,7 +1,8 @@
 //! `tcpcrypt decrypt` on a capture of real daemons (issue 14): tcpdump in
 //! the server's namespace records an HTTP exchange (fresh session), a
-//! transfer of a few MiB each way under `--rekey-after 64K` and a second
-//! HTTP exchange, which resume the first session's chain. The decrypted
+//! transfer of a few MiB each way under `--rekey-after 64K` (which resumes
+//! the first session's chain) and a second HTTP exchange over IPv6 (fresh
+//! again: resumption is per peer address). The decrypted
 //! capture must carry, per connection and direction, exactly the bytes the
 //! applications wrote, as TCP with valid checksums that `tcpdump -A` reads;
 //! a wrong key log, a flipped ciphertext byte and damaged captures must be
@@ -66,8 +67,8 @@ type Sent = (Vec<u8>, Vec<u8>);
 
 /// One connection: the client writes `request` and half-closes, the server
 /// reads everything, writes `response` and closes; both sides read to EOF.
-fn exchange(t: &Topology, request: Vec<u8>, response: Vec<u8>) -> (u16, Sent) {
-    let server_addr = SocketAddr::new(t.server_addrs.ip(false), PORT);
+fn exchange(t: &Topology, v6: bool, request: Vec<u8>, response: Vec<u8>) -> (u16, Sent) {
+    let server_addr = SocketAddr::new(t.server_addrs.ip(v6), PORT);
     let listener: TcpListener = t
         .server
         .run(|| TcpListener::bind(server_addr))
@@ -120,13 +121,21 @@ fn payloads(capture: &Capture) -> HashMap<(u16, u16), Vec<u8>> {
     let mut pieces: HashMap<(u16, u16), Pieces> = HashMap::new();
     for r in &capture.records {
         let d = &r.data;
-        if d.len() < 14 + 20 || d[12..14] != [0x08, 0x00] || d[14 + 9] != 6 {
-            continue;
-        }
-        let ip = &d[14..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let tcp = &ip[ihl..total];
+        let tcp = match d.get(12..14) {
+            Some([0x08, 0x00]) if d.len() >= 14 + 20 && d[14 + 9] == 6 => {
+                let ip = &d[14..];
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                &ip[ihl..total]
+            }
+            // IPv6 without extension headers, as the kernel sends TCP.
+            Some([0x86, 0xdd]) if d.len() >= 14 + 40 && d[14 + 6] == 6 => {
+                let ip = &d[14..];
+                let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+                &ip[40..40 + payload]
+            }
+            _ => continue,
+        };
         let ports = (
             u16::from_be_bytes([tcp[0], tcp[1]]),
             u16::from_be_bytes([tcp[2], tcp[3]]),
@@ -244,11 +253,18 @@ fn decrypts_a_capture_of_real_daemons_byte_for_byte() {
     let sent: Vec<(u16, Sent)> = vec![
         exchange(
             &t,
+            false,
             http_request("/first"),
             http_response(b"hello, decrypted world\n"),
         ),
-        exchange(&t, pattern(1, BULK), pattern(2, BULK)),
-        exchange(&t, http_request("/again"), http_response(&pattern(3, 5000))),
+        exchange(&t, false, pattern(1, BULK), pattern(2, BULK)),
+        // Over IPv6: another peer address, so a fresh session again.
+        exchange(
+            &t,
+            true,
+            http_request("/again"),
+            http_response(&pattern(3, 5000)),
+        ),
     ];
     // tcpdump may lag behind the transfer, and what it has not read when
     // interrupted is lost: stop it only once the file stopped growing.
@@ -401,7 +417,9 @@ fn decrypts_a_capture_of_real_daemons_byte_for_byte() {
     let mut damaged = read_capture(&input);
     let bulk_port = sent[1].0;
     let is_bulk_data = |r: &tcpcrypt_decrypt::Record| {
-        r.data.len() > 1000 && r.data[34..36] == bulk_port.to_be_bytes()
+        r.data.len() > 1000
+            && r.data[12..14] == [0x08, 0x00]
+            && r.data[34..36] == bulk_port.to_be_bytes()
     };
     let middle = damaged.records.iter().filter(|r| is_bulk_data(r)).count() / 2;
     let victim = damaged
