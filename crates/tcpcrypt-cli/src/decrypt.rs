@@ -133,7 +133,7 @@ fn print_summary(result: &Decrypted) -> std::io::Result<()> {
                 for (d, r) in directions.iter().enumerate() {
                     writeln!(
                         out,
-                        "  {}: {} bytes of data in {} frames ({} wire bytes), {} rekeys, {} authentication failures{}",
+                        "  {}: {} bytes of data in {} frames ({} wire bytes), {} rekeys, {} authentication failures{}{}",
                         DIRECTIONS[d],
                         r.plaintext.len(),
                         r.frames,
@@ -143,7 +143,12 @@ fn print_summary(result: &Decrypted) -> std::io::Result<()> {
                         r.failures
                             .iter()
                             .map(|f| format!(" [{f}]"))
-                            .collect::<String>()
+                            .collect::<String>(),
+                        if r.closed {
+                            ""
+                        } else {
+                            "; the capture ends before it closed"
+                        }
                     )?;
                 }
             }

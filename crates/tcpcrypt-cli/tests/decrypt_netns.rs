@@ -331,6 +331,7 @@ fn decrypts_a_capture_of_real_daemons_byte_for_byte() {
             directions[0].plaintext == *request,
             "client-to-server plaintext differs"
         );
+        assert!(directions.iter().all(|d| d.closed), "a FIN is missing");
         assert!(
             directions[1].plaintext == *response,
             "server-to-client plaintext differs"

@@ -49,6 +49,9 @@ pub struct DirectionReport {
     pub failures: Vec<FrameError>,
     /// Other reasons the direction is incomplete (holes, a cut frame).
     pub notes: Vec<String>,
+    /// A FIN or RST of this direction is in the capture; if not, the
+    /// capture may have stopped before the sender did.
+    pub closed: bool,
     /// (stream offset where a frame ends, plaintext bytes up to there).
     boundaries: Vec<(u64, u64)>,
 }
@@ -182,6 +185,8 @@ fn group(capture: &Capture) -> (Vec<Conn>, Vec<Option<Located>>) {
             continue;
         };
         let d = &mut c.dirs[dir];
+        d.closed |=
+            packet.tcp.flags.contains(TcpFlags::FIN) || packet.tcp.flags.contains(TcpFlags::RST);
         if syn {
             if d.isn.is_none() {
                 d.isn = Some(packet.tcp.seq);
@@ -209,10 +214,12 @@ fn decrypt_direction(
     stream: &crate::stream::Stream,
     reader: FrameReader,
     start: usize,
+    closed: bool,
 ) -> DirectionReport {
     let mut reader = reader;
     let mut report = DirectionReport {
         wire_bytes: stream.bytes.len() as u64,
+        closed,
         ..DirectionReport::default()
     };
     if let Some(hole) = stream.hole_at {
@@ -295,9 +302,12 @@ fn analyse_one(c: &Conn, keylog: &KeyLog) -> Outcome {
         Ok(keys) => {
             let [r0, r1] = keys.readers;
             let dir = |i: usize, r: Option<(FrameReader, usize)>| match r {
-                Some((reader, start)) => decrypt_direction(&streams[i], reader, start),
+                Some((reader, start)) => {
+                    decrypt_direction(&streams[i], reader, start, c.dirs[i].closed)
+                }
                 None => DirectionReport {
                     wire_bytes: streams[i].bytes.len() as u64,
+                    closed: c.dirs[i].closed,
                     ..DirectionReport::default()
                 },
             };

@@ -14,6 +14,8 @@ pub struct Direction {
     pub isn: Option<u32>,
     /// The whole ENO option of the SYN (kind and length included).
     pub eno_option: Option<Vec<u8>>,
+    /// A FIN or RST of this direction was captured.
+    pub closed: bool,
     /// Payload pieces by offset from ISN+1; at one offset the longest wins.
     pieces: BTreeMap<u32, Vec<u8>>,
 }
