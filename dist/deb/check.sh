@@ -8,7 +8,9 @@
 #    `apache2ctl -t` work, a C program builds against libtcpcrypt through
 #    pkg-config and runs;
 #  - removing keeps the configuration and disables the module; purging then
-#    leaves no file, directory or group behind that the install created.
+#    leaves no file, directory or group behind that the install created;
+#  - with an admin's tcpcrypt group already there, install uses it and purge
+#    keeps it.
 #
 # The throwaway root is an overlay mount of this machine's own root
 # filesystem (upper layer in a tmpfs), entered with chroot: it has the
@@ -137,8 +139,19 @@ in_root dpkg --remove "${packages[@]}" >"$work/remove.log" 2>&1 || fail "dpkg --
 pass "remove keeps the configuration and disables the module"
 in_root dpkg --purge "${packages[@]}" >"$work/purge.log" 2>&1 || fail "dpkg --purge: $(cat "$work/purge.log")"
 in_root getent group tcpcrypt >/dev/null && fail "the tcpcrypt group survived the purge"
-rm -rf "$r/tmp/debs"
 python3 "$root/dist/deb/rootdiff.py" compare "$mnt/upper" "$r" "$state" >"$work/left.txt" \
   || fail "purge left changes behind:
 $(cat "$work/left.txt")"
 pass "purge removed every file, directory and the group the install created"
+
+# 6. An admin's own tcpcrypt group is used, and kept by the purge.
+in_root groupadd --system tcpcrypt
+python3 "$root/dist/deb/rootdiff.py" record "$mnt/upper" "$r" "$state"
+in_root dpkg -i "/tmp/debs/$(basename "${files[0]}")" >"$work/install2.log" 2>&1 \
+  || fail "dpkg -i tcpcryptd with an existing group: $(cat "$work/install2.log")"
+in_root dpkg --purge tcpcryptd >"$work/purge2.log" 2>&1 || fail "dpkg --purge: $(cat "$work/purge2.log")"
+in_root getent group tcpcrypt >/dev/null || fail "the purge deleted a group the install did not create"
+python3 "$root/dist/deb/rootdiff.py" compare "$mnt/upper" "$r" "$state" >"$work/left2.txt" \
+  || fail "install and purge with an existing group left changes behind:
+$(cat "$work/left2.txt")"
+pass "an existing tcpcrypt group is used and survives the purge"
