@@ -6,6 +6,8 @@
 #   sudo make test            the whole test suite (scripts/test.sh)
 #   sudo make bench           plain TCP vs tcpcrypt benchmark (scripts/bench.sh;
 #                             BENCH_ARGS="--rounds 9" passes options on)
+#   make deb                  Debian packages in $(CARGO_TARGET_DIR)/debian
+#                             (dist/deb/build.sh: debian/ and dpkg-buildpackage)
 #
 # Variables (all may be given on the command line):
 #   PREFIX=/usr/local         binaries, library, header, pkg-config file, docs
@@ -57,7 +59,7 @@ ifeq ($(WITH_APACHE),yes)
 ARTIFACTS += $(RELEASE)/libmod_tcpcrypt.so
 endif
 
-.PHONY: all build install install-daemon install-cli install-lib \
+.PHONY: deb all build install install-daemon install-cli install-lib \
 	install-apache install-systemd install-config install-docs \
 	post-install uninstall test bench check-artifacts clean
 
@@ -185,6 +187,11 @@ endif
 
 test:
 	bash scripts/test.sh
+
+# tcpcryptd, libtcpcrypt0, libtcpcrypt-dev and libapache2-mod-tcpcrypt .debs
+# (see dist/deb/README.md); reuses a release build already made.
+deb:
+	bash dist/deb/build.sh "$(CARGO_TARGET_DIR)/debian"
 
 BENCH_ARGS ?=
 bench:

@@ -10,6 +10,7 @@ PACKAGES=(
   apache2-utils                                         # ab, for mod_tcpcrypt's real_daemon bench
   ruby python3 curl nghttp2-client                      # CGI languages, HTTP clients
   libssl-dev python3-cryptography                       # the app guide's C and Python examples
+  dpkg-dev debhelper fakeroot lintian                   # make deb, dist/deb/check.sh
 )
 
 missing=()

@@ -37,6 +37,9 @@ step "benchmark smoke run (scripts/bench.sh --smoke, without the rebuild)"
 step "deployment files: make install / uninstall, systemd unit, shipped config"
 bash dist/check.sh
 
+step "Debian packages: build, lintian, install/remove/purge in a throwaway root"
+bash dist/deb/check.sh
+
 step "the app developer guide's examples, end to end"
 bash docs/examples/check.sh
 

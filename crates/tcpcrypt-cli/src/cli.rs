@@ -11,7 +11,8 @@ Exit status:
   1  usage error
   2  tcpcryptd unreachable: not running, permission denied, or no answer in time
   3  the connection is not encrypted (plain, handshake pending, or unknown to tcpcryptd)
-  4  other failure: malformed daemon answer, HTTP or network error, output error
+  4  other failure: malformed daemon answer, HTTP or network error, output error;
+     for decrypt: unreadable input, or a connection or frame not decrypted
   5  fetch --user/--key: the server refused the login or did not prove itself
 
 Control socket: --control, else $TCPCRYPT_CONTROL, else /run/tcpcrypt/control.sock.";
@@ -71,6 +72,22 @@ pub enum Command {
     /// "permission denied".
     #[command(name = "flush-resumption", after_help = EXIT_CODES)]
     FlushResumption,
+
+    /// Decrypt the tcpcrypt connections of a capture with tcpcryptd's key log
+    ///
+    /// Reads INPUT (pcap or pcapng) and the key log a tcpcryptd wrote with
+    /// --keylog, and writes OUTPUT (pcap) in which every connection it has
+    /// keys for is ordinary TCP carrying the application's bytes (ENO options,
+    /// Init messages, frame headers and tags removed, sequence numbers mapped,
+    /// checksums valid), so `tcpdump -A` or Wireshark's "Follow TCP stream"
+    /// show them. Every frame is authenticated; a failure is reported with its
+    /// stream offset on stderr. Connections it cannot decrypt are copied as
+    /// captured, with a note on stderr, and the exit status is then 4.
+    /// --summary prints per connection its addresses, roles, TEP, AEAD,
+    /// session ID, fresh or resumed, and per direction bytes, frames, rekeys
+    /// and authentication failures. Never share the key log with the capture.
+    #[command(after_help = EXIT_CODES)]
+    Decrypt(DecryptArgs),
 
     /// Set or clear per-socket controls: resumption, caching, the `a` bit
     ///
@@ -241,4 +258,23 @@ fn parse_header_name(name: &str) -> Result<String, String> {
             "{name:?} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
         ))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The key log tcpcryptd wrote (--keylog)
+    #[arg(long, value_name = "FILE")]
+    pub keylog: PathBuf,
+
+    /// Print what was found per connection on standard output
+    #[arg(long)]
+    pub summary: bool,
+
+    /// Capture to read (pcap or pcapng)
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Capture to write (pcap); may be left out with --summary
+    #[arg(value_name = "OUTPUT")]
+    pub output: Option<PathBuf>,
 }

@@ -35,6 +35,8 @@ pub enum Failure {
     /// `fetch --user/--key`: the server refused the login, or did not
     /// prove itself.
     Login(String),
+    /// `decrypt` could not read or write its files.
+    Decrypt(String),
 }
 
 impl Failure {
@@ -43,7 +45,9 @@ impl Failure {
             Failure::Daemon(e) if e.is_unreachable() => Outcome::Unreachable,
             Failure::Usage(_) => Outcome::Usage,
             Failure::Login(_) => Outcome::LoginRefused,
-            Failure::Daemon(_) | Failure::Output(_) | Failure::Http(_) => Outcome::Failed,
+            Failure::Daemon(_) | Failure::Output(_) | Failure::Http(_) | Failure::Decrypt(_) => {
+                Outcome::Failed
+            }
         }
     }
 }
@@ -56,6 +60,7 @@ impl fmt::Display for Failure {
             Failure::Usage(msg) => write!(f, "{msg}"),
             Failure::Http(msg) => write!(f, "fetch failed: {msg}"),
             Failure::Login(msg) => write!(f, "login failed: {msg}"),
+            Failure::Decrypt(msg) => write!(f, "decrypt: {msg}"),
         }
     }
 }

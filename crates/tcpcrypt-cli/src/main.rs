@@ -3,13 +3,15 @@
 //!
 //! Owns: argument parsing, the `status` table and JSON, the one-connection
 //! `lookup` view, and `fetch`, a minimal HTTP/1.1 client that reports the
-//! session of its own connection. All daemon access goes through the
+//! session of its own connection, and `decrypt`, the file I/O around the
+//! tcpcrypt-decrypt library. All daemon access goes through the
 //! tcpcrypt-client library, so the command sees exactly what applications see.
 //!
 //! Must not: contain protocol logic or speak the control protocol itself.
 
 mod auth;
 mod cli;
+mod decrypt;
 mod exit;
 mod fetch;
 mod http;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy(&client, &cmd),
         Command::Passwd(args) => auth::passwd(&args),
         Command::Keygen(args) => auth::keygen(&args),
+        Command::Decrypt(args) => decrypt::run(&args),
     };
     match outcome {
         Ok(outcome) => outcome.into(),
