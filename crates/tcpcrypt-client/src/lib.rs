@@ -35,6 +35,7 @@ mod addr;
 pub mod capi;
 mod client;
 mod error;
+mod pool;
 mod transport;
 
 pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT, control_path};
