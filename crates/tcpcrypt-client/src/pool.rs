@@ -133,8 +133,17 @@ mod tests {
         OwnedFd::from(s)
     }
 
+    /// The pool is one per process: tests that look at it take turns, so
+    /// none finds the lock busy and its connection closed instead of kept.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     #[test]
     fn a_connection_is_lent_again_only_while_the_daemon_keeps_it_open() {
+        let _serial = serial();
         let path = Path::new("/nonexistent/pool-test-quiet.sock");
         let (ours, theirs) = UnixStream::pair().expect("pair");
         put(path, owned(ours));
@@ -149,6 +158,7 @@ mod tests {
 
     #[test]
     fn a_connection_with_unread_bytes_is_dropped() {
+        let _serial = serial();
         let path = Path::new("/nonexistent/pool-test-junk.sock");
         let (ours, mut theirs) = UnixStream::pair().expect("pair");
         put(path, owned(ours));
@@ -158,6 +168,7 @@ mod tests {
 
     #[test]
     fn connections_are_lent_only_for_their_own_path() {
+        let _serial = serial();
         let (a, b) = (
             Path::new("/nonexistent/pool-test-a.sock"),
             Path::new("/nonexistent/pool-test-b.sock"),
@@ -170,6 +181,7 @@ mod tests {
 
     #[test]
     fn a_connection_opened_by_other_credentials_is_never_lent() {
+        let _serial = serial();
         let path = Path::new("/nonexistent/pool-test-owner.sock");
         let (ours, _theirs) = UnixStream::pair().expect("pair");
         let mut other = Owner::current();
