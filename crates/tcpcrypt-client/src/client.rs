@@ -54,6 +54,7 @@ pub fn control_path(explicit: Option<&Path>) -> PathBuf {
 pub struct Client {
     path: PathBuf,
     timeout: Duration,
+    reuse: bool,
 }
 
 impl Default for Client {
@@ -68,6 +69,7 @@ impl Client {
         Self {
             path: control_path(None),
             timeout: DEFAULT_TIMEOUT,
+            reuse: true,
         }
     }
 
@@ -76,12 +78,23 @@ impl Client {
         Self {
             path: path.into(),
             timeout: DEFAULT_TIMEOUT,
+            reuse: true,
         }
     }
 
     /// Sets the time limit for each call (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Whether read-only questions (`lookup`, `version`, `list`) may use,
+    /// and leave behind, an open connection from the process's pool
+    /// (default yes). With `false` each call connects anew, as before the
+    /// pool existed: for a comparison, or a program that wants no socket
+    /// open between calls.
+    pub fn reuse_connections(mut self, reuse: bool) -> Self {
+        self.reuse = reuse;
         self
     }
 
@@ -246,7 +259,10 @@ impl Client {
         let limit = self.timeout.saturating_add(wait);
         let start = Instant::now();
         let reuse = match request {
-            Request::Lookup { .. } | Request::Version | Request::List => Reuse::Pooled,
+            Request::Lookup { .. } | Request::Version | Request::List if self.reuse => {
+                Reuse::Pooled
+            }
+            Request::Lookup { .. } | Request::Version | Request::List => Reuse::Fresh,
             Request::FlushResumption | Request::SetPolicy { .. } | Request::ClearPolicy { .. } => {
                 Reuse::Fresh
             }
