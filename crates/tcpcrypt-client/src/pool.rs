@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(held(path), 0);
         put(path, fd);
         drop(theirs);
-        assert!(take(path).is_none(), "a connection the peer closed was lent");
+        assert!(
+            take(path).is_none(),
+            "a connection the peer closed was lent"
+        );
         assert_eq!(held(path), 0, "the closed connection was kept");
     }
 
@@ -163,7 +166,10 @@ mod tests {
         let (ours, mut theirs) = UnixStream::pair().expect("pair");
         put(path, owned(ours));
         theirs.write_all(b"late answer\n").expect("write");
-        assert!(take(path).is_none(), "a late answer would be read as the next");
+        assert!(
+            take(path).is_none(),
+            "a late answer would be read as the next"
+        );
     }
 
     #[test]

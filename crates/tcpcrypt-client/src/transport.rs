@@ -157,8 +157,7 @@ impl Ctx<'_> {
                 let err = io::Error::last_os_error();
                 if err.raw_os_error() == Some(libc::EAGAIN) {
                     // The daemon is behind on reading: wait for room.
-                    self.wait_ready(raw, libc::POLLOUT)
-                        .map_err(Failed::Other)?;
+                    self.wait_ready(raw, libc::POLLOUT).map_err(Failed::Other)?;
                     continue;
                 }
                 if is_retry(&err) {

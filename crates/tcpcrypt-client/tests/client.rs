@@ -373,7 +373,11 @@ fn lookups_in_a_row_share_one_connection() {
     assert_eq!(fake.requests().len(), 20);
     // One, unless the pool's lock was busy (other tests run in parallel)
     // at the moment a connection went back, which then connects anew.
-    assert!(fake.connections() <= 3, "{} connections", fake.connections());
+    assert!(
+        fake.connections() <= 3,
+        "{} connections",
+        fake.connections()
+    );
 }
 
 #[test]
@@ -406,12 +410,13 @@ fn a_connection_closed_under_a_request_is_retried_once_on_a_new_one() {
     let calls = std::sync::atomic::AtomicUsize::new(0);
     // The second request, on the pooled connection, is dropped unanswered,
     // as when the daemon's idle timeout fires just as it arrives.
-    let fake = FakeDaemon::start(move |_| {
-        match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
-            1 => Reply::Close,
-            _ => Reply::Line(state_answer("pending")),
-        }
-    });
+    let fake =
+        FakeDaemon::start(
+            move |_| match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                1 => Reply::Close,
+                _ => Reply::Line(state_answer("pending")),
+            },
+        );
     assert_eq!(lookup_with(&fake).expect("first"), Lookup::Pending);
     assert_eq!(lookup_with(&fake).expect("retried"), Lookup::Pending);
     assert_eq!(fake.requests().len(), 3);

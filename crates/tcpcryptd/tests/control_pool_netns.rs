@@ -75,18 +75,13 @@ fn signal(d: &Daemon, sig: libc::c_int) {
 }
 
 #[test]
-fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_hangs_or_dies()
-{
+fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_hangs_or_dies() {
     require_root();
     let t = Topology::pair().expect("topology");
     let _client_d = Daemon::start(&t.client, &options()).expect("client daemon");
     let server_d = Daemon::start(&t.server, &options()).expect("server daemon");
     let to = SocketAddr::new(t.server_addrs.ip(false), PORT);
-    echo_server(
-        t.server
-            .run(|| TcpListener::bind(to))
-            .expect("listen"),
-    );
+    echo_server(t.server.run(|| TcpListener::bind(to)).expect("listen"));
     let client = Client::with_control_path(server_d.control_socket()).timeout(LIMIT);
 
     let mut old = connect(&t.client, to);
@@ -102,7 +97,9 @@ fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_
     // reach the new one, which never saw the old connection.
     let server_d = server_d.restart(&t.server, &options()).expect("restart");
     assert_eq!(
-        client.lookup_addrs(local, remote).expect("lookup after restart"),
+        client
+            .lookup_addrs(local, remote)
+            .expect("lookup after restart"),
         Lookup::Unknown
     );
     // A lookup racing the handshake of a new connection ends with its
@@ -121,7 +118,10 @@ fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_
     let took = start.elapsed();
     signal(&server_d, libc::SIGCONT);
     assert!(matches!(hung, Err(Error::Timeout { .. })), "{hung:?}");
-    assert!(took < LIMIT + SLACK, "a hung daemon held the caller {took:?}");
+    assert!(
+        took < LIMIT + SLACK,
+        "a hung daemon held the caller {took:?}"
+    );
     eprintln!("lookup against a stopped daemon failed after {took:?} (limit {LIMIT:?})");
     // Running again, it answers on a fresh connection: the one that timed
     // out may still carry the late answer and is not reused.
@@ -132,7 +132,13 @@ fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_
     let start = Instant::now();
     let gone = client.lookup_addrs(local, remote);
     let took = start.elapsed();
-    assert!(matches!(gone, Err(Error::DaemonNotRunning { .. })), "{gone:?}");
-    assert!(took < LIMIT + SLACK, "a dead daemon held the caller {took:?}");
+    assert!(
+        matches!(gone, Err(Error::DaemonNotRunning { .. })),
+        "{gone:?}"
+    );
+    assert!(
+        took < LIMIT + SLACK,
+        "a dead daemon held the caller {took:?}"
+    );
     drop((old, new));
 }
