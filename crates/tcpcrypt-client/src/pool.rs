@@ -22,7 +22,7 @@
 //! held connects afresh. This keeps a worker from queueing behind another,
 //! and a child forked while another thread held the lock from deadlocking.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
@@ -50,10 +50,48 @@ impl Owner {
     }
 }
 
+/// A socket's identity: a program may close every descriptor (as daemons
+/// do when they detach) and reuse the number for a file of its own, which
+/// the pool must then neither write to nor close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    fn of(fd: &OwnedFd) -> Option<Identity> {
+        // SAFETY: stat is plain old data; all zero bytes is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: st is a live stat buffer; fstat only writes into it.
+        let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+        (rc == 0).then_some(Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
 struct Idle {
     path: PathBuf,
     owner: Owner,
+    identity: Identity,
     fd: OwnedFd,
+}
+
+impl Idle {
+    /// Whether the descriptor still is the socket the pool put away.
+    fn is_ours(&self) -> bool {
+        Identity::of(&self.fd) == Some(self.identity)
+    }
+
+    /// Closes the connection, unless the program has closed the descriptor
+    /// and reused its number: that one is the program's, left alone.
+    fn discard(self) {
+        if !self.is_ours() {
+            let _ = self.fd.into_raw_fd();
+        }
+    }
 }
 
 static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
@@ -74,12 +112,20 @@ pub fn take(path: &Path) -> Option<OwnedFd> {
     let mut idle = try_lock()?;
     // Connections of a parent process or of other credentials are never
     // lent; closing them here closes only this process's copy.
-    idle.retain(|c| c.owner == me);
+    let mut i = 0;
+    while i < idle.len() {
+        if idle[i].owner == me {
+            i += 1;
+        } else {
+            idle.remove(i).discard();
+        }
+    }
     while let Some(i) = idle.iter().rposition(|c| c.path == path) {
         let conn = idle.remove(i);
-        if is_quiet(&conn.fd) {
+        if conn.is_ours() && is_quiet(&conn.fd) {
             return Some(conn.fd);
         }
+        conn.discard();
     }
     None
 }
@@ -88,17 +134,21 @@ pub fn take(path: &Path) -> Option<OwnedFd> {
 /// in place of the longest idle connection if the pool is full; closes it
 /// if the pool is busy.
 pub fn put(path: &Path, fd: OwnedFd) {
+    let Some(identity) = Identity::of(&fd) else {
+        return;
+    };
     let Some(mut idle) = try_lock() else {
         return;
     };
     if idle.len() >= MAX_IDLE {
         // The oldest is the likeliest to have been closed by the daemon's
         // idle timeout, or to belong to a socket no longer asked.
-        idle.remove(0);
+        idle.remove(0).discard();
     }
     idle.push(Idle {
         path: path.to_path_buf(),
         owner: Owner::current(),
+        identity,
         fd,
     });
 }
@@ -127,6 +177,7 @@ fn is_quiet(fd: &OwnedFd) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::FromRawFd;
     use std::os::unix::net::UnixStream;
 
     fn owned(s: UnixStream) -> OwnedFd {
@@ -172,6 +223,37 @@ mod tests {
         );
     }
 
+    /// A program that closes every descriptor and opens something else
+    /// under the same number must get neither a lookup written into it nor
+    /// its descriptor closed by the pool.
+    #[test]
+    fn a_descriptor_the_program_closed_and_reused_is_neither_lent_nor_closed() {
+        let _serial = serial();
+        let path = Path::new("/nonexistent/pool-test-reused.sock");
+        let (ours, _theirs) = UnixStream::pair().expect("pair");
+        let fd = owned(ours);
+        let raw = fd.as_raw_fd();
+        put(path, fd);
+        let (other, mut other_peer) = UnixStream::pair().expect("pair");
+        // SAFETY: closes the pooled descriptor behind the pool's back, as a
+        // detaching daemon would, and puts the program's own socket there.
+        unsafe {
+            libc::close(raw);
+            assert_eq!(libc::dup2(other.as_raw_fd(), raw), raw);
+        }
+        assert!(take(path).is_none(), "the program's socket was lent");
+        // SAFETY: raw is the program's descriptor, which this test owns.
+        let mut program = UnixStream::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        // Still open and untouched: nothing of a lookup reached the peer.
+        program
+            .write_all(b"x")
+            .expect("the pool closed the program's socket");
+        drop((program, other));
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut other_peer, &mut got).expect("read");
+        assert_eq!(got, b"x");
+    }
+
     #[test]
     fn connections_are_lent_only_for_their_own_path() {
         let _serial = serial();
@@ -193,10 +275,13 @@ mod tests {
         let mut other = Owner::current();
         other.pid = other.pid.wrapping_add(1);
         if let Some(mut idle) = try_lock() {
+            let fd = owned(ours);
+            let identity = Identity::of(&fd).expect("fstat");
             idle.push(Idle {
                 path: path.to_path_buf(),
                 owner: other,
-                fd: owned(ours),
+                identity,
+                fd,
             });
         }
         assert!(take(path).is_none(), "a parent's connection was lent");
