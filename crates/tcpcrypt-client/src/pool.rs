@@ -16,7 +16,11 @@
 //! - the process forked, or changed its user or group: a connection is
 //!   only lent to the process and credentials that opened it, so a child
 //!   never shares a socket with its parent and a process that dropped
-//!   privileges never asks with the rights it had before.
+//!   privileges never asks with the rights it had before;
+//! - the program closed the descriptor (a daemon detaching closes them all)
+//!   and reused its number: each connection's socket identity (device and
+//!   inode) is kept, and a descriptor that no longer matches is neither
+//!   written to nor closed.
 //!
 //! The lock is only ever tried, never waited for: a caller that finds it
 //! held connects afresh. This keeps a worker from queueing behind another,
