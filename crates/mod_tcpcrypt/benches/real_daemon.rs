@@ -1,9 +1,10 @@
 //! Requests per second through httpd (event MPM) with real tcpcryptd on
 //! both ends of a veth pair, `ab` in the client namespace: `Tcpcrypt On`
 //! (one lookup per connection) against `Tcpcrypt Off` (the module loaded
-//! but asking nothing), for one request per connection and for keep-alive,
-//! in alternating rounds in one run. Prints numbers; asserts nothing about
-//! speed. Needs root, `ab` (apache2-utils) and a tcpcryptd built in the
+//! but asking nothing) and against httpd without the module, for one
+//! request per connection and for keep-alive, in rotating rounds in one
+//! run. Prints numbers and ab's failed requests by kind; asserts nothing
+//! about speed. Needs root, `ab` (apache2-utils) and a tcpcryptd built in the
 //! same profile:
 //!
 //!     cargo build --release -p tcpcryptd
@@ -40,8 +41,9 @@ fn daemon_options() -> DaemonOptions {
         .arg("warn")
 }
 
-/// `ab`'s requests per second, and its failed requests.
-fn ab(topo: &Topology, url: &str, keep_alive: bool) -> (f64, u64) {
+/// `ab`'s requests per second, its failed requests, and its line saying
+/// what kind of failures they were.
+fn ab(topo: &Topology, url: &str, keep_alive: bool) -> (f64, u64, String) {
     let mut args = vec!["-q", "-c", CONCURRENCY];
     if keep_alive {
         args.extend(["-k", "-n", REQUESTS.1]);
@@ -67,7 +69,16 @@ fn ab(topo: &Topology, url: &str, keep_alive: bool) -> (f64, u64) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (rate, field("Failed requests:").unwrap_or(0.0) as u64)
+    // ab prints the kinds on the line after the count, when there are any.
+    let kinds = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Failed requests:"))
+        .nth(1)
+        .filter(|l| l.trim_start().starts_with('('))
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_default();
+    let failed = field("Failed requests:").unwrap_or(0.0) as u64;
+    (rate, failed, kinds)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -82,41 +93,46 @@ fn main() {
         Daemon::start(&topo.server, &daemon_options()).unwrap_or_else(|e| panic!("tcpcryptd: {e}"));
     let _client_daemon =
         Daemon::start(&topo.client, &daemon_options()).unwrap_or_else(|e| panic!("tcpcryptd: {e}"));
-    let start = |on: bool| {
-        let dir = TempDir::new(if on {
-            "real-bench-on"
-        } else {
-            "real-bench-off"
-        });
+    // The module asking (On), loaded but silent (Off), not loaded.
+    const MODES: [&str; 3] = ["Tcpcrypt On", "Tcpcrypt Off", "not loaded"];
+    let start = |mode: usize| {
+        let dir = TempDir::new(["real-bench-on", "real-bench-off", "real-bench-none"][mode]);
         let mut config = Config::new(Mpm::Event);
         config.control_socket = Some(server_daemon.control_socket().to_path_buf());
         config.listen_ip = topo.server_addrs.ip(false);
         config.port = Some(PORT);
         config.netns = Some(topo.server.name().to_owned());
-        if !on {
-            config.extra = "Tcpcrypt Off".to_owned();
+        match mode {
+            0 => {}
+            1 => config.extra = "Tcpcrypt Off".to_owned(),
+            _ => config.load_module = false,
         }
         let httpd = Httpd::start(dir.path(), &config);
         (httpd, dir)
     };
     let url = format!("http://{}:{PORT}/static.txt", topo.server_addrs.ip(false));
-    // [on, off] × [new connection, keep-alive]
-    let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
-    let mut failed = 0;
+    // [mode] × [new connection, keep-alive]
+    let mut rates: [[Vec<f64>; 2]; 3] = Default::default();
     for round in 0..ROUNDS {
-        // Alternate which goes first, so a change in the machine's load
-        // hits both alike.
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for on in order {
-            let (httpd, _dir) = start(on);
+        // Rotate which goes first, so a change in the machine's load hits
+        // each alike.
+        for i in 0..MODES.len() {
+            let mode = (round + i) % MODES.len();
+            let (httpd, _dir) = start(mode);
             for (k, keep_alive) in [false, true].into_iter().enumerate() {
-                let (rate, f) = ab(&topo, &url, keep_alive);
-                failed += f;
-                rates[usize::from(!on)][k].push(rate);
+                let (rate, failed, kinds) = ab(&topo, &url, keep_alive);
+                if failed > 0 {
+                    println!(
+                        "round {round}, {}, {}: ab counted {failed} failed requests {kinds}",
+                        MODES[mode],
+                        if keep_alive {
+                            "keep-alive"
+                        } else {
+                            "new connection"
+                        }
+                    );
+                }
+                rates[mode][k].push(rate);
             }
             drop(httpd);
         }
@@ -126,20 +142,29 @@ fn main() {
          median of {ROUNDS} rounds [all rounds]"
     );
     println!(
-        "{:<26} {:>12} {:>12} {:>8}",
-        "", "Tcpcrypt On", "Tcpcrypt Off", "On/Off"
+        "{:<24} {:>12} {:>12} {:>12} {:>9} {:>9}",
+        "", MODES[0], MODES[1], MODES[2], "On/none", "Off/none"
     );
     for (k, name) in ["new connection/request", "keep-alive requests/s"]
         .into_iter()
         .enumerate()
     {
-        let (on, off) = (median(rates[0][k].clone()), median(rates[1][k].clone()));
+        let m: Vec<f64> = (0..MODES.len())
+            .map(|mode| median(rates[mode][k].clone()))
+            .collect();
         println!(
-            "{name:<26} {on:>12.0} {off:>12.0} {:>8.3}   on {:?} off {:?}",
-            on / off,
-            rates[0][k].iter().map(|r| r.round()).collect::<Vec<_>>(),
-            rates[1][k].iter().map(|r| r.round()).collect::<Vec<_>>(),
+            "{name:<24} {:>12.0} {:>12.0} {:>12.0} {:>9.3} {:>9.3}",
+            m[0],
+            m[1],
+            m[2],
+            m[0] / m[2],
+            m[1] / m[2]
         );
+        for (mode, label) in MODES.iter().enumerate() {
+            println!(
+                "    {label:<20} {:?}",
+                rates[mode][k].iter().map(|r| r.round()).collect::<Vec<_>>()
+            );
+        }
     }
-    println!("failed requests (ab): {failed}");
 }

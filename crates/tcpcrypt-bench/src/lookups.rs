@@ -1,15 +1,17 @@
 //! `--lookups`: what a session lookup costs the application that asks, the
-//! way a web server asks: one control-socket connection per lookup through
-//! the client library, from several threads at once, to the server's
-//! daemon.
+//! way a web server asks: through the client library, from several threads
+//! at once, to the server's daemon.
 //!
-//! Three runs, each printed as p50/p99/max in microseconds and lookups per
+//! Five runs, each printed as p50/p99/max in microseconds and lookups per
 //! second:
 //!
 //! - **settled, idle**: connections whose key exchange is long over, with
 //!   no other traffic; what the daemon answers without its packet thread.
-//! - **settled, during bulk**: the same while one bulk stream crosses both
-//!   daemons, so their packet threads are as busy as they get.
+//!   Once with a new control connection per lookup (the library's
+//!   `reuse_connections(false)`, how every lookup went before the pool) and
+//!   once on the pooled connections the library keeps open (its default).
+//! - **settled, during bulk**: the same two while one bulk stream crosses
+//!   both daemons, so their packet threads are as busy as they get.
 //! - **right after accept**: each lookup is made on a connection the
 //!   server has just accepted, as a web server module does; it may have to
 //!   wait for the key exchange, so it shows what a new connection costs.
@@ -95,6 +97,7 @@ fn settled(
     path: &PathBuf,
     conns: &[(SocketAddr, SocketAddr)],
     threads: usize,
+    reuse: bool,
     stop: &AtomicBool,
 ) -> Run {
     let began = Instant::now();
@@ -102,7 +105,7 @@ fn settled(
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let client = Client::with_control_path(path);
+                    let client = Client::with_control_path(path).reuse_connections(reuse);
                     let mut run = Run::default();
                     let mut i = t;
                     while !stop.load(Ordering::Relaxed) && !interrupt::requested() {
@@ -259,38 +262,58 @@ pub fn run(
         report.insert(key.into(), json);
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let timer = stop_after(Duration::from_secs_f64(seconds), Arc::clone(&stop));
-    let r = settled(&server_path, &conns, threads, &stop);
-    let _ = timer.join();
-    record("settled, idle", "settled_idle", r);
+    const MODES: [(bool, &str, &str); 2] = [
+        (false, "new connection each", "fresh"),
+        (true, "pooled connection", "pooled"),
+    ];
+    for (reuse, how, key) in MODES {
+        let stop = Arc::new(AtomicBool::new(false));
+        let timer = stop_after(Duration::from_secs_f64(seconds), Arc::clone(&stop));
+        let r = settled(&server_path, &conns, threads, reuse, &stop);
+        let _ = timer.join();
+        record(
+            &format!("settled, idle, {how}"),
+            &format!("settled_idle_{key}"),
+            r,
+        );
+    }
 
-    let bulk_port = ports.take(true)?;
-    let done = Arc::new(AtomicBool::new(false));
-    let bulk_done = Arc::clone(&done);
-    let ends = bed.ends();
-    let (bulk, r) = std::thread::scope(|s| {
-        let bulk = s.spawn(move || {
-            let b = traffic::bulk(
-                ends,
-                bulk_port,
-                bulk_bytes,
-                Direction::ClientToServer,
-                |_, _| {},
-            );
-            bulk_done.store(true, Ordering::Relaxed);
-            b
+    let mut bulk_rates = serde_json::Map::new();
+    for (reuse, how, key) in MODES {
+        let bulk_port = ports.take(true)?;
+        let done = Arc::new(AtomicBool::new(false));
+        let bulk_done = Arc::clone(&done);
+        let ends = bed.ends();
+        let (bulk, r) = std::thread::scope(|s| {
+            let bulk = s.spawn(move || {
+                let b = traffic::bulk(
+                    ends,
+                    bulk_port,
+                    bulk_bytes,
+                    Direction::ClientToServer,
+                    |_, _| {},
+                );
+                bulk_done.store(true, Ordering::Relaxed);
+                b
+            });
+            let r = settled(&server_path, &conns, threads, reuse, &done);
+            (bulk.join(), r)
         });
-        let r = settled(&server_path, &conns, threads, &done);
-        (bulk.join(), r)
-    });
-    let bulk_rate = match bulk {
-        Ok(Ok(b)) => Some(b.megabytes_per_second()),
-        Ok(Err(Failure::Interrupted)) => None,
-        Ok(Err(Failure::Broken(why))) => return Err(format!("the bulk stream failed: {why}")),
-        Err(_) => return Err("the bulk thread panicked".into()),
-    };
-    record("settled, during a bulk stream", "settled_during_bulk", r);
+        let bulk_rate = match bulk {
+            Ok(Ok(b)) => Some(b.megabytes_per_second()),
+            Ok(Err(Failure::Interrupted)) => None,
+            Ok(Err(Failure::Broken(why))) => {
+                return Err(format!("the bulk stream failed: {why}"));
+            }
+            Err(_) => return Err("the bulk thread panicked".into()),
+        };
+        record(
+            &format!("settled, bulk, {how}"),
+            &format!("settled_during_bulk_{key}"),
+            r,
+        );
+        bulk_rates.insert(key.into(), json!(bulk_rate));
+    }
 
     let accept_port = ports.take(true)?;
     let r = after_accept(bed, &server_path, accept_port, threads, seconds)?;
@@ -298,8 +321,8 @@ pub fn run(
     drop(idle);
 
     println!(
-        "\nlookups from {threads} threads, one control connection each (as mod_tcpcrypt \
-         and the client library make them), to the server's daemon\n"
+        "\nlookups from {threads} threads through the client library (pooled connections \
+         are its default, and mod_tcpcrypt's), to the server's daemon\n"
     );
     println!(
         "{:<34} {:>8} {:>8} {:>8} {:>10} {:>8}",
@@ -308,9 +331,11 @@ pub fn run(
     for l in &lines {
         println!("{l}");
     }
-    if let Some(mb) = bulk_rate {
-        println!("bulk stream during the second run: {mb:.1} MB/s");
+    for (key, rate) in &bulk_rates {
+        if let Some(mb) = rate.as_f64() {
+            println!("bulk stream during the {key} bulk run: {mb:.1} MB/s");
+        }
     }
-    report.insert("bulk_mb_per_second".into(), json!(bulk_rate));
+    report.insert("bulk_mb_per_second".into(), Value::Object(bulk_rates));
     Ok((Value::Object(report), wrong))
 }

@@ -403,3 +403,74 @@ fn dual_stack_server_socket_finds_an_ipv4_connection() {
     );
     assert_eq!(a.session_id, b.session_id);
 }
+
+/// The library's pooled connections open no new way in: a member of the
+/// daemon's control group reads sessions through `tcpcrypt` (lookup and
+/// status, both pooled requests), a user outside it reads nothing.
+#[test]
+fn a_control_group_member_reads_sessions_through_the_library_and_an_outsider_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let topo = Topology::pair().expect("create namespaces");
+    let opts = DaemonOptions::new(tcpcryptd_bin())
+        .arg("--control-group")
+        .arg("nogroup");
+    let client_daemon = Daemon::start(&topo.client, &opts).expect("client tcpcryptd");
+    let server_daemon =
+        Daemon::start(&topo.server, &DaemonOptions::new(tcpcryptd_bin())).expect("server");
+    let net = Net {
+        client_daemon,
+        server_daemon: Some(server_daemon),
+        topo,
+    };
+    let (client, _server) = net.connect(false);
+    let id = encrypted(
+        net.client_lib()
+            .lookup_fd_wait(&client, HANDSHAKE_WAIT)
+            .expect("root's lookup"),
+        "client",
+    )
+    .session_id
+    .to_hex();
+    let sock = net.client_daemon.control_socket().to_path_buf();
+    // The test's temporary directory must not be what keeps others out.
+    if let Some(dir) = sock.parent() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let (local, remote) = (
+        client.local_addr().expect("local").to_string(),
+        client.peer_addr().expect("peer").to_string(),
+    );
+    // nobody, with the control group (nogroup) or with group 1 (daemon);
+    // std drops root's supplementary groups when it sets the uid.
+    let run_as = |gid: u32, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tcpcrypt"))
+            .arg("--control")
+            .arg(&sock)
+            .args(args)
+            .uid(65534)
+            .gid(gid)
+            .output()
+            .expect("run tcpcrypt as nobody")
+    };
+    let lookup = ["lookup", local.as_str(), remote.as_str(), "--json"];
+    let status = ["status", "--json"];
+    let member = run_as(65534, &lookup);
+    assert_eq!(member.status.code(), Some(0), "{member:?}");
+    let v: Value = serde_json::from_slice(&member.stdout).expect("json");
+    assert_eq!(v["session_id"], id.as_str());
+    let listed = run_as(65534, &status);
+    assert_eq!(listed.status.code(), Some(0), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+    for args in [&lookup[..], &status[..]] {
+        let outsider = run_as(1, args);
+        assert_ne!(outsider.status.code(), Some(0), "{outsider:?}");
+        assert!(
+            !String::from_utf8_lossy(&outsider.stdout).contains(&id),
+            "an outsider read the session: {outsider:?}"
+        );
+        let stderr = String::from_utf8_lossy(&outsider.stderr);
+        assert!(stderr.contains("permission denied"), "{stderr}");
+    }
+}

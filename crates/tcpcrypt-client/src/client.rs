@@ -1,7 +1,8 @@
-//! The Rust API: a [`Client`] names the control socket and the time limit;
-//! each call opens one connection to the daemon, asks one question and
-//! closes it, so a client holds no state that could go stale across a
-//! daemon restart or a `fork`.
+//! The Rust API: a [`Client`] names the control socket and the time limit.
+//! Read-only questions travel on a connection from the process's pool
+//! (`crate::pool`), reconnecting by themselves after a daemon restart;
+//! questions that change state open a connection of their own. A client
+//! itself holds no state that could go stale across a restart or a `fork`.
 
 use std::env;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tcpcrypt_control::{
     normalize_addr,
 };
 
-use crate::transport;
+use crate::transport::{self, Reuse};
 
 /// Where tcpcryptd listens unless told otherwise.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/tcpcrypt/control.sock";
@@ -53,6 +54,7 @@ pub fn control_path(explicit: Option<&Path>) -> PathBuf {
 pub struct Client {
     path: PathBuf,
     timeout: Duration,
+    reuse: bool,
 }
 
 impl Default for Client {
@@ -67,6 +69,7 @@ impl Client {
         Self {
             path: control_path(None),
             timeout: DEFAULT_TIMEOUT,
+            reuse: true,
         }
     }
 
@@ -75,12 +78,23 @@ impl Client {
         Self {
             path: path.into(),
             timeout: DEFAULT_TIMEOUT,
+            reuse: true,
         }
     }
 
     /// Sets the time limit for each call (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Whether read-only questions (`lookup`, `version`, `list`) may use,
+    /// and leave behind, an open connection from the process's pool
+    /// (default yes). With `false` each call connects anew, as before the
+    /// pool existed: for a comparison, or a program that wants no socket
+    /// open between calls.
+    pub fn reuse_connections(mut self, reuse: bool) -> Self {
+        self.reuse = reuse;
         self
     }
 
@@ -244,6 +258,15 @@ impl Client {
     fn exchange(&self, request: &Request, wait: Duration, max: usize) -> Result<Vec<u8>, Error> {
         let limit = self.timeout.saturating_add(wait);
         let start = Instant::now();
+        let reuse = match request {
+            Request::Lookup { .. } | Request::Version | Request::List if self.reuse => {
+                Reuse::Pooled
+            }
+            Request::Lookup { .. } | Request::Version | Request::List => Reuse::Fresh,
+            Request::FlushResumption | Request::SetPolicy { .. } | Request::ClearPolicy { .. } => {
+                Reuse::Fresh
+            }
+        };
         // An absurd limit (Duration::MAX) would overflow Instant; cap it at a
         // day, which is "no practical limit" for a local socket.
         let deadline = start + limit.min(Duration::from_secs(86_400));
@@ -253,6 +276,7 @@ impl Client {
             deadline,
             limit,
             max,
+            reuse,
         )
     }
 }

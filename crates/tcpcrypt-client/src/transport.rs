@@ -1,7 +1,11 @@
 //! One request/answer exchange on the control socket that never outlives its
-//! deadline: a non-blocking socket, `poll` before every step, and
+//! deadline: a non-blocking socket, `poll` before every wait, and
 //! `MSG_NOSIGNAL` so a daemon that hangs up cannot raise `SIGPIPE` in the
 //! host process (a C program or Apache, which do not ignore it).
+//!
+//! Read-only questions reuse a connection from the process's pool, so a
+//! lookup is one write and one read on an open socket instead of a
+//! connect, an accept and a thread hand-off in the daemon.
 
 use std::io;
 use std::mem;
@@ -11,10 +15,25 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ProtocolError};
+use crate::pool;
+
+/// Whether an exchange may use, and then keep, a connection from this
+/// process's pool (see [`crate::pool`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Questions that change nothing (`lookup`, `version`, `list`).
+    Pooled,
+    /// Everything else: a new connection, so the daemon judges the caller's
+    /// credentials as they are now, not as they were when a pooled
+    /// connection was opened.
+    Fresh,
+}
 
 /// Sends `request` and returns the first answer line, without its newline.
 ///
-/// `deadline` bounds the whole exchange; `limit` is only reported in the
+/// `deadline` bounds the whole exchange, including a second attempt on a
+/// fresh connection when a pooled one turns out to have been closed by the
+/// daemon (idle timeout, eviction, restart); `limit` is only reported in the
 /// timeout error. Answers longer than `max_answer` bytes are refused.
 pub fn exchange(
     path: &Path,
@@ -22,71 +41,66 @@ pub fn exchange(
     deadline: Instant,
     limit: Duration,
     max_answer: usize,
+    reuse: Reuse,
 ) -> Result<Vec<u8>, Error> {
     let ctx = Ctx {
         path,
         deadline,
         limit,
     };
+    if reuse == Reuse::Pooled
+        && let Some(fd) = pool::take(path)
+    {
+        match ctx.talk(fd.as_raw_fd(), request, max_answer) {
+            Ok(Answered { line, clean }) => {
+                if clean {
+                    pool::put(path, fd);
+                }
+                return Ok(line);
+            }
+            // Closed before the daemon said anything: the request cannot
+            // have been answered, and asking again is safe for the
+            // read-only requests that are pooled.
+            Err(Failed::Closed(_)) => {}
+            Err(Failed::Other(err)) => return Err(err),
+        }
+    }
     let fd = ctx.connect()?;
-    let raw = fd.as_raw_fd();
-
-    let mut sent = 0;
-    while sent < request.len() {
-        ctx.wait_ready(raw, libc::POLLOUT)?;
-        let rest = &request[sent..];
-        // SAFETY: rest is a live slice; send reads at most rest.len() bytes from it.
-        let n = unsafe {
-            libc::send(
-                raw,
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if is_retry(&err) {
-                continue;
-            }
-            return Err(ctx.io(err));
-        }
-        sent += n as usize;
+    let Answered { line, clean } = ctx
+        .talk(fd.as_raw_fd(), request, max_answer)
+        .map_err(Failed::into_error)?;
+    if reuse == Reuse::Pooled && clean {
+        pool::put(path, fd);
     }
+    Ok(line)
+}
 
-    let mut answer = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        ctx.wait_ready(raw, libc::POLLIN)?;
-        // SAFETY: chunk is a live buffer of chunk.len() bytes that recv may fill.
-        let n = unsafe {
-            libc::recv(
-                raw,
-                chunk.as_mut_ptr().cast(),
-                chunk.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if is_retry(&err) {
-                continue;
-            }
-            return Err(ctx.io(err));
-        }
-        if n == 0 {
-            return Err(ProtocolError::Truncated.into());
-        }
-        let got = &chunk[..n as usize];
-        let end = got.iter().position(|&b| b == b'\n');
-        answer.extend_from_slice(&got[..end.unwrap_or(got.len())]);
-        if answer.len() > max_answer {
-            return Err(ProtocolError::TooLong { limit: max_answer }.into());
-        }
-        if end.is_some() {
-            return Ok(answer);
+/// An answer line, and whether the connection is fit for another request
+/// (nothing arrived after the newline).
+struct Answered {
+    line: Vec<u8>,
+    clean: bool,
+}
+
+enum Failed {
+    /// The daemon closed the connection before sending a byte.
+    Closed(Error),
+    Other(Error),
+}
+
+impl Failed {
+    fn into_error(self) -> Error {
+        match self {
+            Failed::Closed(err) | Failed::Other(err) => err,
         }
     }
+}
+
+fn is_hangup(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN)
+    )
 }
 
 fn is_retry(err: &io::Error) -> bool {
@@ -122,6 +136,86 @@ impl Ctx<'_> {
             }
             Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied { path },
             _ => Error::Connect { path, source },
+        }
+    }
+
+    /// One request and its answer on a connected socket.
+    fn talk(&self, raw: RawFd, request: &[u8], max_answer: usize) -> Result<Answered, Failed> {
+        let mut sent = 0;
+        while sent < request.len() {
+            let rest = &request[sent..];
+            // SAFETY: rest is a live slice; send reads at most rest.len() bytes from it.
+            let n = unsafe {
+                libc::send(
+                    raw,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EAGAIN) {
+                    // The daemon is behind on reading: wait for room.
+                    self.wait_ready(raw, libc::POLLOUT).map_err(Failed::Other)?;
+                    continue;
+                }
+                if is_retry(&err) {
+                    continue;
+                }
+                if is_hangup(&err) {
+                    return Err(Failed::Closed(self.io(err)));
+                }
+                return Err(Failed::Other(self.io(err)));
+            }
+            sent += n as usize;
+        }
+
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            self.wait_ready(raw, libc::POLLIN).map_err(Failed::Other)?;
+            // SAFETY: chunk is a live buffer of chunk.len() bytes that recv may fill.
+            let n = unsafe {
+                libc::recv(
+                    raw,
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if is_retry(&err) {
+                    continue;
+                }
+                if answer.is_empty() && is_hangup(&err) {
+                    return Err(Failed::Closed(self.io(err)));
+                }
+                return Err(Failed::Other(self.io(err)));
+            }
+            if n == 0 {
+                let err = ProtocolError::Truncated.into();
+                return Err(if answer.is_empty() {
+                    Failed::Closed(err)
+                } else {
+                    Failed::Other(err)
+                });
+            }
+            let got = &chunk[..n as usize];
+            let end = got.iter().position(|&b| b == b'\n');
+            answer.extend_from_slice(&got[..end.unwrap_or(got.len())]);
+            if answer.len() > max_answer {
+                return Err(Failed::Other(
+                    ProtocolError::TooLong { limit: max_answer }.into(),
+                ));
+            }
+            if let Some(end) = end {
+                return Ok(Answered {
+                    line: answer,
+                    clean: end + 1 == got.len(),
+                });
+            }
         }
     }
 

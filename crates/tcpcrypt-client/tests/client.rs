@@ -353,3 +353,113 @@ fn version_answer_is_returned() {
     assert_eq!(v.daemon, "tcpcryptd 9.9");
     assert_eq!(fake.requests()[0]["op"], "version");
 }
+
+/// A fake that answers `flush_resumption` as done and everything else with
+/// an encrypted session.
+fn session_or_flushed(request: &Value) -> Reply {
+    if request["op"] == "flush_resumption" {
+        Reply::Line(r#"{"v":1,"ok":true,"flushed":3}"#.to_owned())
+    } else {
+        Reply::Line(tcpcrypt_answer(EXAMPLE_ID, "B"))
+    }
+}
+
+#[test]
+fn lookups_in_a_row_share_one_connection() {
+    let fake = FakeDaemon::start(session_or_flushed);
+    for _ in 0..20 {
+        assert!(matches!(lookup_with(&fake), Ok(Lookup::Tcpcrypt(_))));
+    }
+    assert_eq!(fake.requests().len(), 20);
+    // One, unless the pool's lock was busy (other tests run in parallel)
+    // at the moment a connection went back, which then connects anew.
+    assert!(
+        fake.connections() <= 3,
+        "{} connections",
+        fake.connections()
+    );
+}
+
+#[test]
+fn state_changes_open_a_connection_of_their_own() {
+    let fake = FakeDaemon::start(session_or_flushed);
+    // Each flush opens a connection, to be judged by the caller's
+    // credentials at the time, even with a pooled one idle.
+    for _ in 0..3 {
+        lookup_with(&fake).expect("lookup");
+        let before = fake.connections();
+        assert_eq!(client(&fake).flush_resumption().expect("flush"), 3);
+        assert_eq!(fake.connections(), before + 1);
+    }
+    assert_eq!(fake.requests().len(), 6);
+}
+
+#[test]
+fn a_restarted_daemon_is_reached_on_a_new_connection() {
+    let old = FakeDaemon::start(|_| Reply::Line(tcpcrypt_answer(EXAMPLE_ID, "A")));
+    let dir = old.dir().to_path_buf();
+    assert!(matches!(lookup_with(&old), Ok(Lookup::Tcpcrypt(_))));
+    drop(old);
+    let new = FakeDaemon::start_in(dir, |_| Reply::Line(state_answer("unknown")));
+    assert_eq!(lookup_with(&new).expect("lookup"), Lookup::Unknown);
+    assert_eq!(new.connections(), 1);
+}
+
+#[test]
+fn a_connection_closed_under_a_request_is_retried_once_on_a_new_one() {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    // The second request, on the pooled connection, is dropped unanswered,
+    // as when the daemon's idle timeout fires just as it arrives.
+    let fake =
+        FakeDaemon::start(
+            move |_| match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                1 => Reply::Close,
+                _ => Reply::Line(state_answer("pending")),
+            },
+        );
+    assert_eq!(lookup_with(&fake).expect("first"), Lookup::Pending);
+    assert_eq!(lookup_with(&fake).expect("retried"), Lookup::Pending);
+    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.connections(), 2);
+}
+
+#[test]
+fn a_daemon_gone_after_a_pooled_lookup_is_reported_at_once() {
+    let fake = FakeDaemon::always(state_answer("unknown"));
+    let c = client(&fake);
+    let (local, remote) = pair();
+    c.lookup_addrs(local, remote).expect("lookup");
+    drop(fake);
+    let start = Instant::now();
+    let err = c.lookup_addrs(local, remote).expect_err("no daemon");
+    assert!(matches!(err, Error::DaemonNotRunning { .. }), "{err}");
+    assert!(start.elapsed() < SLACK, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_hung_daemon_on_a_pooled_connection_times_out_within_the_limit() {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let fake = FakeDaemon::start(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Reply::Line(state_answer("unknown"))
+        } else {
+            Reply::Silence
+        }
+    });
+    let limit = Duration::from_millis(300);
+    let c = Client::with_control_path(fake.path()).timeout(limit);
+    let (local, remote) = pair();
+    c.lookup_addrs(local, remote).expect("lookup");
+    let start = Instant::now();
+    let err = c.lookup_addrs(local, remote).expect_err("silent daemon");
+    let took = start.elapsed();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(took >= limit && took < limit + SLACK, "took {took:?}");
+    // The connection that timed out is not lent again: its late answer
+    // would be taken for the next one.
+    drop(fake);
+    assert!(matches!(
+        c.lookup_addrs(local, remote),
+        Err(Error::DaemonNotRunning { .. })
+    ));
+}

@@ -311,9 +311,9 @@ impl Registry {
 }
 
 /// How long a client thread whose client has gone waits for the next one
-/// before it exits. A web server asks once per connection, each time on a
-/// new control connection; without this, every lookup would also cost a
-/// thread start and exit in the daemon.
+/// before it exits. The client library keeps its connections open between
+/// lookups, but opens new ones when several are asked at once or after one
+/// timed out; without this, each would also cost a thread start and exit.
 const LINGER: Duration = Duration::from_secs(10);
 
 /// An admitted client waiting for a thread.
@@ -323,18 +323,22 @@ struct Job {
 }
 
 /// Client threads that have finished with their client and wait for the
-/// next one. `idle` counts them minus the jobs already handed to them;
-/// the accept thread decrements it and sends a job under its lock, so a
-/// thread that gives up waiting can tell, under the same lock, whether a
-/// job is on its way.
-#[derive(Clone)]
-struct Idle {
-    jobs: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>,
-    count: Arc<Mutex<usize>>,
+/// next one. `waiting` counts them minus the jobs already queued for them:
+/// the accept thread queues a job only while it is positive, so every
+/// queued job has a thread to take it. Each thread waits on the condition
+/// variable with its own deadline, so a burst of idle threads leaves
+/// together, `LINGER` after each one's last client.
+#[derive(Clone, Default)]
+struct Idle(Arc<(Mutex<IdleState>, std::sync::Condvar)>);
+
+#[derive(Default)]
+struct IdleState {
+    jobs: std::collections::VecDeque<Job>,
+    waiting: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one counter change or one receive.
+    // Each critical section is one counter change or one queue operation.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -343,30 +347,49 @@ impl Idle {
     /// client, or `None` after `linger` without one (the thread then
     /// exits, no longer counted).
     fn next(&self, linger: Duration) -> Option<Job> {
-        *lock(&self.count) += 1;
-        let jobs = lock(&self.jobs);
-        if let Ok(job) = jobs.recv_timeout(linger) {
-            return Some(job);
-        }
-        let mut count = lock(&self.count);
-        match jobs.try_recv() {
-            // Sent while we were giving up, and counted against us.
-            Ok(job) => Some(job),
-            Err(_) => {
-                *count = count.saturating_sub(1);
-                None
+        let (state, wake) = &*self.0;
+        let deadline = Instant::now() + linger;
+        let mut st = lock(state);
+        st.waiting += 1;
+        loop {
+            // A job queued for us was counted off `waiting` already.
+            if let Some(job) = st.jobs.pop_front() {
+                return Some(job);
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                st.waiting = st.waiting.saturating_sub(1);
+                return None;
+            }
+            st = wake
+                .wait_timeout(st, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         }
+    }
+
+    /// Hands `job` to an idle thread, or gives it back if none waits.
+    fn offer(&self, job: Job) -> Result<(), Job> {
+        let (state, wake) = &*self.0;
+        let mut st = lock(state);
+        if st.waiting == 0 {
+            return Err(job);
+        }
+        st.waiting -= 1;
+        st.jobs.push_back(job);
+        wake.notify_one();
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        lock(&self.0.0).waiting
     }
 }
 
 fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimits) {
     let registry = Registry::default();
-    let (send, jobs) = std::sync::mpsc::channel::<Job>();
-    let idle = Idle {
-        jobs: Arc::new(Mutex::new(jobs)),
-        count: Arc::default(),
-    };
+    let idle = Idle::default();
     for conn in listener.incoming() {
         let mut stream = match conn {
             Ok(s) => s,
@@ -389,21 +412,10 @@ fn accept_loop(listener: UnixListener, engine: EngineHandle, limits: ClientLimit
                 continue;
             }
         };
-        let mut job = Job { stream, id };
-        {
-            let mut waiting = lock(&idle.count);
-            if *waiting > 0 {
-                match send.send(job) {
-                    Ok(()) => {
-                        *waiting -= 1;
-                        continue;
-                    }
-                    // Cannot happen while `idle` holds the receiver; start
-                    // a thread for it all the same.
-                    Err(std::sync::mpsc::SendError(back)) => job = back,
-                }
-            }
-        }
+        let job = match idle.offer(Job { stream, id }) {
+            Ok(()) => continue,
+            Err(job) => job,
+        };
         let (engine, clients, idle) = (engine.clone(), registry.clone(), idle.clone());
         let spawned = std::thread::Builder::new()
             .name("control-client".into())
@@ -1106,32 +1118,50 @@ mod tests {
 
     #[test]
     fn an_idle_client_thread_takes_the_next_job_or_leaves_uncounted() {
-        let (send, jobs) = std::sync::mpsc::channel::<Job>();
-        let idle = Idle {
-            jobs: Arc::new(Mutex::new(jobs)),
-            count: Arc::default(),
-        };
+        let idle = Idle::default();
         assert!(idle.next(Duration::from_millis(10)).is_none());
-        assert_eq!(*lock(&idle.count), 0, "a thread that left is still counted");
-        // A job handed over as the accept thread does: counted off, then
-        // sent.
+        assert_eq!(idle.waiting(), 0, "a thread that left is still counted");
+        let (stream, _peer) = UnixStream::pair().expect("pair");
+        let Err(job) = idle.offer(Job { stream, id: 7 }) else {
+            panic!("a job was queued with no thread to take it");
+        };
         let waiter = {
             let idle = idle.clone();
             std::thread::spawn(move || idle.next(Duration::from_secs(30)).map(|j| j.id))
         };
-        loop {
-            let mut waiting = lock(&idle.count);
-            if *waiting == 1 {
-                let (stream, _peer) = UnixStream::pair().expect("pair");
-                send.send(Job { stream, id: 7 }).expect("send");
-                *waiting -= 1;
-                break;
+        let mut job = Some(job);
+        while let Some(j) = job.take() {
+            if let Err(back) = idle.offer(j) {
+                job = Some(back);
+                std::thread::yield_now();
             }
-            drop(waiting);
-            std::thread::yield_now();
         }
         assert_eq!(waiter.join().expect("waiter"), Some(7));
-        assert_eq!(*lock(&idle.count), 0);
+        assert_eq!(idle.waiting(), 0);
+    }
+
+    /// Idle threads wait side by side: all of them are gone about one
+    /// linger after they went idle, not one linger after another.
+    #[test]
+    fn idle_client_threads_leave_together() {
+        let idle = Idle::default();
+        let linger = Duration::from_millis(300);
+        let threads = 8;
+        let start = Instant::now();
+        let waiters: Vec<_> = (0..threads)
+            .map(|_| {
+                let idle = idle.clone();
+                std::thread::spawn(move || idle.next(linger).is_none())
+            })
+            .collect();
+        for w in waiters {
+            assert!(w.join().expect("waiter"), "a thread got a job nobody sent");
+        }
+        let took = start.elapsed();
+        println!("{threads} idle threads with linger {linger:?} gone after {took:?}");
+        // One after another would take threads * linger = 2.4 s.
+        assert!(took < linger * 4, "idle threads left one by one: {took:?}");
+        assert_eq!(idle.waiting(), 0);
     }
 
     #[test]

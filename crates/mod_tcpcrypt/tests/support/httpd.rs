@@ -169,6 +169,9 @@ pub struct Config {
     pub port: Option<u16>,
     /// Run httpd inside this network namespace (`ip netns` name).
     pub netns: Option<String>,
+    /// Whether mod_tcpcrypt is loaded at all (a baseline for benchmarks;
+    /// the directives that need it are then left out).
+    pub load_module: bool,
 }
 
 impl Config {
@@ -182,6 +185,7 @@ impl Config {
             listen_ip: IpAddr::from([127, 0, 0, 1]),
             port: None,
             netns: None,
+            load_module: true,
         }
     }
 }
@@ -449,7 +453,9 @@ fn render(root: &Path, config: &Config, port: u16, backend_port: u16) -> String 
             );
         }
     }
-    let _ = writeln!(c, "LoadModule tcpcrypt_module {}", so.display());
+    if config.load_module {
+        let _ = writeln!(c, "LoadModule tcpcrypt_module {}", so.display());
+    }
     let _ = writeln!(
         c,
         "User www-data
@@ -476,6 +482,7 @@ Protocols h2c http/1.1
   AllowOverride Options AuthConfig
   Require all granted
 </Directory>
+<IfModule tcpcrypt_module>
 <Location /ready.txt>
   # The readiness probe must not count as a lookup.
   Tcpcrypt Off
@@ -498,6 +505,7 @@ Protocols h2c http/1.1
     Header always set X-If-Tcpcrypt yes
   </If>
 </Location>
+</IfModule>
 <VirtualHost 127.0.0.1:{backend_port}>
   DocumentRoot {r}/htdocs
 </VirtualHost>",
@@ -513,11 +521,13 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
   ProxyPass http://127.0.0.1:{backend_port}/echo/
 </Location>"
     );
-    if let Some(sock) = &config.control_socket {
-        let _ = writeln!(c, "TcpcryptControlSocket {}", sock.display());
-    }
-    if let Some(ms) = config.lookup_timeout_ms {
-        let _ = writeln!(c, "TcpcryptLookupTimeout {ms}");
+    if config.load_module {
+        if let Some(sock) = &config.control_socket {
+            let _ = writeln!(c, "TcpcryptControlSocket {}", sock.display());
+        }
+        if let Some(ms) = config.lookup_timeout_ms {
+            let _ = writeln!(c, "TcpcryptLookupTimeout {ms}");
+        }
     }
     c.push_str(&config.extra);
     c.push('\n');

@@ -36,6 +36,9 @@ pub struct FakeDaemon {
     path: PathBuf,
     requests: Arc<Mutex<Vec<Value>>>,
     stop: Arc<AtomicBool>,
+    /// Every connection accepted, to count them and to close them all
+    /// when the fake goes away, as a daemon that exits does.
+    accepted: Arc<Mutex<Vec<UnixStream>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -52,25 +55,46 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 impl FakeDaemon {
     pub fn start(answer: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> Self {
-        let dir = temp_dir("fake");
+        Self::start_in(temp_dir("fake"), answer)
+    }
+
+    /// A fake listening on `dir`/control.sock (`dir` is made if missing),
+    /// e.g. the directory of one that was dropped, as a restarted daemon.
+    pub fn start_in(
+        dir: PathBuf,
+        answer: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        std::fs::create_dir_all(&dir).expect("create temp dir");
         let path = dir.join("control.sock");
         let listener = UnixListener::bind(&path).expect("bind fake control socket");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let answer: Arc<Answer> = Arc::new(answer);
+        let accepted = Arc::new(Mutex::new(Vec::new()));
         let acceptor = {
             let requests = Arc::clone(&requests);
             let stop = Arc::clone(&stop);
+            let accepted = Arc::clone(&accepted);
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    if let (Ok(mut all), Ok(handle)) = (accepted.lock(), stream.try_clone()) {
+                        all.push(handle);
+                    }
                     let requests = Arc::clone(&requests);
                     let stop = Arc::clone(&stop);
                     let answer = Arc::clone(&answer);
-                    thread::spawn(move || serve(stream, &*answer, &requests, &stop));
+                    thread::spawn(move || {
+                        let handle = stream.try_clone();
+                        serve(stream, &*answer, &requests, &stop);
+                        // `accepted` holds a copy: close for real.
+                        if let Ok(handle) = handle {
+                            let _ = handle.shutdown(std::net::Shutdown::Both);
+                        }
+                    });
                 }
             })
         };
@@ -79,6 +103,7 @@ impl FakeDaemon {
             path,
             requests,
             stop,
+            accepted,
             acceptor: Some(acceptor),
         }
     }
@@ -91,6 +116,16 @@ impl FakeDaemon {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory the socket is in, to start a successor there.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.lock().map(|a| a.len()).unwrap_or_default()
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -138,6 +173,11 @@ impl Drop for FakeDaemon {
         let _ = UnixStream::connect(&self.path);
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
+        }
+        if let Ok(all) = self.accepted.lock() {
+            for stream in all.iter() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
