@@ -107,7 +107,7 @@ ip -n "$ns" link set lo up
 ip netns exec "$ns" "$target/tcpcryptd" --config "$conf" 2>"$stage/daemon.log" &
 daemon=$!
 for _ in $(seq 100); do grep -qs ' ready: ' "$stage/daemon.log" && break; sleep 0.1; done
-grep -q ' ready: queue 7463, fail-open' "$stage/daemon.log" \
+grep -Eq ' ready: (queue 7463|[0-9]+ packet threads on queues 7463 to [0-9]+), fail-open' "$stage/daemon.log" \
   || fail "tcpcryptd did not start with the shipped config: $(cat "$stage/daemon.log")"
 ip netns exec "$ns" iptables -t raw -S OUTPUT | grep -q 'comment tcpcryptd' || fail "no rules installed"
 kill -TERM "$daemon"

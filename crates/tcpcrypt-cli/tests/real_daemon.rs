@@ -442,17 +442,35 @@ fn a_control_group_member_reads_sessions_through_the_library_and_an_outsider_not
         client.local_addr().expect("local").to_string(),
         client.peer_addr().expect("peer").to_string(),
     );
+    // The build tree may sit below a directory only root can enter (a
+    // `mktemp -d` checkout, as CI's can be): run a copy of the command from
+    // the socket's directory, opened up above, instead.
+    let exe = sock.parent().expect("socket directory").join("tcpcrypt");
+    std::fs::copy(env!("CARGO_BIN_EXE_tcpcrypt"), &exe).expect("copy the command");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the command");
     // nobody, with the control group (nogroup) or with group 1 (daemon);
     // std drops root's supplementary groups when it sets the uid.
     let run_as = |gid: u32, args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tcpcrypt"))
-            .arg("--control")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--control")
             .arg(&sock)
             .args(args)
             .uid(65534)
-            .gid(gid)
-            .output()
-            .expect("run tcpcrypt as nobody")
+            .gid(gid);
+        // Another test thread may fork while the copy is still open for
+        // writing; until its child execs, it holds that descriptor and
+        // exec of the copy fails with ETXTBSY for a moment.
+        let mut tries = 0;
+        loop {
+            match cmd.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.expect("run the copied tcpcrypt as nobody"),
+            }
+        }
     };
     let lookup = ["lookup", local.as_str(), remote.as_str(), "--json"];
     let status = ["status", "--json"];

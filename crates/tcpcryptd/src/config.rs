@@ -73,9 +73,9 @@ pub struct Args {
     /// `queue + threads - 1`) and its own share of the connections and of
     /// the limits below. The kernel spreads packets over the queues by
     /// address pair, so all connections between two hosts share one thread:
-    /// more threads help a host with many peers, not one busy pair (1-64).
-    /// [default: the number of CPUs, at most 4]
-    #[arg(long, value_name = "N")]
+    /// more threads help a host with many peers, not one busy pair (1-64,
+    /// or `auto`: the number of CPUs, at most 4). [default: auto]
+    #[arg(long, value_name = "N|auto")]
     pub threads: Option<String>,
 
     /// Drop handled packets while no daemon is bound to the queue, instead of
@@ -399,13 +399,14 @@ impl Config {
             None => DEFAULT_QUEUE,
         };
         let threads = match pick("threads", &args.threads) {
+            Some(r) if r.value.trim() == "auto" => default_threads(),
             Some(r) => r
                 .value
                 .trim()
                 .parse::<u16>()
                 .ok()
                 .filter(|n| (1..=MAX_THREADS).contains(n))
-                .ok_or_else(|| bad(&r, "threads", "a number of threads from 1 to 64"))?,
+                .ok_or_else(|| bad(&r, "threads", "auto, or a number of threads from 1 to 64"))?,
             None => default_threads(),
         };
         if u32::from(queue) + u32::from(threads) - 1 > u32::from(u16::MAX) {
@@ -990,6 +991,8 @@ mod tests {
             let e = error_text(&["--threads", bad]);
             assert!(e.contains("option threads") && e.contains(bad), "{e}");
         }
+        let auto = Config::from_args(&args(&["--threads", "auto"])).expect("valid");
+        assert_eq!(auto.threads, default_threads());
         let e = error_text(&["--queue", "65534", "--threads", "3"]);
         assert!(
             e.contains("option threads") && e.contains("at most 2 threads"),

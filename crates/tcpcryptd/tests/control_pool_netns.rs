@@ -74,6 +74,28 @@ fn signal(d: &Daemon, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
 
+/// Waits until every thread of the daemon is stopped: kill(2) returns
+/// before the group stop has reached them all, and a thread still running
+/// could answer a request sent in that moment.
+fn wait_stopped(d: &Daemon) {
+    let pid = d.pid().expect("daemon pid");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
+        let running = tasks.flatten().any(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !state.is_some_and(|s| s.starts_with('T') || s.starts_with('t'))
+        });
+        if !running {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_hangs_or_dies() {
     require_root();
@@ -113,6 +135,7 @@ fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_
     // Stopped, the daemon keeps the pooled connection open but never
     // answers: the caller's limit must end the call.
     signal(&server_d, libc::SIGSTOP);
+    wait_stopped(&server_d);
     let start = Instant::now();
     let hung = client.lookup_addrs(local, remote);
     let took = start.elapsed();
