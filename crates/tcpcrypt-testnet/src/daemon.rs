@@ -305,3 +305,29 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Waits until every thread of process `pid` is stopped (after a SIGSTOP),
+/// up to `within`; false if one still runs then. kill(2) returns before the
+/// group stop has reached every thread, and a thread still running could
+/// handle one more packet or request meanwhile.
+pub fn wait_stopped(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        let running = tasks.flatten().any(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !state.is_some_and(|s| s.starts_with('T') || s.starts_with('t'))
+        });
+        if !running {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -31,7 +31,7 @@ mod netns;
 mod topology;
 
 pub use capture::{Capture, Frame};
-pub use daemon::{Daemon, DaemonOptions, EXTRA_ARGS_VAR, Memory};
+pub use daemon::{Daemon, DaemonOptions, EXTRA_ARGS_VAR, Memory, wait_stopped};
 #[cfg(feature = "impair")]
 pub use impair::{Impairment, Plan};
 pub use netns::{Netns, ProcessGuard};

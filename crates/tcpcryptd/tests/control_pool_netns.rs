@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use tcpcrypt::{Client, Error, Lookup, SessionId};
-use tcpcrypt_testnet::{Daemon, DaemonOptions, Netns, Topology, require_root};
+use tcpcrypt_testnet::{Daemon, DaemonOptions, Netns, Topology, require_root, wait_stopped};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tcpcryptd");
 const PORT: u16 = 7050;
@@ -74,28 +74,6 @@ fn signal(d: &Daemon, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
 
-/// Waits until every thread of the daemon is stopped: kill(2) returns
-/// before the group stop has reached them all, and a thread still running
-/// could answer a request sent in that moment.
-fn wait_stopped(d: &Daemon) {
-    let pid = d.pid().expect("daemon pid");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
-        let running = tasks.flatten().any(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            // The state follows the parenthesised command name.
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-            !state.is_some_and(|s| s.starts_with('T') || s.starts_with('t'))
-        });
-        if !running {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_hangs_or_dies() {
     require_root();
@@ -135,7 +113,10 @@ fn a_pooled_client_follows_a_restart_and_fails_within_its_limit_when_the_daemon_
     // Stopped, the daemon keeps the pooled connection open but never
     // answers: the caller's limit must end the call.
     signal(&server_d, libc::SIGSTOP);
-    wait_stopped(&server_d);
+    assert!(
+        wait_stopped(server_d.pid().expect("daemon pid"), Duration::from_secs(5)),
+        "the daemon did not stop"
+    );
     let start = Instant::now();
     let hung = client.lookup_addrs(local, remote);
     let took = start.elapsed();

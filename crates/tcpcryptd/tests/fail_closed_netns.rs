@@ -350,6 +350,10 @@ fn sigterm_aborts_a_connection_still_negotiating() {
     // SAFETY: kill(2) with a pid and a signal number.
     unsafe { libc::kill(server_pid, libc::SIGSTOP) };
     let resume = Resume(server_pid);
+    assert!(
+        tcpcrypt_testnet::wait_stopped(server_pid as u32, Duration::from_secs(5)),
+        "the server daemon did not stop"
+    );
     let connecting = t
         .client
         .spawn_thread(move || TcpStream::connect_timeout(&to, Duration::from_secs(20)));
