@@ -100,13 +100,23 @@ impl Idle {
 
 static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 
+/// Attempts at the lock before a caller goes without the pool.
+const LOCK_TRIES: usize = 64;
+
+/// The lock, if it can be had after a few attempts with a yield between
+/// them. It is held for a few system calls at most, so a live holder lets
+/// go at once; a lock that was held when this process was forked has no
+/// holder left to release it, and is given up on rather than waited for.
 fn try_lock() -> Option<MutexGuard<'static, Vec<Idle>>> {
-    match IDLE.try_lock() {
-        Ok(guard) => Some(guard),
-        // Every change under the lock is one push or remove.
-        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
+    for _ in 0..LOCK_TRIES {
+        match IDLE.try_lock() {
+            Ok(guard) => return Some(guard),
+            // Every change under the lock is one push or remove.
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
     }
+    None
 }
 
 /// An open connection to `path` that this process and its current
