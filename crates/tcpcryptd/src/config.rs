@@ -288,6 +288,14 @@ pub struct Config {
     pub limits: Limits,
 }
 
+impl Config {
+    /// The limits one packet thread's engine works with: its share of
+    /// the configured ones.
+    pub fn thread_limits(&self) -> Limits {
+        self.limits.share(self.threads)
+    }
+}
+
 /// A configuration error naming the option, the bad value and where it came
 /// from.
 #[derive(Debug, thiserror::Error)]

@@ -145,7 +145,7 @@ where
         links.push(ShardLink { tx, wake });
         inboxes.push(rx);
     }
-    let limits = config.limits.share(config.threads);
+    let limits = config.thread_limits();
     let mut packet_threads = Vec::with_capacity(threads);
     for (n, (queue, requests)) in queues.into_iter().zip(inboxes).enumerate() {
         let packet_loop = PacketLoop {

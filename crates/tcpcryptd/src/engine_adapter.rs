@@ -25,7 +25,7 @@ pub fn build(config: &Config) -> eng::Engine {
 /// configuration determines (its share of the limits); the rest keep the
 /// engine's defaults.
 pub fn engine_config(config: &Config) -> eng::EngineConfig {
-    let limits = &config.limits.share(config.threads);
+    let limits = &config.thread_limits();
     eng::EngineConfig {
         teps: config.teps.clone(),
         aeads: config.aeads.clone(),
