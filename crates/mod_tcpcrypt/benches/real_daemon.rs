@@ -20,7 +20,17 @@ use tcpcrypt_testnet::{Daemon, DaemonOptions, Topology};
 
 const PORT: u16 = 8080;
 const CONCURRENCY: &str = "16";
+/// Rounds unless `TCPCRYPT_BENCH_ROUNDS` asks for more (the machine's
+/// noise is several percent; more rounds narrow the medians).
 const ROUNDS: usize = 3;
+
+fn rounds() -> usize {
+    std::env::var("TCPCRYPT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROUNDS)
+}
 /// Requests per `ab` run: new connection, keep-alive.
 const REQUESTS: (&str, &str) = ("6000", "30000");
 
@@ -113,7 +123,8 @@ fn main() {
     let url = format!("http://{}:{PORT}/static.txt", topo.server_addrs.ip(false));
     // [mode] × [new connection, keep-alive]
     let mut rates: [[Vec<f64>; 2]; 3] = Default::default();
-    for round in 0..ROUNDS {
+    let rounds = rounds();
+    for round in 0..rounds {
         // Rotate which goes first, so a change in the machine's load hits
         // each alike.
         for i in 0..MODES.len() {
@@ -139,7 +150,7 @@ fn main() {
     }
     println!(
         "httpd event MPM, GET /static.txt, ab -c {CONCURRENCY}, real tcpcryptd on both ends; \
-         median of {ROUNDS} rounds [all rounds]"
+         median of {rounds} rounds [all rounds]"
     );
     println!(
         "{:<24} {:>12} {:>12} {:>12} {:>9} {:>9}",

@@ -6,12 +6,14 @@
 //! second:
 //!
 //! - **settled, idle**: connections whose key exchange is long over, with
-//!   no other traffic; what the daemon answers without its packet thread.
-//!   Once with a new control connection per lookup (the library's
-//!   `reuse_connections(false)`, how every lookup went before the pool) and
-//!   once on the pooled connections the library keeps open (its default).
-//! - **settled, during bulk**: the same two while one bulk stream crosses
-//!   both daemons, so their packet threads are as busy as they get.
+//!   no other traffic. Three ways: with a new control connection per
+//!   lookup (the library's `reuse_connections(false)` and
+//!   `read_table(false)`, how every lookup went before the pool), on the
+//!   pooled connections the library keeps open (`read_table(false)`), and
+//!   from the session table the daemon publishes (the library's default:
+//!   no round trip to the daemon at all).
+//! - **settled, during bulk**: the same three while one bulk stream
+//!   crosses both daemons, so their packet threads are as busy as they get.
 //! - **right after accept**: each lookup is made on a connection the
 //!   server has just accepted, as a web server module does; it may have to
 //!   wait for the key exchange, so it shows what a new connection costs.
@@ -73,7 +75,8 @@ impl Run {
     fn line(&mut self, name: &str) -> (String, Value) {
         let (p50, p99, max) = (self.micros(50.0), self.micros(99.0), self.micros(100.0));
         let rate = self.samples.len() as f64 / self.seconds.max(1e-9);
-        let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        // Table lookups take well under a microsecond.
+        let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         let text = format!(
             "{name:<34} {:>8} {:>8} {:>8} {:>10.0} {:>8}",
             us(p50),
@@ -91,13 +94,20 @@ impl Run {
     }
 }
 
+/// How the library is told to reach the daemon.
+#[derive(Clone, Copy)]
+struct Route {
+    reuse: bool,
+    table: bool,
+}
+
 /// Lookups of `conns` (the server's view: local, remote) from `threads`
 /// threads, round robin, until `stop` is set.
 fn settled(
     path: &PathBuf,
     conns: &[(SocketAddr, SocketAddr)],
     threads: usize,
-    reuse: bool,
+    how: Route,
     stop: &AtomicBool,
 ) -> Run {
     let began = Instant::now();
@@ -105,7 +115,9 @@ fn settled(
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let client = Client::with_control_path(path).reuse_connections(reuse);
+                    let client = Client::with_control_path(path)
+                        .reuse_connections(how.reuse)
+                        .read_table(how.table);
                     let mut run = Run::default();
                     let mut i = t;
                     while !stop.load(Ordering::Relaxed) && !interrupt::requested() {
@@ -262,14 +274,36 @@ pub fn run(
         report.insert(key.into(), json);
     };
 
-    const MODES: [(bool, &str, &str); 2] = [
-        (false, "new connection each", "fresh"),
-        (true, "pooled connection", "pooled"),
+    const MODES: [(Route, &str, &str); 3] = [
+        (
+            Route {
+                reuse: false,
+                table: false,
+            },
+            "new connection each",
+            "fresh",
+        ),
+        (
+            Route {
+                reuse: true,
+                table: false,
+            },
+            "pooled connection",
+            "pooled",
+        ),
+        (
+            Route {
+                reuse: true,
+                table: true,
+            },
+            "session table",
+            "table",
+        ),
     ];
-    for (reuse, how, key) in MODES {
+    for (path, how, key) in MODES {
         let stop = Arc::new(AtomicBool::new(false));
         let timer = stop_after(Duration::from_secs_f64(seconds), Arc::clone(&stop));
-        let r = settled(&server_path, &conns, threads, reuse, &stop);
+        let r = settled(&server_path, &conns, threads, path, &stop);
         let _ = timer.join();
         record(
             &format!("settled, idle, {how}"),
@@ -279,7 +313,7 @@ pub fn run(
     }
 
     let mut bulk_rates = serde_json::Map::new();
-    for (reuse, how, key) in MODES {
+    for (path, how, key) in MODES {
         let bulk_port = ports.take(true)?;
         let done = Arc::new(AtomicBool::new(false));
         let bulk_done = Arc::clone(&done);
@@ -296,7 +330,7 @@ pub fn run(
                 bulk_done.store(true, Ordering::Relaxed);
                 b
             });
-            let r = settled(&server_path, &conns, threads, reuse, &done);
+            let r = settled(&server_path, &conns, threads, path, &done);
             (bulk.join(), r)
         });
         let bulk_rate = match bulk {
@@ -321,8 +355,9 @@ pub fn run(
     drop(idle);
 
     println!(
-        "\nlookups from {threads} threads through the client library (pooled connections \
-         are its default, and mod_tcpcrypt's), to the server's daemon\n"
+        "\nlookups from {threads} threads through the client library, to the server's \
+         daemon (the session table, then pooled connections, are its default and \
+         mod_tcpcrypt's)\n"
     );
     println!(
         "{:<34} {:>8} {:>8} {:>8} {:>10} {:>8}",

@@ -1,5 +1,7 @@
 //! The Rust API: a [`Client`] names the control socket and the time limit.
-//! Read-only questions travel on a connection from the process's pool
+//! A lookup whose outcome is settled is answered from the daemon's
+//! published session table (`crate::table`) when this process may read
+//! it. Other read-only questions travel on a connection from the process's pool
 //! (`crate::pool`), reconnecting by themselves after a daemon restart;
 //! questions that change state open a connection of their own. A client
 //! itself holds no state that could go stale across a restart or a `fork`.
@@ -18,6 +20,7 @@ use tcpcrypt_control::{
     normalize_addr,
 };
 
+use crate::table;
 use crate::transport::{self, Reuse};
 
 /// Where tcpcryptd listens unless told otherwise.
@@ -55,6 +58,7 @@ pub struct Client {
     path: PathBuf,
     timeout: Duration,
     reuse: bool,
+    table: bool,
 }
 
 impl Default for Client {
@@ -70,6 +74,7 @@ impl Client {
             path: control_path(None),
             timeout: DEFAULT_TIMEOUT,
             reuse: true,
+            table: true,
         }
     }
 
@@ -79,6 +84,7 @@ impl Client {
             path: path.into(),
             timeout: DEFAULT_TIMEOUT,
             reuse: true,
+            table: true,
         }
     }
 
@@ -95,6 +101,15 @@ impl Client {
     /// open between calls.
     pub fn reuse_connections(mut self, reuse: bool) -> Self {
         self.reuse = reuse;
+        self
+    }
+
+    /// Whether lookups may be answered from the session table the daemon
+    /// publishes beside its socket (default yes; see `crate::table`).
+    /// Answers are the same either way; with `false` every lookup asks
+    /// the daemon: for a comparison.
+    pub fn read_table(mut self, read: bool) -> Self {
+        self.table = read;
         self
     }
 
@@ -121,6 +136,11 @@ impl Client {
         remote: SocketAddr,
         wait: Duration,
     ) -> Result<Lookup, Error> {
+        if self.table
+            && let Some(settled) = table::lookup(&self.path, local, remote)
+        {
+            return Ok(settled);
+        }
         let wait = wait.min(MAX_WAIT);
         let request = Request::Lookup {
             local: normalize_addr(local),

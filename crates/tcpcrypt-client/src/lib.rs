@@ -2,8 +2,9 @@
 //! socket (docs/control-protocol.md), for Rust and, as `libtcpcrypt.so` /
 //! `libtcpcrypt.a` with `include/tcpcrypt/tcpcrypt.h`, for C.
 //!
-//! Owns: the control-protocol client and its per-process pool of open
-//! connections (read-only requests reuse them), lookups by socket or by address pair,
+//! Owns: the control-protocol client, its per-process pool of open
+//! connections (read-only requests reuse them) and its mapping of the
+//! daemon's session table (settled lookups read it without asking), lookups by socket or by address pair,
 //! per-socket policies (resumption, caching
 //! and the application-aware bit: [`Client::set_socket_policy`]), and the C ABI including the original
 //! libtcpcrypt's `tcpcrypt_getsockopt` and `tcpcrypt_setsockopt`. The
@@ -43,6 +44,7 @@ mod error;
 #[cfg(feature = "auth")]
 pub mod login;
 mod pool;
+mod table;
 mod transport;
 
 pub use client::{CONTROL_PATH_ENV, Client, DEFAULT_CONTROL_PATH, DEFAULT_TIMEOUT, control_path};

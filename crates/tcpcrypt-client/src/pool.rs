@@ -108,8 +108,14 @@ const LOCK_TRIES: usize = 64;
 /// go at once; a lock that was held when this process was forked has no
 /// holder left to release it, and is given up on rather than waited for.
 fn try_lock() -> Option<MutexGuard<'static, Vec<Idle>>> {
+    try_lock_of(&IDLE)
+}
+
+/// [`try_lock`] for any of the library's process-wide locks held as
+/// briefly (the session table's cache uses it too).
+pub(crate) fn try_lock_of<T>(lock: &'static Mutex<T>) -> Option<MutexGuard<'static, T>> {
     for _ in 0..LOCK_TRIES {
-        match IDLE.try_lock() {
+        match lock.try_lock() {
             Ok(guard) => return Some(guard),
             // Every change under the lock is one push or remove.
             Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),

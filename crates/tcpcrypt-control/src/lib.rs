@@ -3,7 +3,7 @@
 //!
 //! Owns: the protocol version and limits, every request ([`Request`]) and
 //! answer ([`Answer`], [`Refusal`]) with its JSON line in both directions,
-//! the error words, the session as applications see it ([`Session`] with
+//! the error words, the layout of the published session table ([`table`]), the session as applications see it ([`Session`] with
 //! [`SessionId`], [`Role`], [`Tep`], [`Aead`]), the TEP and AEAD name
 //! tables, the per-socket policy words, and the wire form of addresses.
 //!
@@ -19,6 +19,7 @@ mod error;
 mod json;
 mod request;
 mod session;
+pub mod table;
 
 use std::time::Duration;
 

@@ -35,13 +35,13 @@ impl SessionId {
 
     /// Lower-case hex, as the control protocol writes it.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0, b"0123456789abcdef")
     }
 
     /// Upper-case hex, as the original mod_tcpcrypt put it in
     /// `TCP_CRYPT_SESSID`.
     pub fn to_upper_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02X}")).collect()
+        hex(&self.0, b"0123456789ABCDEF")
     }
 
     /// The first `bytes` bytes in lower-case hex, for tables read by people.
@@ -52,6 +52,17 @@ impl SessionId {
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+}
+
+/// `bytes` in hex with the given digits: a web server formats an ID per
+/// connection, so this avoids a `format!` per byte.
+fn hex(bytes: &[u8], digits: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(digits[usize::from(b >> 4)]));
+        out.push(char::from(digits[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 impl FromStr for SessionId {
@@ -292,6 +303,17 @@ impl<R> Lookup<R> {
     /// True once the outcome can no longer change from pending.
     pub fn is_settled(&self) -> bool {
         !matches!(self, Lookup::Pending)
+    }
+
+    /// The same answer with its reason converted (for the daemon, typed
+    /// reason to text).
+    pub fn map_reason<S>(self, f: impl FnOnce(R) -> S) -> Lookup<S> {
+        match self {
+            Lookup::Tcpcrypt(s) => Lookup::Tcpcrypt(s),
+            Lookup::Plain { reason } => Lookup::Plain { reason: f(reason) },
+            Lookup::Pending => Lookup::Pending,
+            Lookup::Unknown => Lookup::Unknown,
+        }
     }
 
     /// The same answer borrowing its reason, to write it without a copy.

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tcpcrypt_proto::{Aead, Role, SessionId, Tep};
+use tcpcrypt_proto::{Aead, Tep};
 
 /// Secrets for the key log: `TCPCRYPT_SS <session-id> <ss>` and, for a
 /// fresh key exchange, `TCPCRYPT_ES <session-id> <es>`.
@@ -242,18 +242,9 @@ impl EngineConfig {
     }
 }
 
-/// An established tcpcrypt session, as applications see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionInfo {
-    pub session_id: SessionId,
-    /// This host's role.
-    pub role: Role,
-    pub tep: Tep,
-    pub aead: Aead,
-    pub resumed: bool,
-    /// The peer's ENO application-aware bit.
-    pub peer_app_aware: bool,
-}
+/// An established tcpcrypt session, as applications see it: the protocol
+/// core's own record of it, passed on as it is.
+pub use tcpcrypt_proto::session::SessionInfo;
 
 /// Why a connection is plain TCP.
 #[derive(Clone, Debug, PartialEq, Eq)]

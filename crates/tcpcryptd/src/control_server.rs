@@ -104,7 +104,9 @@ pub struct ControlSocket {
     path: PathBuf,
 }
 
-fn resolve_group(group: &ControlGroup) -> Result<u32, ControlError> {
+/// The control group's id (root's, with a warning, when the default group
+/// does not exist).
+pub fn resolve_group(group: &ControlGroup) -> Result<u32, ControlError> {
     match group {
         ControlGroup::Named(name) => match sys::group_id(name) {
             Ok(Some(gid)) => Ok(gid),
@@ -136,7 +138,11 @@ impl ControlSocket {
     /// the control group, mode 0660. A stale socket file from a dead
     /// instance is replaced; a live one is an error.
     pub fn bind(path: &Path, group: &ControlGroup) -> Result<ControlSocket, ControlError> {
-        let gid = resolve_group(group)?;
+        ControlSocket::bind_gid(path, resolve_group(group)?)
+    }
+
+    /// [`ControlSocket::bind`] with the group already resolved.
+    pub fn bind_gid(path: &Path, gid: u32) -> Result<ControlSocket, ControlError> {
         if let Some(dir) = path.parent()
             && !dir.exists()
         {

@@ -16,13 +16,15 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::conn_journal::{self, ConnKey, Journal};
-use crate::control_server::{ClientLimits, ControlError, ControlSocket};
+use crate::control_server::{self, ClientLimits, ControlError, ControlSocket};
 use crate::engine_api::{LookupState, PacketEngine, Phase};
 use crate::firewall::{self, Backend, FirewallError};
 use crate::inject::{InjectError, Injector};
 use crate::keylog::KeyLog;
 use crate::nfqueue::{NfqError, Queue};
+use crate::outcome_table::{OutcomeTable, random_key};
 use crate::packet_loop::{EngineHandle, LoopStats, PacketLoop, REQUEST_QUEUE, ShardLink};
+use crate::session_table::TableFileError;
 use crate::stats_report::{REPORT_INTERVAL, StatsReport};
 use crate::sys::{self, EventFd};
 
@@ -67,6 +69,8 @@ pub enum DaemonError {
     Thread(std::io::Error),
     #[error("creating the wake-up eventfd: {0}")]
     EventFd(std::io::Error),
+    #[error(transparent)]
+    Table(#[from] TableFileError),
     #[error("the packet thread failed: {0}")]
     PacketThread(String),
 }
@@ -135,7 +139,8 @@ where
         .name("outcomes".into())
         .spawn(move || crate::outcomes::run(ev_rx, keylog))
         .map_err(DaemonError::Thread)?;
-    let outcomes = Arc::new(crate::outcome_table::OutcomeTable::default());
+    let gid = control_server::resolve_group(&config.control_group)?;
+    let outcomes = Arc::new(session_table(config, gid)?);
     let journal = Arc::new(Mutex::new(journal));
     let mut links = Vec::with_capacity(threads);
     let mut inboxes = Vec::with_capacity(threads);
@@ -186,7 +191,7 @@ where
     drop(ev_tx);
 
     let handle = EngineHandle::sharded(links.clone(), outcomes);
-    let result = serve(config, &backend, handle.clone(), &failed);
+    let result = serve(config, gid, &backend, handle.clone(), &failed);
     let aborted_all = !failed.load(Ordering::Relaxed) && abort_encrypted_connections(&handle);
 
     stop.store(true, Ordering::Relaxed);
@@ -245,14 +250,31 @@ where
 
 /// Installs rules, opens the control socket and waits for a signal. The
 /// control socket file is removed when this returns.
+/// The table of settled outcomes, published next to the control socket
+/// for applications to read without asking; kept private (and lookups go
+/// over the socket) if the file cannot be made.
+fn session_table(config: &Config, gid: u32) -> Result<OutcomeTable, DaemonError> {
+    let path = tcpcrypt_control::table::path_for(&config.control_socket);
+    let connections = config.limits.max_connections;
+    match OutcomeTable::published(&path, gid, connections, random_key()) {
+        Ok(table) => Ok(table),
+        Err(e @ TableFileError::InUse { .. }) => Err(e.into()),
+        Err(e) => {
+            log::warn!("{e}; applications' lookups will all go over the control socket");
+            Ok(OutcomeTable::private(connections, random_key()))
+        }
+    }
+}
+
 fn serve(
     config: &Config,
+    gid: u32,
     backend: &Backend,
     handle: EngineHandle,
     failed: &AtomicBool,
 ) -> Result<(), DaemonError> {
     firewall::install_rules(backend, config).map_err(DaemonError::Rules)?;
-    let control = ControlSocket::bind(&config.control_socket, &config.control_group)?;
+    let control = ControlSocket::bind_gid(&config.control_socket, gid)?;
     control
         .serve(handle, ClientLimits::new(config.control_client_timeout))
         .map_err(DaemonError::Thread)?;
@@ -309,10 +331,12 @@ fn abort_encrypted_connections(handle: &EngineHandle) -> bool {
         // Guarded ones, and those still negotiating (our SYN offered ENO):
         // an application that asked for a connection while tcpcrypt was
         // running does not get a plain one from a daemon going away.
-        .filter(|c| (c.guarded || c.state == LookupState::Pending) && c.phase != Phase::Closed)
+        .filter(|c| {
+            (c.guarded || c.conn.lookup == LookupState::Pending) && c.conn.phase != Phase::Closed
+        })
         .map(|c| ConnKey {
-            local: c.local,
-            remote: c.remote,
+            local: c.conn.local,
+            remote: c.conn.remote,
         })
         .collect();
     if live.is_empty() {

@@ -141,18 +141,20 @@ impl PacketEngine for eng::Engine {
         remote: SocketAddr,
     ) -> Option<ConnectionView> {
         eng::Engine::connection(self, local, remote).map(|c| ConnectionView {
-            local: c.local,
-            remote: c.remote,
-            state: state(c.state),
-            phase: match c.phase {
-                eng::ConnPhase::Handshake => Phase::Handshake,
-                eng::ConnPhase::Established => Phase::Established,
-                eng::ConnPhase::Closing => Phase::Closing,
-                eng::ConnPhase::Closed => Phase::Closed,
+            conn: tcpcrypt_control::Connection {
+                local: c.local,
+                remote: c.remote,
+                lookup: state(c.state),
+                phase: match c.phase {
+                    eng::ConnPhase::Handshake => Phase::Handshake,
+                    eng::ConnPhase::Established => Phase::Established,
+                    eng::ConnPhase::Closing => Phase::Closing,
+                    eng::ConnPhase::Closed => Phase::Closed,
+                },
+                bytes_sent: c.bytes_sent,
+                bytes_received: c.bytes_received,
+                age: now.saturating_duration_since(c.first_seen),
             },
-            bytes_sent: c.bytes_sent,
-            bytes_received: c.bytes_received,
-            age: now.saturating_duration_since(c.first_seen),
             guarded: c.guarded,
         })
     }
@@ -225,6 +227,7 @@ mod tests {
                     let s = session(eng::SessionInfo {
                         session_id: id,
                         role,
+                        original_role: role.peer(),
                         tep,
                         aead,
                         resumed,

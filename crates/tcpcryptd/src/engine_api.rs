@@ -7,7 +7,7 @@
 //! scripted engine.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tcpcrypt_control::{Connection, Lookup};
 
@@ -28,16 +28,11 @@ pub use tcpcrypt_control::{Phase, Session};
 /// `list` on the packet thread formats no text.
 pub type LookupState = Lookup<PlainReason>;
 
-/// One row of `list`.
+/// One row of `list`: the control protocol's row (its reason still typed)
+/// and what only the daemon needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionView {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: LookupState,
-    pub phase: Phase,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub age: Duration,
+    pub conn: Connection<PlainReason>,
     /// Encrypted, negotiating or aborted: a clean stop aborts it.
     pub guarded: bool,
 }
@@ -45,15 +40,7 @@ pub struct ConnectionView {
 impl ConnectionView {
     /// The row as the control protocol writes it.
     pub fn row(&self) -> Connection<&PlainReason> {
-        Connection {
-            local: self.local,
-            remote: self.remote,
-            lookup: self.state.by_ref(),
-            phase: self.phase,
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            age: self.age,
-        }
+        self.conn.by_ref()
     }
 }
 
@@ -170,27 +157,30 @@ pub trait PacketEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tcpcrypt_control::answer::{decode_list, list_line};
 
     #[test]
     fn a_row_is_written_with_its_reason_text_and_counters() {
         let view = ConnectionView {
-            local: "10.0.0.2:80".parse().expect("addr"),
-            remote: "[fd00::1]:5".parse().expect("addr"),
-            state: LookupState::Plain {
-                reason: PlainReason::NotSeenFromSyn,
+            conn: Connection {
+                local: "10.0.0.2:80".parse().expect("addr"),
+                remote: "[fd00::1]:5".parse().expect("addr"),
+                lookup: LookupState::Plain {
+                    reason: PlainReason::NotSeenFromSyn,
+                },
+                phase: Phase::Closing,
+                bytes_sent: 3,
+                bytes_received: 4,
+                age: Duration::from_millis(1500),
             },
-            phase: Phase::Closing,
-            bytes_sent: 3,
-            bytes_received: 4,
-            age: Duration::from_millis(1500),
             guarded: true,
         };
         let line = list_line([view.row()]);
         let rows = decode_list(line.as_bytes()).expect("a valid list answer");
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
-        assert_eq!((row.local, row.remote), (view.local, view.remote));
+        assert_eq!((row.local, row.remote), (view.conn.local, view.conn.remote));
         assert_eq!(
             row.lookup,
             Lookup::Plain {

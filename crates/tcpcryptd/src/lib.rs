@@ -27,6 +27,7 @@ pub mod nfqueue;
 pub mod outcome_table;
 pub mod outcomes;
 pub mod packet_loop;
+pub mod session_table;
 pub mod stats_report;
 pub mod sys;
 pub mod trim;

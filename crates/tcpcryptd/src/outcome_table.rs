@@ -1,72 +1,109 @@
-//! Final outcomes of connections, shared by the packet thread (the only
-//! writer) and the control threads (readers), so that a `lookup` for a
-//! connection whose outcome is settled never waits for the packet thread.
+//! Final outcomes of connections, shared by the packet threads (the
+//! writers) and every reader of the session table: the control threads in
+//! this process, and applications that map the table's file
+//! (`tcpcrypt_control::table`), so that a lookup for a connection whose
+//! outcome is settled never waits for a packet thread, or for the daemon
+//! at all.
 //!
-//! The packet thread copies each `Established` and `Plain` event in here as
-//! it drains the engine's events, before the verdict of the packet that
-//! caused it goes out, and removes the entry on the engine's `Forgotten`.
+//! The packet threads copy each `Established` and `Plain` event in here as
+//! they drain the engine's events, before the verdict of the packet that
+//! caused it goes out, and remove the entry on the engine's `Forgotten`.
 //! Neither outcome changes while the engine tracks the connection (an abort
 //! or close leaves `Engine::lookup` saying `tcpcrypt`), so an entry here is
 //! always what the engine itself would answer. Connections still pending,
 //! or unknown, are not here: their lookups take the packet thread's path,
-//! which can tell the two apart and wait for a handshake.
+//! which can tell the two apart and wait for a handshake. Nor is an
+//! outcome the table has no room for (it is full, or a plain-TCP reason is
+//! too long): that one is answered the slow way, never wrongly.
 //!
-//! Sharded mutexes rather than one lock: a control thread holds a shard for
-//! one probe and one clone, so the packet thread, which must not be held
-//! up, can at worst wait that long, and only when both touch the same
-//! shard. Readers never see a half-written entry because each change is a
-//! single insert or remove under the shard's lock.
+//! Writers take one lock for a few stores; readers take none (the table's
+//! sequence words keep them from seeing half an entry).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use tcpcrypt_engine::wire::canonical;
+use tcpcrypt_control::Lookup;
+use tcpcrypt_control::table::{Geometry, Table, Writer};
 
-use crate::engine_api::{EngineEvent, LookupState};
+use crate::engine_api::EngineEvent;
+use crate::session_table::{TableFile, TableFileError, TableMemory};
 
-/// A power of two comfortably above the control threads that can probe
-/// at once on a small machine, so two rarely share a shard.
-const SHARDS: usize = 64;
-
-type Key = (SocketAddr, SocketAddr);
-
-/// Settled outcomes by (local, remote), canonical.
+/// Settled outcomes by connection.
 pub struct OutcomeTable {
-    shards: Box<[Mutex<HashMap<Key, LookupState>>]>,
-    hasher: RandomState,
+    table: Table<TableMemory>,
+    writer: Mutex<Writer>,
 }
 
 impl Default for OutcomeTable {
+    /// A private table of the engine's default size, for tests.
     fn default() -> OutcomeTable {
-        OutcomeTable {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
-        }
+        OutcomeTable::private(
+            tcpcrypt_engine::EngineConfig::default().max_connections,
+            random_key(),
+        )
     }
 }
 
+/// A hash key no peer can guess, so none can aim its connections at one
+/// bucket (std's `RandomState` is seeded from the OS for this purpose).
+pub fn random_key() -> (u64, u64) {
+    use std::hash::BuildHasher;
+    let state = std::hash::RandomState::new();
+    (state.hash_one(0u8), state.hash_one(1u8))
+}
+
 impl OutcomeTable {
-    fn shard(&self, key: &Key) -> MutexGuard<'_, HashMap<Key, LookupState>> {
-        // The slot index only needs the low bits; `SHARDS` is a power of two.
-        let i = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
-        // Every change under the lock is one insert or remove, so a shard
-        // is consistent even if a holder panicked.
-        self.shards[i]
+    /// A table only this process reads, with room for `connections`.
+    pub fn private(connections: usize, key: (u64, u64)) -> OutcomeTable {
+        let geometry = Geometry::for_connections(connections);
+        OutcomeTable::over(TableMemory::private(geometry), geometry, key)
+    }
+
+    /// A table published at `path` for the control group `gid` to map,
+    /// with room for `connections`.
+    pub fn published(
+        path: &Path,
+        gid: u32,
+        connections: usize,
+        key: (u64, u64),
+    ) -> Result<OutcomeTable, TableFileError> {
+        let geometry = Geometry::for_connections(connections);
+        let file = TableFile::create(path, gid, geometry)?;
+        let mut table = OutcomeTable::over(TableMemory::File(file), geometry, key);
+        // The header is written; only now may readers find the file.
+        if let TableMemory::File(file) = table.table.memory_mut() {
+            file.publish()?;
+        }
+        Ok(table)
+    }
+
+    fn over(memory: TableMemory, geometry: Geometry, key: (u64, u64)) -> OutcomeTable {
+        let table = match Table::create(memory, geometry, key) {
+            Ok(t) => t,
+            // Geometry::words sized the memory, so this cannot happen; an
+            // empty private table would be as correct, only slower.
+            Err(e) => unreachable!("table memory sized by its geometry: {e}"),
+        };
+        OutcomeTable {
+            table,
+            writer: Mutex::default(),
+        }
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // Each change under the lock leaves the table consistent before
+        // the next begins, so a panicking holder cannot leave it torn
+        // (readers would skip an entry left mid-write).
+        self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn key(local: SocketAddr, remote: SocketAddr) -> Key {
-        (canonical(local), canonical(remote))
-    }
-
     /// The settled outcome, if the engine has announced one for a
-    /// connection it still tracks.
-    pub fn get(&self, local: SocketAddr, remote: SocketAddr) -> Option<LookupState> {
-        let key = Self::key(local, remote);
-        self.shard(&key).get(&key).cloned()
+    /// connection it still tracks and the table could hold it.
+    pub fn get(&self, local: SocketAddr, remote: SocketAddr) -> Option<Lookup<String>> {
+        self.table.get(local, remote)
     }
 
     /// Keeps the table in step with one engine event.
@@ -78,26 +115,23 @@ impl OutcomeTable {
                 session,
                 ..
             } => {
-                let key = Self::key(*local, *remote);
-                self.shard(&key)
-                    .insert(key, LookupState::Tcpcrypt(*session));
+                let outcome = Lookup::<&str>::Tcpcrypt(*session);
+                self.table
+                    .put(&mut self.writer(), *local, *remote, &outcome);
             }
             EngineEvent::Plain {
                 local,
                 remote,
                 reason,
             } => {
-                let key = Self::key(*local, *remote);
-                self.shard(&key).insert(
-                    key,
-                    LookupState::Plain {
-                        reason: reason.clone(),
-                    },
-                );
+                let outcome = Lookup::Plain {
+                    reason: reason.to_string(),
+                };
+                self.table
+                    .put(&mut self.writer(), *local, *remote, &outcome);
             }
             EngineEvent::Forgotten { local, remote } => {
-                let key = Self::key(*local, *remote);
-                self.shard(&key).remove(&key);
+                self.table.remove(&mut self.writer(), *local, *remote);
             }
             EngineEvent::Guarding { .. }
             | EngineEvent::Aborted { .. }
@@ -107,14 +141,19 @@ impl OutcomeTable {
 
     /// Entries held; for tests and the churn check.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or_else(|p| p.into_inner().len(), |m| m.len()))
-            .sum()
+        self.writer().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Where applications find the table, if it is published.
+    pub fn path(&self) -> Option<&Path> {
+        match self.table.memory() {
+            TableMemory::File(f) => Some(f.path()),
+            TableMemory::Private(_) => None,
+        }
     }
 }
 
@@ -150,7 +189,7 @@ mod tests {
             session: session(7),
             secrets: None,
         });
-        let settled = Some(LookupState::Tcpcrypt(session(7)));
+        let settled = Some(Lookup::Tcpcrypt(session(7)));
         assert_eq!(table.get(local, remote), settled);
         // Neither end changes what the engine answers.
         table.apply(&EngineEvent::Closed { local, remote });
@@ -179,8 +218,8 @@ mod tests {
                 addr("[::ffff:10.0.0.1]:80"),
                 addr("[::ffff:10.0.0.2]:40000")
             ),
-            Some(LookupState::Plain {
-                reason: PlainReason::NotSeenFromSyn
+            Some(Lookup::Plain {
+                reason: PlainReason::NotSeenFromSyn.to_string()
             })
         );
     }
@@ -202,10 +241,7 @@ mod tests {
             session: session(2),
             secrets: None,
         });
-        assert_eq!(
-            table.get(local, remote),
-            Some(LookupState::Tcpcrypt(session(2)))
-        );
+        assert_eq!(table.get(local, remote), Some(Lookup::Tcpcrypt(session(2))));
         assert_eq!(table.len(), 1);
     }
 }

@@ -40,6 +40,7 @@ use crate::outcome_table::OutcomeTable;
 use crate::stats_report::StatsReport;
 use crate::sys::{EventFd, poll_readable};
 use crate::trim::{DrainWatch, release_free_memory};
+use tcpcrypt_control::Lookup;
 use tcpcrypt_engine::wire::{Packet, TcpFlags};
 
 /// Datagrams per `recvmmsg`.
@@ -201,7 +202,7 @@ impl EngineHandle {
         local: SocketAddr,
         remote: SocketAddr,
         wait: Duration,
-    ) -> Result<LookupState, HandleError> {
+    ) -> Result<Lookup<String>, HandleError> {
         if let Some(settled) = self.outcomes.get(local, remote) {
             return Ok(settled);
         }
@@ -215,10 +216,11 @@ impl EngineHandle {
             wait + Duration::from_secs(5),
             |state| *state != LookupState::Unknown,
         )?;
-        Ok(answers
+        let state = answers
             .into_iter()
             .find(|state| *state != LookupState::Unknown)
-            .unwrap_or(LookupState::Unknown))
+            .unwrap_or(LookupState::Unknown);
+        Ok(state.map_reason(|reason| reason.to_string()))
     }
 
     pub fn list(&self) -> Result<Arc<Vec<ConnectionView>>, HandleError> {
@@ -1170,13 +1172,15 @@ mod tests {
             remote: SocketAddr,
         ) -> Option<ConnectionView> {
             Some(ConnectionView {
-                local,
-                remote,
-                state: LookupState::Pending,
-                phase: crate::engine_api::Phase::Handshake,
-                bytes_sent: 0,
-                bytes_received: 0,
-                age: Duration::ZERO,
+                conn: tcpcrypt_control::Connection {
+                    local,
+                    remote,
+                    lookup: LookupState::Pending,
+                    phase: crate::engine_api::Phase::Handshake,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    age: Duration::ZERO,
+                },
                 guarded: false,
             })
         }
@@ -1334,13 +1338,15 @@ mod tests {
                     }
                     EngineRequest::List { reply } => {
                         let row = ConnectionView {
-                            local: addr("10.0.0.1:1"),
-                            remote: addr("10.0.0.2:2"),
-                            state: LookupState::Pending,
-                            phase: crate::engine_api::Phase::Handshake,
-                            bytes_sent: 0,
-                            bytes_received: 0,
-                            age: Duration::ZERO,
+                            conn: tcpcrypt_control::Connection {
+                                local: addr("10.0.0.1:1"),
+                                remote: addr("10.0.0.2:2"),
+                                lookup: LookupState::Pending,
+                                phase: crate::engine_api::Phase::Handshake,
+                                bytes_sent: 0,
+                                bytes_received: 0,
+                                age: Duration::ZERO,
+                            },
                             guarded: false,
                         };
                         let _ = reply.send(Arc::new(vec![row; rows]));
@@ -1382,15 +1388,15 @@ mod tests {
         let state = handle
             .lookup(conn.0, conn.1, Duration::from_secs(2))
             .expect("answered");
-        assert!(matches!(state, LookupState::Plain { .. }), "{state:?}");
+        assert!(matches!(state, Lookup::Plain { .. }), "{state:?}");
         let state = handle
             .lookup(conn.0, conn.1, Duration::from_millis(5))
             .expect("answered");
-        assert_eq!(state, LookupState::Pending);
+        assert_eq!(state, Lookup::Pending);
         let state = handle
             .lookup(conn.0, addr("10.0.0.3:80"), Duration::from_millis(5))
             .expect("answered");
-        assert_eq!(state, LookupState::Unknown);
+        assert_eq!(state, Lookup::Unknown);
     }
 
     #[test]
@@ -1459,8 +1465,8 @@ mod tests {
         assert_eq!(table.get(local, remote), None, "still negotiating");
         assert_eq!(
             table.get(other, remote),
-            Some(LookupState::Plain {
-                reason: reason.clone()
+            Some(Lookup::Plain {
+                reason: reason.to_string()
             })
         );
         engine.events.push_back(EngineEvent::Forgotten {

@@ -1,6 +1,7 @@
 //! Small system-call wrappers the daemon needs and `std` lacks: an eventfd
 //! to wake the packet thread, `poll`, peer credentials of a Unix socket,
-//! group lookup and socket-file ownership, and signal masks.
+//! group lookup and socket-file ownership, signal masks, and the shared
+//! mapping and liveness lock of the session table.
 //!
 //! The `unsafe` for these lives here, each call wrapped in a safe function.
 
@@ -154,6 +155,60 @@ pub fn wait_for_termination(timeout: Duration) -> Option<i32> {
     // SAFETY: `set` and `ts` are live; no siginfo is requested.
     let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (rc > 0).then_some(rc)
+}
+
+/// The one-byte range the session table's liveness lock covers.
+fn lock_range(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain old data; all zero bytes is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    fl
+}
+
+/// Takes an open-file-description write lock on `file`'s first byte; it
+/// lasts until the file is closed (by us or by the kernel when we die).
+pub fn write_lock(file: &std::fs::File) -> io::Result<()> {
+    let fl = lock_range(libc::F_WRLCK);
+    // SAFETY: fcntl(F_OFD_SETLK) reads a live flock.
+    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) }).map(drop)
+}
+
+/// Whether another open file description holds a write lock on `file`'s
+/// first byte (the sign of a live daemon behind a session table).
+pub fn write_locked(file: &std::fs::File) -> io::Result<bool> {
+    let mut fl = lock_range(libc::F_RDLCK);
+    // SAFETY: fcntl(F_OFD_GETLK) reads and writes a live flock.
+    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) })?;
+    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+}
+
+/// Maps `bytes` of `file` shared and writable.
+pub fn map_shared(file: &std::fs::File, bytes: usize) -> io::Result<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh mapping chosen by the kernel; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Undoes [`map_shared`]; the caller must hold no reference into it.
+pub fn unmap(base: std::ptr::NonNull<u8>, bytes: usize) {
+    // SAFETY: `base` and `bytes` describe a mapping made by map_shared
+    // that nothing refers to any more.
+    unsafe { libc::munmap(base.as_ptr().cast(), bytes) };
 }
 
 #[cfg(test)]

@@ -1059,7 +1059,7 @@ fn lookups_after_a_restart_answer_for_the_new_daemon_even_racing_a_handshake() {
 }
 
 #[test]
-fn a_control_group_member_reads_a_settled_session_and_an_outsider_cannot_connect() {
+fn a_control_group_member_reads_a_settled_session_and_an_outsider_reads_nothing() {
     require_root();
     use std::os::unix::fs::PermissionsExt;
     let t = Topology::pair().expect("topology");
@@ -1082,16 +1082,30 @@ fn a_control_group_member_reads_a_settled_session_and_an_outsider_cannot_connect
     if let Some(dir) = sock.parent() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
+    // Both paths to the sessions: the socket, and the table beside it
+    // (read-only for members: only root changes anything).
     let script = r#"
 import socket, sys
+table = sys.argv[1].rsplit(".", 1)[0] + ".sessions"
+try:
+    with open(table, "rb") as f:
+        head = f.read(8)
+    table_read = head.decode("latin-1")
+except PermissionError:
+    table_read = "denied"
+try:
+    open(table, "r+b")
+    table_write = "allowed"
+except PermissionError:
+    table_write = "denied"
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     s.connect(sys.argv[1])
 except PermissionError:
-    print("denied")
+    print("denied", table_read, table_write)
     sys.exit(0)
 s.sendall(('{"v":1,"op":"lookup","local":"%s","remote":"%s"}\n' % (sys.argv[2], sys.argv[3])).encode())
-print(s.makefile().readline().strip())
+print(s.makefile().readline().strip(), table_read, table_write)
 "#;
     let run_as = |gid: u32| {
         let out = std::process::Command::new("/usr/bin/python3")
@@ -1110,8 +1124,11 @@ print(s.makefile().readline().strip())
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let member: Value = serde_json::from_str(&run_as(65534)).expect("JSON answer");
-    assert_eq!(session_id(&member), id, "{member}");
+    let member = run_as(65534);
+    let (answer, table) = member.rsplit_once('}').expect("an answer");
+    let answer: Value = serde_json::from_str(&format!("{answer}}}")).expect("JSON answer");
+    assert_eq!(session_id(&answer), id, "{member}");
+    assert_eq!(table.trim(), "tcpcTBL1 denied", "member's table access");
     // Group 1 (daemon) is neither root's nor the control group.
-    assert_eq!(run_as(1), "denied");
+    assert_eq!(run_as(1), "denied denied denied");
 }

@@ -2,7 +2,7 @@
 //! something first asks (during its first request, so the handshake is
 //! over) and shared by every later request and every HTTP/2 stream on it.
 
-use std::ffi::c_void;
+use std::ffi::{CString, c_void};
 use std::sync::OnceLock;
 
 use super::module::module_ptr;
@@ -22,6 +22,9 @@ pub struct ConnState {
     /// and a thread arriving during the lookup waits for it rather than
     /// asking the daemon a second time.
     outcome: OnceLock<Outcome>,
+    /// The variables the outcome exports, as C strings: made once, so a
+    /// keep-alive connection's requests format nothing.
+    variables: OnceLock<Vec<(CString, CString)>>,
     /// A SCRAM exchange of `AuthType tcpcrypt` between its two messages:
     /// it belongs to this connection and no other.
     pub auth: PendingSlot,
@@ -91,6 +94,26 @@ pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
     let (root, state) = unsafe { root_state(c) }?;
     // SAFETY: root is live for the whole call.
     Some(state.outcome.get_or_init(|| unsafe { look_up(root) }))
+}
+
+/// The variables of the client connection behind `c` (looked up now if
+/// nobody asked before): all of them for a tcpcrypt session, none
+/// otherwise. `None` for connections without a cache (proxy backends).
+///
+/// # Safety
+/// As for [`outcome`].
+pub unsafe fn variables<'a>(c: *mut conn_rec) -> Option<&'a [(CString, CString)]> {
+    // SAFETY: caller's contract.
+    let (_, state) = unsafe { root_state(c) }?;
+    // SAFETY: as above; `outcome` finds the same state.
+    let outcome = unsafe { outcome(c) }?;
+    let vars = state.variables.get_or_init(|| {
+        crate::vars::for_outcome(outcome)
+            .into_iter()
+            .filter_map(|(name, value)| Some((CString::new(name).ok()?, CString::new(value).ok()?)))
+            .collect()
+    });
+    Some(vars)
 }
 
 /// # Safety

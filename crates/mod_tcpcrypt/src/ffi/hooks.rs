@@ -31,6 +31,17 @@ pub unsafe extern "C" fn pre_connection(c: *mut conn_rec, _csd: *mut c_void) -> 
     })
 }
 
+/// Every variable's name as a C string, made once per process.
+fn variable_names() -> &'static [CString] {
+    static NAMES: std::sync::OnceLock<Vec<CString>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        vars::ALL
+            .iter()
+            .filter_map(|n| CString::new(*n).ok())
+            .collect()
+    })
+}
+
 /// Sets the TCP_CRYPT_* variables (or removes any stale ones on a plain
 /// connection) where `Tcpcrypt` is On.
 pub unsafe extern "C" fn fixups(r: *mut request_rec) -> c_int {
@@ -42,21 +53,15 @@ pub unsafe extern "C" fn fixups(r: *mut request_rec) -> c_int {
                 return DECLINED;
             }
             let env = (*r).subprocess_env;
-            match conn::outcome((*r).connection).and_then(|o| o.session()) {
-                Some(session) => {
-                    for (name, value) in vars::all(session) {
-                        let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value))
-                        else {
-                            continue;
-                        };
+            match conn::variables((*r).connection) {
+                Some(vars) if !vars.is_empty() => {
+                    for (name, value) in vars {
                         apr_table_set(env, name.as_ptr(), value.as_ptr());
                     }
                 }
-                None => {
-                    for name in vars::ALL {
-                        if let Ok(name) = CString::new(name) {
-                            apr_table_unset(env, name.as_ptr());
-                        }
+                _ => {
+                    for name in variable_names() {
+                        apr_table_unset(env, name.as_ptr());
                     }
                 }
             }

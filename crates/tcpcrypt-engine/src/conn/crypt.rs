@@ -769,15 +769,8 @@ impl Crypt {
             self.inject_plan(ctx, plan);
         }
         let early = self.inb.set_reader(reader, peer_first_frame)?;
-        let info = SessionInfo {
-            session_id: pinfo.session_id,
-            role: pinfo.role,
-            tep: pinfo.tep,
-            aead: pinfo.aead,
-            resumed: pinfo.resumed,
-            peer_app_aware: pinfo.peer_app_aware,
-        };
-        self.info = Some(info.clone());
+        let info = pinfo;
+        self.info = Some(info);
         ctx.events.push_back(Event::Established {
             local: SocketAddr::new(self.out_ip.src, self.ports.0),
             remote: SocketAddr::new(self.out_ip.dst, self.ports.1),

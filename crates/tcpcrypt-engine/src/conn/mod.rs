@@ -333,7 +333,7 @@ impl Connection {
             Mode::Eno(_) => Lookup::Pending,
             Mode::Plain(r) => Lookup::Plain(r.clone()),
             Mode::Crypt(c) => match &c.info {
-                Some(i) => Lookup::Tcpcrypt(i.clone()),
+                Some(i) => Lookup::Tcpcrypt(*i),
                 None => Lookup::Pending,
             },
         }
