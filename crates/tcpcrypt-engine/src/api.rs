@@ -1,6 +1,8 @@
 //! The types the daemon exchanges with the engine.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tcpcrypt_proto::{Aead, Tep};
@@ -195,6 +197,59 @@ pub struct EngineConfig {
     /// Most out-of-order wire bytes kept across all connections. Default:
     /// 64 MiB.
     pub max_out_of_order_bytes_total: usize,
+    /// Where `max_half_open`, `max_connections` and
+    /// `max_out_of_order_bytes_total` are counted: give several engines
+    /// that split one host's connections the same tally, and the limits
+    /// hold for all of them together. Default: `None` (the engine counts
+    /// alone).
+    pub shared_tally: Option<Arc<SharedTally>>,
+}
+
+/// The running totals the table-wide limits are checked against, shared by
+/// engines that each own part of a host's connections (one per packet
+/// thread). Each engine adds and removes exactly what its own connections
+/// contribute, so the totals are the host's; two engines admitting at the
+/// same instant can pass a limit by one each, never more.
+#[derive(Debug, Default)]
+pub struct SharedTally {
+    connections: AtomicUsize,
+    half_open: AtomicUsize,
+    out_of_order_bytes: AtomicUsize,
+}
+
+impl SharedTally {
+    /// Connections tracked by all the engines.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Half-open connections of all the engines.
+    pub fn half_open(&self) -> usize {
+        self.half_open.load(Ordering::Relaxed)
+    }
+
+    /// Out-of-order bytes held by all the engines.
+    pub fn out_of_order_bytes(&self) -> usize {
+        self.out_of_order_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Moves the totals by one connection's change, from `before` to
+    /// `after` of (entries, half-open, out-of-order bytes).
+    pub(crate) fn apply(&self, before: (usize, usize, usize), after: (usize, usize, usize)) {
+        fn shift(total: &AtomicUsize, from: usize, to: usize) {
+            if to > from {
+                total.fetch_add(to - from, Ordering::Relaxed);
+            } else if from > to {
+                // Never below zero, whatever an engine's own tally says.
+                let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                    Some(t.saturating_sub(from - to))
+                });
+            }
+        }
+        shift(&self.connections, before.0, after.0);
+        shift(&self.half_open, before.1, after.1);
+        shift(&self.out_of_order_bytes, before.2, after.2);
+    }
 }
 
 impl Default for EngineConfig {
@@ -218,6 +273,7 @@ impl Default for EngineConfig {
             max_connections: 65536,
             max_out_of_order_pieces: 1024,
             max_out_of_order_bytes_total: 64 << 20,
+            shared_tally: None,
         }
     }
 }

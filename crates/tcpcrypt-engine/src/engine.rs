@@ -3,6 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tcpcrypt_proto::Rng;
@@ -10,7 +11,7 @@ use tcpcrypt_proto::handshake::{ConfigError, ConnectionPolicy, Host, HostConfig}
 
 use crate::api::{
     Checksum, ConnectionInfo, Direction, EngineConfig, EngineStats, Event, Lookup, PacketMeta,
-    Transmit, Verdict,
+    SharedTally, Transmit, Verdict,
 };
 use crate::conn::{Connection, Ctx};
 use crate::policy::{PolicyError, PolicyScope, PolicyTable};
@@ -45,6 +46,9 @@ pub struct Engine {
     half_open: usize,
     /// Out-of-order bytes held across all connections.
     ooo_bytes: usize,
+    /// What the table-wide limits are checked against: this engine's own
+    /// tallies, or the host's when engines share one.
+    tally: Arc<SharedTally>,
     /// Per-socket resumption policies, consulted on first SYNs.
     policies: PolicyTable,
 }
@@ -60,14 +64,27 @@ struct Tracked {
 /// What one connection contributes to the engine-wide tallies.
 #[derive(Clone, Copy, Debug, Default)]
 struct Footprint {
+    /// In the table (false only for "no connection", before an entry is
+    /// made or after it is gone).
+    entry: bool,
     guarded: bool,
     half_open: bool,
     ooo_bytes: usize,
 }
 
 impl Footprint {
+    /// What the shared tally counts of it.
+    fn tallied(&self) -> (usize, usize, usize) {
+        (
+            usize::from(self.entry),
+            usize::from(self.half_open),
+            self.ooo_bytes,
+        )
+    }
+
     fn of(conn: &Connection) -> Footprint {
         Footprint {
+            entry: true,
             guarded: conn.guards_plaintext(),
             half_open: conn.is_half_open(),
             ooo_bytes: conn.out_of_order_bytes(),
@@ -83,6 +100,15 @@ const MAX_TIMERS_PER_CALL: usize = 1024;
 /// Below this many slots the table and the timer heap keep whatever room
 /// they grew to: too little memory to be worth a reallocation.
 const MIN_ROOM_TO_RELEASE: usize = 1024;
+
+impl Drop for Engine {
+    /// Gives back to a shared tally what this engine's connections hold, so
+    /// engines that stay see the host's totals without this one.
+    fn drop(&mut self) {
+        let held = (self.table.len(), self.half_open, self.ooo_bytes);
+        self.tally.apply(held, (0, 0, 0));
+    }
+}
 
 impl Engine {
     /// An engine with `config`, drawing nonces and keys from `rng`.
@@ -110,7 +136,9 @@ impl Engine {
             resumption: config.resumption,
             ..HostConfig::default()
         })?;
+        let tally = config.shared_tally.clone().unwrap_or_default();
         Ok(Engine {
+            tally,
             config,
             host,
             rng,
@@ -301,7 +329,7 @@ impl Engine {
             ooo_budget: self
                 .config
                 .max_out_of_order_bytes_total
-                .saturating_sub(self.ooo_bytes),
+                .saturating_sub(self.tally.out_of_order_bytes()),
             policy,
             large_segment: meta.large,
         };
@@ -333,11 +361,11 @@ impl Engine {
             self.forget_removed(&key, &old.conn, Footprint::of(&old.conn));
         }
         let passive = dir == Direction::Inbound;
-        if self.table.len() >= self.config.max_connections {
+        if self.tally.connections() >= self.config.max_connections {
             self.stats.refused_table_full += 1;
             return false;
         }
-        if passive && self.half_open >= self.config.max_half_open {
+        if passive && self.tally.half_open() >= self.config.max_half_open {
             self.stats.refused_half_open_full += 1;
             return false;
         }
@@ -383,6 +411,7 @@ impl Engine {
     /// an established connection starts guarding plaintext.
     fn account(&mut self, key: &Key, before: Footprint, after: Footprint) {
         self.note_guard(key, before.guarded, after.guarded);
+        self.tally.apply(before.tallied(), after.tallied());
         self.half_open =
             self.half_open + usize::from(after.half_open) - usize::from(before.half_open);
         self.ooo_bytes = (self.ooo_bytes + after.ooo_bytes).saturating_sub(before.ooo_bytes);

@@ -176,8 +176,8 @@ pub mod wire;
 
 pub use api::{
     Checksum, ConnPhase, ConnectionInfo, Direction, EngineConfig, EngineStats, Event,
-    KeylogSecrets, Lookup, MAX_VERDICT_PACKET, PacketMeta, PlainReason, SessionInfo, Transmit,
-    Verdict,
+    KeylogSecrets, Lookup, MAX_VERDICT_PACKET, PacketMeta, PlainReason, SessionInfo, SharedTally,
+    Transmit, Verdict,
 };
 pub use engine::Engine;
 pub use policy::{PolicyError, PolicyScope};

@@ -593,6 +593,56 @@ fn a_syn_flood_fills_at_most_the_half_open_cap_reports_nothing_and_expires() {
     }
 }
 
+/// Engines that split a host's connections (one per packet thread) and
+/// share a tally hold the table-wide limits together: a flood landing on
+/// one of them gets the whole half-open allowance, not its share, and the
+/// others find it used.
+#[test]
+fn engines_sharing_a_tally_hold_the_limits_together() {
+    let tally = std::sync::Arc::new(tcpcrypt_engine::SharedTally::default());
+    let config = EngineConfig {
+        shared_tally: Some(tally.clone()),
+        max_connections: 150,
+        ..flood_config()
+    };
+    let mut first = harness::engine_with(3, config.clone());
+    let mut second = harness::engine_with(4, config);
+    let t0 = Instant::now();
+    for port in 1000..1300u16 {
+        let e = if port < 1200 { &mut first } else { &mut second };
+        let mut p = spoofed_syn(port, u32::from(port), true);
+        e.handle_packet(t0, Direction::Inbound, &mut p);
+    }
+    assert_eq!(
+        first.stats().half_open,
+        100,
+        "one engine took the whole cap"
+    );
+    assert_eq!(second.stats().half_open, 0, "and the other found it used");
+    assert_eq!(second.stats().refused_half_open_full, 100);
+    assert_eq!((tally.half_open(), tally.connections()), (100, 100));
+    // Expired on the first, the allowance is free for the second, and the
+    // connection limit counts both engines' entries.
+    first.handle_timeout(t0 + Duration::from_secs(6));
+    assert_eq!((tally.half_open(), tally.connections()), (0, 0));
+    let t1 = t0 + Duration::from_secs(6);
+    for port in 2000..2080u16 {
+        let mut p = spoofed_syn(port, 1, true);
+        second.handle_packet(t1, Direction::Inbound, &mut p);
+    }
+    for port in 3000..3100u16 {
+        let mut p = spoofed_syn(port, 1, true);
+        first.handle_packet(t1, Direction::Inbound, &mut p);
+    }
+    assert_eq!(
+        (second.stats().half_open, first.stats().half_open),
+        (80, 20)
+    );
+    // An engine that goes gives back what it held.
+    drop(second);
+    assert_eq!((tally.half_open(), tally.connections()), (20, 20));
+}
+
 #[test]
 fn a_syn_that_our_kernel_refuses_leaves_no_entry() {
     let mut e = harness::engine_with(3, flood_config());

@@ -214,21 +214,6 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// One packet thread's share when `threads` split the connections: the
-    /// table-wide counts are divided (rounded up, so none becomes zero);
-    /// the per-connection ones and the timeout stay whole.
-    pub fn share(&self, threads: u16) -> Limits {
-        let n = usize::from(threads.max(1));
-        Limits {
-            max_half_open: self.max_half_open.div_ceil(n),
-            max_connections: self.max_connections.div_ceil(n),
-            max_out_of_order_bytes: self.max_out_of_order_bytes.div_ceil(n),
-            ..*self
-        }
-    }
-}
-
 /// The iptables command family to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IptablesBackend {
@@ -286,14 +271,6 @@ pub struct Config {
     /// Ask the queue for GSO/GRO packets whole.
     pub large_segments: bool,
     pub limits: Limits,
-}
-
-impl Config {
-    /// The limits one packet thread's engine works with: its share of
-    /// the configured ones.
-    pub fn thread_limits(&self) -> Limits {
-        self.limits.share(self.threads)
-    }
 }
 
 /// A configuration error naming the option, the bad value and where it came
@@ -966,29 +943,6 @@ mod tests {
     fn queue_out_of_range_is_rejected() {
         let e = error_text(&["--queue", "65536"]);
         assert!(e.contains("option queue") && e.contains("65536"), "{e}");
-    }
-
-    #[test]
-    fn each_thread_gets_a_share_of_the_table_wide_limits() {
-        let all = Limits {
-            half_open_timeout: std::time::Duration::from_secs(9),
-            max_half_open: 5,
-            max_connections: 100,
-            max_out_of_order_pieces: 7,
-            max_out_of_order_bytes: 1000,
-        };
-        let share = all.share(3);
-        assert_eq!(
-            (
-                share.max_half_open,
-                share.max_connections,
-                share.max_out_of_order_bytes
-            ),
-            (2, 34, 334)
-        );
-        assert_eq!(share.max_out_of_order_pieces, 7);
-        assert_eq!(share.half_open_timeout, all.half_open_timeout);
-        assert_eq!(all.share(1), all);
     }
 
     #[test]

@@ -150,7 +150,7 @@ where
         links.push(ShardLink { tx, wake });
         inboxes.push(rx);
     }
-    let limits = config.thread_limits();
+    let limits = config.limits;
     let mut packet_threads = Vec::with_capacity(threads);
     for (n, (queue, requests)) in queues.into_iter().zip(inboxes).enumerate() {
         let packet_loop = PacketLoop {

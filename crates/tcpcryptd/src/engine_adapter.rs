@@ -3,6 +3,7 @@
 //! configuration.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tcpcrypt_engine as eng;
@@ -17,15 +18,20 @@ use tcpcrypt_engine::ConnectionPolicy;
 use tcpcrypt_proto::{Aead, Role, Tep};
 
 /// Builds one packet thread's engine with the operating system's RNG.
-pub fn build(config: &Config) -> eng::Engine {
-    eng::Engine::new(engine_config(config), Box::new(tcpcrypt_proto::OsRng))
+/// Every engine of the daemon gets the same `tally`, so the table-wide
+/// limits hold for the host, whichever thread a connection lands on.
+pub fn build(config: &Config, tally: &Arc<eng::SharedTally>) -> eng::Engine {
+    let engine = eng::EngineConfig {
+        shared_tally: Some(tally.clone()),
+        ..engine_config(config)
+    };
+    eng::Engine::new(engine, Box::new(tcpcrypt_proto::OsRng))
 }
 
-/// The settings of one packet thread's engine that the daemon's
-/// configuration determines (its share of the limits); the rest keep the
-/// engine's defaults.
+/// The settings of a packet thread's engine that the daemon's
+/// configuration determines; the rest keep the engine's defaults.
 pub fn engine_config(config: &Config) -> eng::EngineConfig {
-    let limits = &config.thread_limits();
+    let limits = &config.limits;
     eng::EngineConfig {
         teps: config.teps.clone(),
         aeads: config.aeads.clone(),
@@ -264,13 +270,19 @@ mod tests {
         ])
         .expect("flags parse");
         let config = Config::from_args(&args).expect("valid");
-        // Each of the two packet threads' engines gets half of the
-        // table-wide limits (rounded up) and all of the others.
-        let e = engine_config(&config);
-        assert_eq!(e.half_open_timeout, std::time::Duration::from_secs(3));
-        assert_eq!(e.max_half_open, 3);
-        assert_eq!(e.max_connections, 25);
-        assert_eq!(e.max_out_of_order_pieces, 6);
-        assert_eq!(e.max_out_of_order_bytes_total, 1024);
+        // Both packet threads' engines get the whole limits and one tally
+        // to count them in.
+        let tally = Arc::new(eng::SharedTally::default());
+        let engines = [build(&config, &tally), build(&config, &tally)];
+        for engine in &engines {
+            let e = engine.config();
+            assert_eq!(e.half_open_timeout, std::time::Duration::from_secs(3));
+            assert_eq!(e.max_half_open, 5);
+            assert_eq!(e.max_connections, 50);
+            assert_eq!(e.max_out_of_order_pieces, 6);
+            assert_eq!(e.max_out_of_order_bytes_total, 2048);
+            let shared = e.shared_tally.as_ref().expect("a shared tally");
+            assert!(Arc::ptr_eq(shared, &tally));
+        }
     }
 }

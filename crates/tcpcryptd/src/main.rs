@@ -17,7 +17,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level);
-    match daemon::run(&config, || engine_adapter::build(&config)) {
+    // One tally for every packet thread's engine: the limits are the host's.
+    let tally = std::sync::Arc::new(tcpcrypt_engine::SharedTally::default());
+    match daemon::run(&config, || engine_adapter::build(&config, &tally)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
