@@ -70,8 +70,8 @@ pub struct Args {
     pub queue: Option<String>,
 
     /// Packet threads, each with its own queue (`queue` up to
-    /// `queue + threads - 1`) and its own share of the connections and of
-    /// the limits below. The kernel spreads packets over the queues by
+    /// `queue + threads - 1`) and its own share of the connections (the
+    /// limits below hold for all threads together). The kernel spreads packets over the queues by
     /// address pair, so all connections between two hosts share one thread:
     /// more threads help a host with many peers, not one busy pair (1-64,
     /// or `auto`: the number of CPUs, at most 4). [default: auto]
@@ -157,15 +157,13 @@ pub struct Args {
 
     #[arg(long, value_name = "N", help = with_default(
         "Most connections opened by a peer's SYN and not yet through their \
-         three-way handshake; past it new SYNs pass untouched, as plain TCP. \
-         Split evenly over the packet threads (--threads).",
+         three-way handshake; past it new SYNs pass untouched, as plain TCP.",
         EngineConfig::default().max_half_open,
     ))]
     pub max_half_open: Option<String>,
 
     #[arg(long, value_name = "N", help = with_default(
-        "Most connections tracked at once; past it new connections are plain TCP. \
-         Split evenly over the packet threads (--threads).",
+        "Most connections tracked at once; past it new connections are plain TCP.",
         EngineConfig::default().max_connections,
     ))]
     pub max_connections: Option<String>,
@@ -179,8 +177,7 @@ pub struct Args {
 
     #[arg(long, value_name = "BYTES", help = with_default(
         "Most out-of-order wire bytes kept across all connections; a number \
-         with an optional K, M or G suffix (powers of 1024). Split evenly over \
-         the packet threads (--threads).",
+         with an optional K, M or G suffix (powers of 1024).",
         EngineConfig::default().max_out_of_order_bytes_total,
     ))]
     pub max_out_of_order_bytes: Option<String>,
