@@ -44,14 +44,20 @@ struct Owner {
 
 impl Owner {
     fn current() -> Owner {
+        let (uid, gid) = credentials();
         Owner {
             pid: std::process::id(),
-            // SAFETY: geteuid and getegid take no arguments and cannot fail.
-            uid: unsafe { libc::geteuid() },
-            // SAFETY: as above.
-            gid: unsafe { libc::getegid() },
+            uid,
+            gid,
         }
     }
+}
+
+/// The effective uid and gid: what the daemon judges a caller by, and so
+/// what the pool and the session table's mapping are kept per.
+pub(crate) fn credentials() -> (u32, u32) {
+    // SAFETY: geteuid and getegid take no arguments and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
 /// A socket's identity: a program may close every descriptor (as daemons

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use tcpcrypt_control::Lookup;
 use tcpcrypt_control::table::{Table, path_for};
 
-use crate::pool::try_lock_of;
+use crate::pool::{credentials, try_lock_of};
 
 /// How long a table that could not be used is not looked for again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -130,11 +130,6 @@ fn daemon_alive(file: &File) -> bool {
     // SAFETY: fcntl(F_OFD_GETLK) reads and writes a live flock.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
     rc == 0 && i32::from(fl.l_type) == libc::F_WRLCK
-}
-
-fn credentials() -> (u32, u32) {
-    // SAFETY: geteuid and getegid take no arguments and cannot fail.
-    unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
 enum State {

@@ -464,9 +464,10 @@ impl<M: Deref<Target = [AtomicU64]>> Table<M> {
         word.store(new, Ordering::Release);
     }
 
-    /// Where the writer's key sits: bucket, slot and entry.
-    fn find(&self, key: &Key) -> Option<(usize, usize, usize)> {
-        for bucket in self.buckets(key) {
+    /// Where the writer's key sits in its `buckets`: bucket, slot and
+    /// entry.
+    fn find(&self, key: &Key, buckets: [usize; 2]) -> Option<(usize, usize, usize)> {
+        for bucket in buckets {
             for slot in 0..BUCKET_SLOTS {
                 if let Some(entry) = self.slot_entry(bucket, slot)
                     && self.writer_key(entry) == *key
@@ -497,16 +498,17 @@ impl<M: Deref<Target = [AtomicU64]>> Table<M> {
         outcome: &Lookup<R>,
     ) -> bool {
         let key = Key::new(local, remote);
+        let buckets = self.buckets(&key);
         let Some(body) = encode(&key, outcome) else {
             // Whatever it said before is no longer true.
-            self.remove(writer, local, remote);
+            self.withdraw(writer, &key, buckets);
             return false;
         };
-        if let Some((_, _, entry)) = self.find(&key) {
+        if let Some((_, _, entry)) = self.find(&key, buckets) {
             self.write_entry(entry, &body);
             return true;
         }
-        let [first, second] = self.buckets(&key);
+        let [first, second] = buckets;
         let place = match (self.free_slot(first), self.free_slot(second)) {
             (Some((s, a)), Some((t, b))) => {
                 if a >= b {
@@ -532,7 +534,11 @@ impl<M: Deref<Target = [AtomicU64]>> Table<M> {
     /// Withdraws a connection's outcome; true if there was one.
     pub fn remove(&self, writer: &mut Writer, local: SocketAddr, remote: SocketAddr) -> bool {
         let key = Key::new(local, remote);
-        let Some((bucket, slot, entry)) = self.find(&key) else {
+        self.withdraw(writer, &key, self.buckets(&key))
+    }
+
+    fn withdraw(&self, writer: &mut Writer, key: &Key, buckets: [usize; 2]) -> bool {
+        let Some((bucket, slot, entry)) = self.find(key, buckets) else {
             return false;
         };
         self.set_slot(bucket, slot, 0);

@@ -248,8 +248,6 @@ where
     result.and(loop_result)
 }
 
-/// Installs rules, opens the control socket and waits for a signal. The
-/// control socket file is removed when this returns.
 /// The table of settled outcomes, published next to the control socket
 /// for applications to read without asking; kept private (and lookups go
 /// over the socket) if the file cannot be made.
@@ -266,6 +264,8 @@ fn session_table(config: &Config, gid: u32) -> Result<OutcomeTable, DaemonError>
     }
 }
 
+/// Installs rules, opens the control socket and waits for a signal. The
+/// control socket file is removed when this returns.
 fn serve(
     config: &Config,
     gid: u32,

@@ -86,40 +86,20 @@ impl TableFile {
             .mode(0o600)
             .open(&temp)
             .map_err(create)?;
-        let mut table = TableFile {
-            base: NonNull::dangling(),
-            words: 0,
-            file,
-            temp: temp.clone(),
-            path: path.to_path_buf(),
-            published: false,
-        };
-        table
-            .file
-            .set_len(geometry.bytes() as u64)
-            .map_err(create)?;
-        let perm = |source| TableFileError::Permissions {
-            path: temp.clone(),
-            source,
-        };
-        std::os::unix::fs::fchown(&table.file, Some(0), Some(gid)).map_err(perm)?;
-        table
-            .file
-            .set_permissions(std::fs::Permissions::from_mode(0o640))
-            .map_err(perm)?;
-        sys::write_lock(&table.file).map_err(|source| TableFileError::Lock {
-            path: temp.clone(),
-            source,
-        })?;
-        let base = sys::map_shared(&table.file, geometry.bytes()).map_err(|source| {
-            TableFileError::Map {
-                path: temp.clone(),
-                source,
+        match prepare(&file, &temp, gid, geometry) {
+            Ok(base) => Ok(TableFile {
+                base,
+                words: geometry.words(),
+                file,
+                temp,
+                path: path.to_path_buf(),
+                published: false,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(e)
             }
-        })?;
-        table.base = base.cast();
-        table.words = geometry.words();
-        Ok(table)
+        }
     }
 
     /// Renames the file into place; call once its header is written.
@@ -145,13 +125,42 @@ impl TableFile {
     }
 }
 
+/// Sizes the new file at `temp`, gives it its owner and mode, locks it
+/// and maps it.
+fn prepare(
+    file: &File,
+    temp: &Path,
+    gid: u32,
+    geometry: Geometry,
+) -> Result<NonNull<AtomicU64>, TableFileError> {
+    let path = || temp.to_path_buf();
+    file.set_len(geometry.bytes() as u64)
+        .map_err(|source| TableFileError::Create {
+            path: path(),
+            source,
+        })?;
+    let perm = |source| TableFileError::Permissions {
+        path: path(),
+        source,
+    };
+    std::os::unix::fs::fchown(file, Some(0), Some(gid)).map_err(perm)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o640))
+        .map_err(perm)?;
+    sys::write_lock(file).map_err(|source| TableFileError::Lock {
+        path: path(),
+        source,
+    })?;
+    let base = sys::map_shared(file, geometry.bytes()).map_err(|source| TableFileError::Map {
+        path: path(),
+        source,
+    })?;
+    Ok(base.cast())
+}
+
 impl Deref for TableFile {
     type Target = [AtomicU64];
 
     fn deref(&self) -> &[AtomicU64] {
-        if self.words == 0 {
-            return &[];
-        }
         // SAFETY: `base` is a live shared mapping of `words` 8-byte words
         // (page aligned) until drop, and is only ever accessed atomically.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.words) }
@@ -167,9 +176,7 @@ impl Drop for TableFile {
         } else {
             let _ = std::fs::remove_file(&self.temp);
         }
-        if self.words > 0 {
-            sys::unmap(self.base.cast(), 8 * self.words);
-        }
+        sys::unmap(self.base.cast(), 8 * self.words);
         // The file closes after this, which releases the lock: readers
         // then see no daemon behind the table.
     }

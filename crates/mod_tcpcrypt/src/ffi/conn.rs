@@ -92,8 +92,17 @@ unsafe fn root_state<'a>(c: *mut conn_rec) -> Option<(*mut conn_rec, &'a ConnSta
 pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
     // SAFETY: caller's contract.
     let (root, state) = unsafe { root_state(c) }?;
-    // SAFETY: root is live for the whole call.
-    Some(state.outcome.get_or_init(|| unsafe { look_up(root) }))
+    // SAFETY: as above.
+    Some(unsafe { settled(root, state) })
+}
+
+/// The outcome held in `state`, looked up on `root` the first time.
+///
+/// # Safety
+/// `root` must be the live client connection `state` belongs to.
+unsafe fn settled(root: *mut conn_rec, state: &ConnState) -> &Outcome {
+    // SAFETY: root is live for the whole call (caller's contract).
+    state.outcome.get_or_init(|| unsafe { look_up(root) })
 }
 
 /// The variables of the client connection behind `c` (looked up now if
@@ -104,10 +113,10 @@ pub unsafe fn outcome<'a>(c: *mut conn_rec) -> Option<&'a Outcome> {
 /// As for [`outcome`].
 pub unsafe fn variables<'a>(c: *mut conn_rec) -> Option<&'a [(CString, CString)]> {
     // SAFETY: caller's contract.
-    let (_, state) = unsafe { root_state(c) }?;
-    // SAFETY: as above; `outcome` finds the same state.
-    let outcome = unsafe { outcome(c) }?;
+    let (root, state) = unsafe { root_state(c) }?;
     let vars = state.variables.get_or_init(|| {
+        // SAFETY: root is the live connection state belongs to.
+        let outcome = unsafe { settled(root, state) };
         crate::vars::for_outcome(outcome)
             .into_iter()
             .filter_map(|(name, value)| Some((CString::new(name).ok()?, CString::new(value).ok()?)))

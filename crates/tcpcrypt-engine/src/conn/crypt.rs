@@ -760,7 +760,7 @@ impl Crypt {
             ss: session.secrets().session_secret().as_bytes().to_vec(),
             es: session.secrets().ephemeral_secret().map(<[u8]>::to_vec),
         };
-        let (pinfo, _, writer, reader) = session.into_parts();
+        let (info, _, writer, reader) = session.into_parts();
         let chunk = self
             .wire_payload_limit(self.made_options_len())
             .saturating_sub(FRAME_OVERHEAD)
@@ -769,7 +769,6 @@ impl Crypt {
             self.inject_plan(ctx, plan);
         }
         let early = self.inb.set_reader(reader, peer_first_frame)?;
-        let info = pinfo;
         self.info = Some(info);
         ctx.events.push_back(Event::Established {
             local: SocketAddr::new(self.out_ip.src, self.ports.0),
