@@ -34,6 +34,9 @@ cargo test --workspace --release --locked --no-fail-fast
 step "benchmark smoke run (scripts/bench.sh --smoke, without the rebuild)"
 "${CARGO_TARGET_DIR:-target}/release/tcpcrypt-bench" --smoke --json "${CARGO_TARGET_DIR:-target}/bench-smoke.json"
 
+step "engine data-path benchmark smoke run (no kernel: the engines' own cost)"
+TCPCRYPT_BENCH_MB=8 TCPCRYPT_BENCH_ROUNDS=1 cargo bench -p tcpcrypt-engine --bench data_path --locked
+
 step "deployment files: make install / uninstall, systemd unit, shipped config"
 bash dist/check.sh
 

@@ -128,7 +128,7 @@ struct Located {
     conn: usize,
     dir: usize,
     ip_offset: usize,
-    packet: Packet,
+    packet: Packet<'static>,
 }
 
 fn eno_option(seg: &[u8]) -> Option<Vec<u8>> {
@@ -145,7 +145,7 @@ fn group(capture: &Capture) -> (Vec<Conn>, Vec<Option<Located>>) {
         let parsed = link::ip_offset(capture.linktype, &record.data).and_then(|off| {
             let ip = record.data.get(off..)?;
             let (layer, seg) = IpLayer::parse(ip).ok()?;
-            let tcp = TcpRepr::parse(seg).ok()?;
+            let tcp = TcpRepr::parse(seg).ok()?.into_owned();
             Some((off, layer, seg.to_vec(), tcp))
         });
         let Some((ip_offset, layer, seg, tcp)) = parsed else {
@@ -351,7 +351,7 @@ fn rewrite(
     if tcp.flags.contains(TcpFlags::ACK) && tcp.ack != peer_isn {
         base.ack = map(peer_isn, &reports[o], tcp.ack);
     }
-    base.payload = Vec::new();
+    base.payload.clear();
     let mut segments: Vec<TcpRepr> = Vec::new();
     if syn {
         segments.push(base);
@@ -382,7 +382,7 @@ fn rewrite(
         for (i, chunk) in chunks.into_iter().enumerate() {
             let mut s = base.clone();
             s.seq = seq;
-            s.payload = chunk.to_vec();
+            s.payload = chunk.into();
             if i != last {
                 s.flags.set(TcpFlags::FIN, false);
                 s.flags.set(TcpFlags::PSH, false);

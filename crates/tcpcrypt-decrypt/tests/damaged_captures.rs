@@ -42,7 +42,7 @@ fn segment(
             window: 1000,
             urgent: 0,
             options,
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
         },
     };
     let mut data = vec![0u8; 12];

@@ -737,7 +737,7 @@ mod tests {
                     window: 65535,
                     urgent: 0,
                     options: vec![TcpOption::Mss(1460)],
-                    payload: Vec::new(),
+                    payload: Default::default(),
                 },
             }
             .to_bytes()
@@ -778,7 +778,7 @@ mod tests {
                     window: 65535,
                     urgent: 0,
                     options: Vec::new(),
-                    payload: Vec::new(),
+                    payload: Default::default(),
                 },
             }
             .to_bytes()

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
+use std::sync::Arc;
 
 use tcpcrypt_proto::Tep;
 use tcpcrypt_proto::frame::{FrameReader, ReceivedFrame};
@@ -51,7 +52,8 @@ impl OooLimits {
 pub struct InFrame {
     pub local: Range<u64>,
     pub wire: Range<u64>,
-    pub data: Vec<u8>,
+    /// Shared with the copy kept in `delivered` until the kernel ACKs it.
+    pub data: Arc<Vec<u8>>,
     pub fin: bool,
     /// Index of the last urgent byte within `data` (URGp).
     pub urgent: Option<u16>,
@@ -428,7 +430,7 @@ impl InStream {
         let frame = InFrame {
             local,
             wire,
-            data: f.data,
+            data: Arc::new(f.data),
             fin: f.fin,
             urgent: f.urgent,
             rekey_generation: f.rekey.then_some(f.generation),
@@ -624,7 +626,7 @@ mod tests {
         assert!(o.frames.is_empty());
         let o = s.on_segment_unlimited(seq(10), &wire[10..]).unwrap();
         assert_eq!(o.frames.len(), 1);
-        assert_eq!(o.frames[0].data, b"hello world");
+        assert_eq!(*o.frames[0].data, b"hello world");
         assert_eq!(o.frames[0].local, 0..11);
     }
 
@@ -634,7 +636,7 @@ mod tests {
         let o = s.on_segment_unlimited(seq(23), &wire[23..]).unwrap();
         assert!(o.frames.is_empty());
         let o = s.on_segment_unlimited(seq(0), &wire[..23]).unwrap();
-        let got: Vec<_> = o.frames.iter().map(|f| f.data.clone()).collect();
+        let got: Vec<_> = o.frames.iter().map(|f| f.data.to_vec()).collect();
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
     }
 
@@ -646,7 +648,7 @@ mod tests {
         assert!(s.on_segment_unlimited(seq(0), &bad).is_err());
         assert_eq!(s.consumed(), 0);
         let o = s.on_segment_unlimited(seq(0), &wire).unwrap();
-        assert_eq!(o.frames[0].data, b"payload");
+        assert_eq!(*o.frames[0].data, b"payload");
     }
 
     #[test]
@@ -688,6 +690,6 @@ mod tests {
         assert!(o.duplicate);
         let again = s.undelivered_in(seq(0), wire.len());
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].data, b"again");
+        assert_eq!(*again[0].data, b"again");
     }
 }

@@ -39,10 +39,12 @@ pub struct FinPos {
 /// What to put on the wire for one kernel segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutPlan {
-    /// Send `bytes` at wire offset `start`, then a FIN if `fin`.
+    /// Send the stored frames at indices `frames` (their bytes are read
+    /// with [`OutStream::frame_bytes`] before the stream next changes),
+    /// which begin at wire offset `start`, then a FIN if `fin`.
     Send {
         start: u64,
-        bytes: Vec<u8>,
+        frames: Range<usize>,
         fin: bool,
     },
     /// The data was kept until the session keys exist.
@@ -60,6 +62,11 @@ pub struct OutStream {
     /// Init message bytes (wire offsets 0..len) while not acknowledged.
     init: Option<Vec<u8>>,
     frames: VecDeque<OutFrame>,
+    /// Buffers of acknowledged frames, reused for new ones (a bulk sender
+    /// would otherwise allocate one per frame). Never more of them than
+    /// frames still in flight, so memory stays within twice the store and
+    /// an idle connection keeps none.
+    spare: Vec<Vec<u8>>,
     local_next: u64,
     wire_next: u64,
     wire_acked: u64,
@@ -86,6 +93,7 @@ impl OutStream {
             space: SeqSpace::new(isn),
             init: None,
             frames: VecDeque::new(),
+            spare: Vec::new(),
             local_next: 0,
             wire_next: 0,
             wire_acked: 0,
@@ -204,7 +212,9 @@ impl OutStream {
             *generation = writer.local_generation();
             *sealed = 0;
         }
-        let mut bytes = Vec::with_capacity(data.len() + 22);
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.reserve(data.len() + 22);
         let (_, len) = writer.seal(&FramePayload { fin, urgent, data }, &mut bytes)?;
         *sealed += len as u64;
         let local = self.local_next..self.local_next + data.len() as u64;
@@ -239,15 +249,26 @@ impl OutStream {
         self.writer.as_mut()
     }
 
-    /// Concatenates the stored frames from index `first` to the end.
+    /// Sends the stored frames from index `first` to the end.
     fn plan_from(&self, first: usize, start: u64) -> OutPlan {
-        let mut bytes = Vec::new();
-        let mut fin = false;
-        for f in self.frames.range(first..) {
-            bytes.extend_from_slice(&f.bytes);
-            fin = f.fin;
-        }
-        OutPlan::Send { start, bytes, fin }
+        let frames = first.min(self.frames.len())..self.frames.len();
+        let fin = self.frames.back().is_some_and(|f| f.fin) && !frames.is_empty();
+        OutPlan::Send { start, frames, fin }
+    }
+
+    /// The wire bytes of a plan's frames, frame by frame: what a packet
+    /// carries, written into it without being joined first. Indices past
+    /// the store (a plan kept across a change) give nothing.
+    pub fn frame_bytes(&self, frames: &Range<usize>) -> impl Iterator<Item = &[u8]> + Clone {
+        let end = frames.end.min(self.frames.len());
+        let start = frames.start.min(end);
+        self.frames.range(start..end).map(|f| f.bytes.as_slice())
+    }
+
+    /// The wire bytes of a plan's frames in one buffer, for a plan that is
+    /// cut into several packets.
+    pub fn joined(&self, frames: &Range<usize>) -> Vec<u8> {
+        self.frame_bytes(frames).collect::<Vec<_>>().concat()
     }
 
     /// Resolves a kernel segment: sequence number, payload, FIN flag and,
@@ -317,7 +338,7 @@ impl OutStream {
             return Ok(match self.fin {
                 Some(f) if fin && !self.fin_acked => OutPlan::Send {
                     start: f.wire,
-                    bytes: Vec::new(),
+                    frames: self.frames.len()..self.frames.len(),
                     fin: true,
                 },
                 _ => OutPlan::AlreadyAcked,
@@ -327,15 +348,15 @@ impl OutStream {
             .frames
             .get(first)
             .map_or(self.wire_next, |f| f.wire.start);
-        let mut bytes = Vec::new();
-        let mut wire_fin = false;
-        for f in self.frames.range(first..last_old.max(first)) {
-            bytes.extend_from_slice(&f.bytes);
-            wire_fin = f.fin;
-        }
+        let frames = first..last_old.max(first);
+        let wire_fin = frames
+            .end
+            .checked_sub(1)
+            .and_then(|last| self.frames.get(last))
+            .is_some_and(|f| f.fin && !frames.is_empty());
         Ok(OutPlan::Send {
             start,
-            bytes,
+            frames,
             fin: wire_fin,
         })
     }
@@ -392,7 +413,14 @@ impl OutStream {
                     break;
                 }
                 self.local_acked = f.local.end;
-                self.frames.pop_front();
+                if let Some(f) = self.frames.pop_front() {
+                    self.spare.push(f.bytes);
+                }
+            }
+            if self.frames.is_empty() {
+                self.spare = Vec::new();
+            } else {
+                self.spare.truncate(self.frames.len());
             }
             if let Some(f) = self.fin
                 && a > f.wire
@@ -510,9 +538,10 @@ mod tests {
     #[test]
     fn new_data_becomes_one_frame_after_the_init_bytes() {
         let mut s = keyed(75);
-        let OutPlan::Send { start, bytes, fin } = send(&mut s, 0, 100) else {
+        let OutPlan::Send { start, frames, fin } = send(&mut s, 0, 100) else {
             panic!("expected a send")
         };
+        let bytes = s.joined(&frames);
         assert_eq!((start, bytes.len(), fin), (75, 100 + FRAME_OVERHEAD, false));
         assert_eq!(s.wire_next(), 75 + 120);
     }
@@ -522,19 +551,22 @@ mod tests {
         let mut s = keyed(0);
         let a = send(&mut s, 0, 100);
         let b = send(&mut s, 100, 100);
-        let (OutPlan::Send { bytes: fa, .. }, OutPlan::Send { bytes: fb, .. }) = (a, b) else {
+        let (OutPlan::Send { frames: fa, .. }, OutPlan::Send { frames: fb, .. }) = (a, b) else {
             panic!("expected sends")
         };
+        let (fa, fb) = (s.joined(&fa), s.joined(&fb));
         // The kernel retransmits 50..150: both frames, byte-identical.
-        let OutPlan::Send { start, bytes, .. } = send(&mut s, 50, 100) else {
+        let OutPlan::Send { start, frames, .. } = send(&mut s, 50, 100) else {
             panic!("expected a send")
         };
+        let bytes = s.joined(&frames);
         assert_eq!(start, 0);
         assert_eq!(bytes, [fa.clone(), fb].concat());
         // A retransmission merged with new data: old frames then a new one.
-        let OutPlan::Send { start, bytes, .. } = send(&mut s, 100, 150) else {
+        let OutPlan::Send { start, frames, .. } = send(&mut s, 100, 150) else {
             panic!("expected a send")
         };
+        let bytes = s.joined(&frames);
         assert_eq!(start, 120);
         assert_eq!(bytes.len(), 120 + 50 + FRAME_OVERHEAD);
         assert_eq!(s.local_next(), 250);
@@ -564,12 +596,13 @@ mod tests {
     fn fin_becomes_an_empty_finp_frame_and_its_ack_maps_one_past() {
         let mut s = keyed(0);
         send(&mut s, 0, 10);
-        let OutPlan::Send { start, bytes, fin } = s
+        let OutPlan::Send { start, frames, fin } = s
             .on_kernel_segment(seq(10), &[], true, None, MAX_FRAME_DATA)
             .unwrap()
         else {
             panic!("expected a send")
         };
+        let bytes = s.joined(&frames);
         assert_eq!((start, bytes.len(), fin), (30, FRAME_OVERHEAD, true));
         assert_eq!(
             s.fin(),
@@ -605,11 +638,38 @@ mod tests {
         // A kernel retransmission overlapping what is held adds only the rest.
         assert_eq!(send(&mut s, 20, 30), OutPlan::Held);
         let plan = s.set_writer(writer(10), 20).unwrap();
-        let Some(OutPlan::Send { start, bytes, .. }) = plan else {
+        let Some(OutPlan::Send { start, frames, .. }) = plan else {
             panic!("expected a send")
         };
+        let bytes = s.joined(&frames);
         assert_eq!(start, 10);
         assert_eq!(bytes.len(), 50 + 3 * FRAME_OVERHEAD);
         assert_eq!(s.local_next(), 50);
+    }
+
+    #[test]
+    fn acknowledged_frames_lend_their_buffers_to_new_ones_while_data_is_in_flight() {
+        let mut s = keyed(0);
+        for i in 0..4 {
+            send(&mut s, i * 100, 100);
+        }
+        // Frames are 120 wire bytes: the first two are acknowledged.
+        assert_eq!(s.on_wire_ack(seq(240)), 200);
+        assert_eq!(s.spare.len(), 2, "two buffers kept, two frames in flight");
+        let reused = s.spare.last().map(|b| b.as_ptr());
+        send(&mut s, 400, 100);
+        assert_eq!(s.spare.len(), 1);
+        assert_eq!(s.frames.back().map(|f| f.bytes.as_ptr()), reused);
+        // The recycled buffer holds the new frame only.
+        let OutPlan::Send { frames, .. } = send(&mut s, 400, 100) else {
+            panic!("expected a resend")
+        };
+        assert_eq!(s.joined(&frames).len(), 100 + FRAME_OVERHEAD);
+        // Fewer frames in flight than spare buffers: the extra ones go.
+        assert_eq!(s.on_wire_ack(seq(480)), 400);
+        assert_eq!((s.frames.len(), s.spare.len()), (1, 1));
+        // Nothing in flight: an idle connection keeps no buffers.
+        assert_eq!(s.on_wire_ack(seq(600)), 500);
+        assert_eq!(s.spare.capacity(), 0);
     }
 }

@@ -53,7 +53,7 @@ fn segment(
             window: 1000,
             urgent: 0,
             options,
-            payload,
+            payload: payload.into(),
         },
     }
     .to_bytes()
@@ -397,8 +397,8 @@ fn forged_data_in_order_fails_authentication_and_the_genuine_stream_goes_on() {
 fn tamper_everything_from_a() -> harness::WireFilter {
     Box::new(|from, p| {
         if from == Side::A
-            && let Ok(mut pkt) = Packet::parse(p)
-            && let Some(b) = pkt.tcp.payload.last_mut()
+            && let Ok(mut pkt) = Packet::parse(p).map(Packet::into_owned)
+            && let Some(b) = pkt.tcp.payload.to_mut().last_mut()
         {
             *b ^= 0x01;
             *p = pkt.to_bytes().unwrap();

@@ -52,7 +52,7 @@ fn session(sim: &Sim, side: Side) -> SessionInfo {
 
 /// The first packet `side` put on the wire whose flags are exactly these
 /// among SYN and ACK.
-fn first_on_wire(sim: &Sim, side: Side, syn: bool, ack: bool) -> Packet {
+fn first_on_wire(sim: &Sim, side: Side, syn: bool, ack: bool) -> Packet<'_> {
     sim.tap
         .iter()
         .filter(|(s, _)| *s == side)
@@ -64,7 +64,7 @@ fn first_on_wire(sim: &Sim, side: Side, syn: bool, ack: bool) -> Packet {
 }
 
 /// The SYN as B's kernel got it (after B's engine).
-fn syn_at_b_kernel(sim: &Sim) -> Packet {
+fn syn_at_b_kernel(sim: &Sim) -> Packet<'_> {
     sim.b
         .kernel
         .inbox_log
@@ -175,7 +175,7 @@ fn syn_ack_data_from_an_eno_peer_never_reaches_the_kernel() {
         if from == Side::B {
             let mut q = Packet::parse(p).unwrap();
             if q.tcp.flags.contains(TcpFlags::SYN) {
-                q.tcp.payload = b"synack data".to_vec();
+                q.tcp.payload = b"synack data".into();
                 *p = q.to_bytes().unwrap();
             }
         }
@@ -682,7 +682,7 @@ fn rewrite_init(sim: &mut Sim, side: Side, change: fn(&mut Vec<u8>)) {
         let mut q = Packet::parse(p).unwrap();
         if from == side && !done && !q.tcp.payload.is_empty() {
             done = true;
-            change(&mut q.tcp.payload);
+            change(q.tcp.payload.to_mut());
             *p = q.to_bytes().unwrap();
         }
         Fate::Pass

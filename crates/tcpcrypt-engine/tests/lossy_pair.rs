@@ -88,7 +88,13 @@ impl Schedule {
                     return Fate::Drop;
                 };
                 let t = pkt.tcp;
-                let key = (from == Side::A, t.seq, t.ack, t.flags.bits(), t.payload);
+                let key = (
+                    from == Side::A,
+                    t.seq,
+                    t.ack,
+                    t.flags.bits(),
+                    t.payload.to_vec(),
+                );
                 let lost = losses.entry(key).or_default();
                 if *lost < MAX_LOSSES_PER_SEGMENT {
                     *lost += 1;

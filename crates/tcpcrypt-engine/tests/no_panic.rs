@@ -103,7 +103,7 @@ proptest! {
                     window,
                     urgent: 0,
                     options,
-                    payload,
+                    payload: payload.into(),
                 },
             };
             let Ok(mut bytes) = p.to_bytes() else { continue };

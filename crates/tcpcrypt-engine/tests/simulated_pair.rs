@@ -319,7 +319,7 @@ fn a_forged_data_segment_is_dropped_and_the_connection_survives() {
             forged = true;
             mangle(p, |p| {
                 let last = p.tcp.payload.len() - 1;
-                p.tcp.payload[last] ^= 0x55;
+                p.tcp.payload.to_mut()[last] ^= 0x55;
             });
         }
         Fate::Pass
@@ -1030,7 +1030,7 @@ fn repeated_authentication_failures_abort_with_a_reset_both_ways() {
     sim.a.kernel.write(&pattern(100, 1));
     sim.filter = Some(Box::new(|from, p| {
         if from == Side::A && is_data(p) {
-            mangle(p, |p| p.tcp.payload[4] ^= 0xff);
+            mangle(p, |p| p.tcp.payload.to_mut()[4] ^= 0xff);
         }
         Fate::Pass
     }));
@@ -1059,7 +1059,7 @@ fn an_abort_after_our_acknowledged_fin_resets_the_peer_past_that_fin() {
     sim.a.kernel.write(&pattern(100, 1));
     sim.filter = Some(Box::new(|from, p| {
         if from == Side::A && is_data(p) {
-            mangle(p, |p| p.tcp.payload[4] ^= 0xff);
+            mangle(p, |p| p.tcp.payload.to_mut()[4] ^= 0xff);
         }
         Fate::Pass
     }));

@@ -98,7 +98,7 @@ pub fn segment(
     flags: TcpFlags,
     seq: u32,
     ack: u32,
-) -> Packet {
+) -> Packet<'static> {
     Packet {
         ip: IpLayer::new_minimal(IpAddr::V4(*src.ip()), IpAddr::V4(*dst.ip())),
         tcp: TcpRepr {
@@ -110,14 +110,14 @@ pub fn segment(
             window: u16::MAX,
             urgent: 0,
             options: Vec::new(),
-            payload: Vec::new(),
+            payload: Default::default(),
         },
     }
 }
 
 /// A SYN as a Linux client would send it (MSS, SACK permitted, window
 /// scale), with the default ENO option when `eno` is set.
-pub fn syn(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, eno: bool) -> Packet {
+pub fn syn(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, eno: bool) -> Packet<'static> {
     let mut p = segment(src, dst, TcpFlags::SYN, seq, 0);
     p.tcp.window = 64240;
     p.tcp.options = vec![
@@ -221,7 +221,10 @@ impl RawSender {
 
     /// Sends each packet once, as fast as the kernel takes them; a packet
     /// refused for want of buffer space is counted, not retried.
-    pub fn burst<'a>(&mut self, packets: impl IntoIterator<Item = &'a Packet>) -> BurstReport {
+    pub fn burst<'a, 'p: 'a>(
+        &mut self,
+        packets: impl IntoIterator<Item = &'a Packet<'p>>,
+    ) -> BurstReport {
         let start = Instant::now();
         let mut r = BurstReport::default();
         for p in packets {
@@ -513,7 +516,7 @@ mod tests {
     fn a_syn_carries_eno_only_when_asked() {
         let with = syn(a(), b(), 7, true);
         let without = syn(a(), b(), 7, false);
-        let parse = |p: &Packet| Packet::parse(&p.to_bytes().unwrap()).unwrap();
+        let parse = |p: &Packet| Packet::parse(&p.to_bytes().unwrap()).unwrap().into_owned();
         assert!(parse(&with).tcp.option(kind::ENO).is_some());
         assert!(parse(&without).tcp.option(kind::ENO).is_none());
         assert_eq!(parse(&with).tcp.seq_len(), 1);
@@ -523,7 +526,7 @@ mod tests {
     #[test]
     fn a_data_segment_keeps_its_payload() {
         let mut p = segment(a(), b(), TcpFlags::ACK | TcpFlags::PSH, 5, 6);
-        p.tcp.payload = b"forged bytes".to_vec();
+        p.tcp.payload = b"forged bytes".into();
         let bytes = p.to_bytes().unwrap();
         assert_eq!(checksum::tcp(p.ip.src, p.ip.dst, &bytes[20..]), 0);
         assert_eq!(Packet::parse(&bytes).unwrap().tcp.payload, b"forged bytes");
@@ -533,7 +536,7 @@ mod tests {
     fn the_sniffer_reads_a_frame_of_its_connection_and_ignores_others() {
         let conn = (SocketAddr::V4(a()), SocketAddr::V4(b()));
         let mut p = segment(b(), a(), TcpFlags::ACK, 1000, 2000);
-        p.tcp.payload = vec![0; 10];
+        p.tcp.payload = vec![0; 10].into();
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&ETHERTYPE_IPV4);
         frame.extend_from_slice(&p.to_bytes().unwrap());

@@ -4,10 +4,11 @@
 //! drop under load) or are unsound (ARCHITECTURE §7), so this module speaks
 //! the `nfnetlink_queue` protocol itself: bind one queue in copy-packet mode,
 //! receive many packets per system call (`recvmmsg`), and send many verdicts
-//! per `sendto`. With [`Queue::take_large_segments`] the kernel hands over
-//! GSO and GRO packets whole (up to 64 KiB) instead of cutting them up and
-//! checksumming every piece first: one queue round trip per large segment
-//! rather than one per MSS, which is what bulk throughput depends on.
+//! per `sendmsg`, large rewritten packets from their own buffers. With
+//! [`Queue::take_large_segments`] the kernel hands over GSO and GRO packets
+//! whole (up to 64 KiB) instead of cutting them up and checksumming every
+//! piece first: one queue round trip per large segment rather than one per
+//! MSS, which is what bulk throughput depends on.
 //!
 //! All `unsafe` of the netlink socket lives here; message encoding and
 //! decoding is plain safe code over byte slices.
@@ -180,18 +181,47 @@ impl RecvBatch {
     }
 }
 
-/// Verdicts collected for one `sendto`.
+/// Verdicts collected for one `sendmsg`.
+///
+/// The message headers and small packets are written into one buffer;
+/// large rewritten packets are taken over as they are (their `Vec` is
+/// swapped for an empty one) and sent from where they lie as iovecs of
+/// their own, so a 64 KiB packet is not copied once more on its way out.
+/// The byte stream the kernel receives is `buf[..splices[0]]`,
+/// `packets[0]`, `buf[splices[0]..splices[1]]`, `packets[1]`, ... and the
+/// rest of `buf`.
 pub struct VerdictBatch {
     queue: u16,
     buf: Vec<u8>,
+    packets: Vec<Vec<u8>>,
+    /// Where in `buf` each of `packets` goes.
+    splices: Vec<usize>,
+    /// Emptied packet buffers, handed back for the caller's next packet.
+    spare: Vec<Vec<u8>>,
+    /// Bytes of the whole stream.
+    stream_len: usize,
     count: usize,
 }
+
+/// A packet at least this long is sent from its own buffer rather than
+/// copied into the batch: below it the copy costs less than an iovec.
+const SPLICE_MIN: usize = 4096;
+/// Most packets sent from their own buffers in one batch: each needs two
+/// iovecs (itself and the headers after it), and the batch is sent early
+/// when it reaches this many. Far below `IOV_MAX`.
+const MAX_SPLICES: usize = 16;
+/// Emptied buffers kept for reuse; more are freed.
+const MAX_SPARE: usize = 4;
 
 impl VerdictBatch {
     pub fn new(queue: u16) -> VerdictBatch {
         VerdictBatch {
             queue,
             buf: Vec::with_capacity(64 * 1024),
+            packets: Vec::with_capacity(MAX_SPLICES),
+            splices: Vec::with_capacity(MAX_SPLICES),
+            spare: Vec::with_capacity(MAX_SPARE),
+            stream_len: 0,
             count: 0,
         }
     }
@@ -203,42 +233,74 @@ impl VerdictBatch {
     /// nothing resends what is mangled.
     pub fn push(&mut self, id: u32, verdict: NfVerdict, mark: Option<u32>, payload: Option<&[u8]>) {
         let (verdict, payload) = match payload {
-            Some(p) if p.len() > MAX_ATTR_PAYLOAD => {
-                log::error!(
-                    "a rewritten packet of {} bytes does not fit a verdict (at most {MAX_ATTR_PAYLOAD}): dropped",
-                    p.len()
-                );
-                (NfVerdict::Drop, None)
-            }
+            Some(p) if !fits_attr(p) => (NfVerdict::Drop, None),
             other => (verdict, other),
         };
-        let mut attrs = Vec::with_capacity(20);
+        let payload = payload.unwrap_or(&[]);
+        self.put_header(id, verdict, mark, payload.len());
+        if !payload.is_empty() {
+            put_attr(&mut self.buf, NFQA_PAYLOAD, payload);
+            self.stream_len += align4(4 + payload.len());
+        }
+        self.count += 1;
+    }
+
+    /// Like [`VerdictBatch::push`] with `packet` as the payload, but takes
+    /// the packet's bytes instead of copying them when it is large: `packet`
+    /// is left empty (with the capacity of an earlier, already sent one).
+    pub fn push_packet(
+        &mut self,
+        id: u32,
+        verdict: NfVerdict,
+        mark: Option<u32>,
+        packet: &mut Vec<u8>,
+    ) {
+        if packet.len() < SPLICE_MIN || !fits_attr(packet) {
+            self.push(id, verdict, mark, Some(packet));
+            packet.clear();
+            return;
+        }
+        let len = packet.len();
+        self.put_header(id, verdict, mark, len);
+        // The attribute's own header, then the packet, then its padding.
+        self.buf
+            .extend_from_slice(&((4 + len) as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&NFQA_PAYLOAD.to_ne_bytes());
+        self.splices.push(self.buf.len());
+        self.buf.resize(self.buf.len() + (align4(len) - len), 0);
+        self.stream_len += align4(4 + len);
+        let mut empty = self.spare.pop().unwrap_or_default();
+        empty.clear();
+        self.packets.push(std::mem::replace(packet, empty));
+        self.count += 1;
+    }
+
+    /// Writes a verdict message's header and attributes up to the payload
+    /// attribute, sized for a payload of `payload_len` bytes (0: none).
+    fn put_header(&mut self, id: u32, verdict: NfVerdict, mark: Option<u32>, payload_len: usize) {
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&verdict.code().to_be_bytes());
         hdr[4..].copy_from_slice(&id.to_be_bytes());
-        put_attr(&mut attrs, NFQA_VERDICT_HDR, &hdr);
-        if let Some(m) = mark {
-            put_attr(&mut attrs, NFQA_MARK, &m.to_be_bytes());
-        }
-        let payload = payload.unwrap_or(&[]);
-        let payload_attr_len = if payload.is_empty() {
+        let attrs_len = 12 + if mark.is_some() { 8 } else { 0 };
+        let payload_attr_len = if payload_len == 0 {
             0
         } else {
-            align4(4 + payload.len())
+            align4(4 + payload_len)
         };
+        let before = self.buf.len();
         put_msg_header(
             &mut self.buf,
             NFQNL_MSG_VERDICT,
             NLM_F_REQUEST,
             0,
             self.queue,
-            attrs.len() + payload_attr_len,
+            attrs_len + payload_attr_len,
         );
-        self.buf.extend_from_slice(&attrs);
-        if !payload.is_empty() {
-            put_attr(&mut self.buf, NFQA_PAYLOAD, payload);
+        put_attr(&mut self.buf, NFQA_VERDICT_HDR, &hdr);
+        if let Some(m) = mark {
+            put_attr(&mut self.buf, NFQA_MARK, &m.to_be_bytes());
         }
-        self.count += 1;
+        self.stream_len += self.buf.len() - before;
     }
 
     pub fn len(&self) -> usize {
@@ -250,13 +312,52 @@ impl VerdictBatch {
     }
 
     fn needs_flush(&self) -> bool {
-        self.buf.len() >= VERDICT_FLUSH_LEN
+        self.stream_len >= VERDICT_FLUSH_LEN || self.packets.len() >= MAX_SPLICES
+    }
+
+    /// The pieces of the byte stream, in order (empty ones left out).
+    fn pieces(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(2 * self.packets.len() + 1);
+        let mut from = 0;
+        for (packet, &at) in self.packets.iter().zip(&self.splices) {
+            out.push(&self.buf[from..at]);
+            out.push(packet.as_slice());
+            from = at;
+        }
+        out.push(&self.buf[from..]);
+        out.retain(|p| !p.is_empty());
+        out
+    }
+
+    /// The whole byte stream in one buffer, as the kernel receives it.
+    #[cfg(test)]
+    fn bytes(&self) -> Vec<u8> {
+        self.pieces().concat()
     }
 
     fn clear(&mut self) {
         self.buf.clear();
+        self.splices.clear();
+        for p in self.packets.drain(..) {
+            if self.spare.len() < MAX_SPARE {
+                self.spare.push(p);
+            }
+        }
+        self.stream_len = 0;
         self.count = 0;
     }
+}
+
+/// Whether an attribute can carry `payload`; logs the packet it cannot.
+fn fits_attr(payload: &[u8]) -> bool {
+    if payload.len() <= MAX_ATTR_PAYLOAD {
+        return true;
+    }
+    log::error!(
+        "a rewritten packet of {} bytes does not fit a verdict (at most {MAX_ATTR_PAYLOAD}): dropped",
+        payload.len()
+    );
+    false
 }
 
 /// Most bytes one netlink attribute carries: its length field is 16 bits
@@ -550,21 +651,31 @@ impl Queue {
     }
 
     fn send_raw(&self, buf: &[u8]) -> io::Result<()> {
+        self.send_pieces(&[buf])
+    }
+
+    /// Sends one netlink datagram made of `pieces`, without joining them.
+    fn send_pieces(&self, pieces: &[&[u8]]) -> io::Result<()> {
         // SAFETY: sockaddr_nl is plain data; all-zero addresses the kernel.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let mut iov: Vec<libc::iovec> = pieces
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        // SAFETY: msghdr is plain data; the fields that matter are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
         loop {
-            // SAFETY: `buf` and `addr` are valid for the lengths passed.
-            let rc = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_nl).cast(),
-                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
+            // SAFETY: `msg` points at `addr` and at iovecs over the live
+            // `pieces`, which the kernel only reads.
+            let rc = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, 0) };
             if rc >= 0 {
                 return Ok(());
             }
@@ -650,7 +761,7 @@ impl Queue {
         if batch.is_empty() {
             return Ok(());
         }
-        let res = self.send_raw(&batch.buf);
+        let res = self.send_pieces(&batch.pieces());
         batch.clear();
         res.map_err(io_err("sending verdicts"))
     }
@@ -665,6 +776,23 @@ impl Queue {
         payload: Option<&[u8]>,
     ) -> Result<(), NfqError> {
         batch.push(id, verdict, mark, payload);
+        if batch.needs_flush() {
+            self.send_verdicts(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Queue::push_verdict`] with `packet` as the replacement,
+    /// taken rather than copied when large ([`VerdictBatch::push_packet`]).
+    pub fn push_verdict_taking(
+        &self,
+        batch: &mut VerdictBatch,
+        id: u32,
+        verdict: NfVerdict,
+        mark: Option<u32>,
+        packet: &mut Vec<u8>,
+    ) -> Result<(), NfqError> {
+        batch.push_packet(id, verdict, mark, packet);
         if batch.needs_flush() {
             self.send_verdicts(batch)?;
         }
@@ -900,7 +1028,7 @@ mod tests {
     fn verdict_with_payload_encodes_header_and_padded_payload() {
         let mut b = VerdictBatch::new(5);
         b.push(0x01020304, NfVerdict::Accept, None, Some(b"abcde"));
-        let buf = &b.buf;
+        let buf = &b.bytes();
         // nlmsghdr(16) + nfgenmsg(4) + verdict attr(12) + payload attr(4+5+3 pad)
         assert_eq!(buf.len(), 16 + 4 + 12 + 12);
         assert_eq!(read_u32(buf, 0), Some(buf.len() as u32));
@@ -925,7 +1053,7 @@ mod tests {
             Some(&vec![0x45; MAX_ATTR_PAYLOAD]),
         );
         assert_eq!(
-            read_u16(&b.buf, 32),
+            read_u16(&b.bytes(), 32),
             Some(0xffff),
             "the largest payload still fits"
         );
@@ -937,8 +1065,8 @@ mod tests {
             Some(&vec![0x45; MAX_ATTR_PAYLOAD + 1]),
         );
         // Header, verdict attribute, mark attribute: no payload.
-        assert_eq!(b.buf.len(), 16 + 4 + 12 + 8);
-        assert_eq!(&b.buf[24..28], &0u32.to_be_bytes(), "NF_DROP");
+        assert_eq!(b.bytes().len(), 16 + 4 + 12 + 8);
+        assert_eq!(&b.bytes()[24..28], &0u32.to_be_bytes(), "NF_DROP");
     }
 
     #[test]
@@ -947,14 +1075,14 @@ mod tests {
         b.push(1, NfVerdict::Drop, None, None);
         b.push(2, NfVerdict::Accept, None, None);
         assert_eq!(b.len(), 2);
-        assert_eq!(b.buf.len(), 2 * (16 + 4 + 12));
+        assert_eq!(b.bytes().len(), 2 * (16 + 4 + 12));
     }
 
     #[test]
     fn verdict_with_mark_carries_it_big_endian_before_the_payload() {
         let mut b = VerdictBatch::new(5);
         b.push(9, NfVerdict::Accept, Some(0x0300_0001), Some(b"ab"));
-        let buf = &b.buf;
+        let buf = &b.bytes();
         // nlmsghdr(16) + nfgenmsg(4) + verdict(12) + mark(8) + payload(4+2+2 pad)
         assert_eq!(buf.len(), 16 + 4 + 12 + 8 + 8);
         assert_eq!(read_u32(buf, 0), Some(buf.len() as u32));
@@ -964,5 +1092,78 @@ mod tests {
         assert_eq!(read_u16(buf, 40), Some(6));
         assert_eq!(read_u16(buf, 42), Some(NFQA_PAYLOAD));
         assert_eq!(&buf[44..46], b"ab");
+    }
+
+    #[test]
+    fn a_taken_packet_is_sent_as_the_same_bytes_a_copied_one_would_be() {
+        let big: Vec<u8> = (0..SPLICE_MIN + 3).map(|i| i as u8).collect();
+        let small = b"tiny".to_vec();
+        let mut copied = VerdictBatch::new(5);
+        copied.push(1, NfVerdict::Accept, Some(7), Some(&big));
+        copied.push(2, NfVerdict::Accept, None, Some(&small));
+        copied.push(3, NfVerdict::Drop, None, None);
+        copied.push(4, NfVerdict::Accept, None, Some(&big));
+        let mut taken = VerdictBatch::new(5);
+        for (id, verdict, mark, packet) in [
+            (1, NfVerdict::Accept, Some(7), Some(&big)),
+            (2, NfVerdict::Accept, None, Some(&small)),
+            (3, NfVerdict::Drop, None, None),
+            (4, NfVerdict::Accept, None, Some(&big)),
+        ] {
+            match packet {
+                Some(p) => {
+                    let mut p = p.clone();
+                    taken.push_packet(id, verdict, mark, &mut p);
+                    assert!(p.is_empty(), "the caller's buffer is handed back empty");
+                }
+                None => taken.push(id, verdict, mark, None),
+            }
+        }
+        assert_eq!(taken.packets.len(), 2, "the large packets are not copied");
+        assert_eq!(taken.len(), 4);
+        assert_eq!(taken.bytes(), copied.bytes());
+        assert_eq!(taken.stream_len, copied.bytes().len());
+    }
+
+    #[test]
+    fn taken_buffers_come_back_for_later_packets() {
+        let mut b = VerdictBatch::new(0);
+        let mut p = vec![0x45; SPLICE_MIN];
+        b.push_packet(1, NfVerdict::Accept, None, &mut p);
+        b.clear();
+        assert_eq!(
+            p.capacity(),
+            0,
+            "nothing to hand back before the first send"
+        );
+        p.extend_from_slice(&[0x45; SPLICE_MIN]);
+        b.push_packet(2, NfVerdict::Accept, None, &mut p);
+        assert!(
+            p.capacity() >= SPLICE_MIN,
+            "the first packet's buffer, emptied"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_many_taken_packets_asks_to_be_sent() {
+        let mut b = VerdictBatch::new(0);
+        for id in 0..MAX_SPLICES as u32 {
+            assert!(!b.needs_flush());
+            let mut p = vec![0x45; SPLICE_MIN];
+            b.push_packet(id, NfVerdict::Accept, None, &mut p);
+            // Kept under the byte limit, so only the count can ask.
+            b.stream_len = 0;
+        }
+        assert!(b.needs_flush());
+    }
+
+    #[test]
+    fn a_taken_packet_too_long_for_an_attribute_becomes_a_drop() {
+        let mut b = VerdictBatch::new(5);
+        let mut p = vec![0x45; MAX_ATTR_PAYLOAD + 1];
+        b.push_packet(7, NfVerdict::Accept, None, &mut p);
+        assert!(p.is_empty());
+        assert_eq!(b.bytes().len(), 16 + 4 + 12);
+        assert_eq!(&b.bytes()[24..28], &0u32.to_be_bytes(), "NF_DROP");
     }
 }

@@ -445,11 +445,20 @@ impl<E: PacketEngine> PacketLoop<E> {
                             // Journalled before the verdict can let the
                             // connection's first guarded packet go.
                             self.take_events(&mut pending);
-                            let payload = modified.then_some(scratch.as_slice());
                             let mark =
                                 (v == NfVerdict::Accept).then(|| verdict_mark(p.mark, guarded));
-                            self.queue
-                                .push_verdict(&mut verdicts, p.id, v, mark, payload)?;
+                            if modified {
+                                self.queue.push_verdict_taking(
+                                    &mut verdicts,
+                                    p.id,
+                                    v,
+                                    mark,
+                                    &mut scratch,
+                                )?;
+                            } else {
+                                self.queue
+                                    .push_verdict(&mut verdicts, p.id, v, mark, None)?;
+                            }
                             // Packets the engine made in answer to this one
                             // must follow it on the wire: the kernel passes
                             // the verdicted packets on during the send.
@@ -1022,7 +1031,7 @@ mod tests {
                 window: 65535,
                 urgent: 0,
                 options: vec![TcpOption::Mss(1460)],
-                payload: Vec::new(),
+                payload: Default::default(),
             },
         }
         .to_bytes()

@@ -72,9 +72,10 @@ impl TableFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let temp = path.with_file_name(temp_name(&name, std::process::id()));
         // Only a crashed instance with our pid could have left it.
         let _ = std::fs::remove_file(&temp);
+        remove_stale_temps(path, &name);
         let create = |source| TableFileError::Create {
             path: temp.clone(),
             source,
@@ -121,6 +122,43 @@ impl TableFile {
         match (std::fs::metadata(&self.path), self.file.metadata()) {
             (Ok(there), Ok(mine)) => there.dev() == mine.dev() && there.ino() == mine.ino(),
             _ => false,
+        }
+    }
+}
+
+fn temp_name(name: &str, pid: u32) -> String {
+    format!(".{name}.{pid}.tmp")
+}
+
+/// Removes the temporary files that instances killed while making their
+/// table left beside `path`: those whose process is gone and that nobody
+/// holds locked (a daemon in another PID namespace may share the
+/// directory; its file is locked from just after its creation).
+fn remove_stale_temps(path: &Path, name: &str) {
+    let Some(entries) = path.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let pid = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let stale = entry.path();
+        let locked = File::open(&stale)
+            .map(|f| sys::write_locked(&f).unwrap_or(true))
+            .unwrap_or(true);
+        if !locked && std::fs::remove_file(&stale).is_ok() {
+            log::info!(
+                "removed {}, left by a daemon (pid {pid}) that stopped while making its session table",
+                stale.display()
+            );
         }
     }
 }
@@ -277,6 +315,33 @@ mod tests {
         assert_eq!(now.len(), g.bytes(), "the stale file is still there");
         assert!(sys::write_locked(&File::open(&path).expect("open")).expect("probe"));
         drop(second);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn temporary_files_of_dead_daemons_are_removed_and_live_ones_kept() {
+        let dir = temp_dir("stale");
+        let path = dir.join("ctl.sessions");
+        // A process that has exited: its pid names no live process (until
+        // reused, which takes the pid space wrapping round meanwhile).
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let stale = dir.join(temp_name("ctl.sessions", dead));
+        // The parent of this test is alive: its file is being made.
+        let live = dir.join(temp_name(
+            "ctl.sessions",
+            std::os::unix::process::parent_id(),
+        ));
+        let other = dir.join(temp_name("other.sessions", dead));
+        for f in [&stale, &live, &other] {
+            std::fs::write(f, b"half made").expect("leave a temporary file");
+        }
+        let table = published(&path);
+        assert!(!stale.exists(), "a dead daemon's temporary file is left");
+        assert!(live.exists(), "a live process's temporary file was taken");
+        assert!(other.exists(), "another table's file was taken");
+        drop(table);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

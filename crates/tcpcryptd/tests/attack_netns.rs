@@ -236,7 +236,7 @@ fn blind_packets(
     to: SocketAddrV4,
     near: u32,
     rng: &mut XorShift,
-) -> Vec<Packet> {
+) -> Vec<Packet<'static>> {
     let mut packets: Vec<Packet> = Vec::new();
     for kind in kinds {
         match kind {
@@ -261,8 +261,9 @@ fn blind_packets(
                     let (seq, ack) = (far_from(near, rng), rng.next_u32());
                     let flags = TcpFlags::ACK | TcpFlags::PSH;
                     let mut p = forge::segment(from, to, flags, seq, ack);
-                    p.tcp.payload = vec![0; 1 + (rng.next_u32() % 1400) as usize];
-                    rng.fill(&mut p.tcp.payload);
+                    let mut payload = vec![0; 1 + (rng.next_u32() % 1400) as usize];
+                    rng.fill(&mut payload);
+                    p.tcp.payload = payload.into();
                     packets.push(p);
                 }
             }
@@ -982,7 +983,7 @@ fn ten_thousand_out_of_order_bytes_stay_bounded_and_stall_nobody_else() {
                 seq,
                 seen.end,
             );
-            p.tcp.payload = vec![rng.next_u32() as u8];
+            p.tcp.payload = vec![rng.next_u32() as u8].into();
             p
         })
         .collect();

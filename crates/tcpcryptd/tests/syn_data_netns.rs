@@ -58,7 +58,7 @@ fn ack_of_syn_with_data(t: &Topology, to: SocketAddr, port: u16, options: Vec<Tc
     let mut raw = RawSender::open(&t.client).expect("raw socket");
     let mut syn = forge::syn(client, v4(to), SEQ, false);
     syn.tcp.options.extend(options);
-    syn.tcp.payload = DATA.to_vec();
+    syn.tcp.payload = DATA.into();
     raw.send(&syn).expect("send SYN");
     sniffer
         .wait_for(to, 1, Duration::from_secs(5))

@@ -92,7 +92,7 @@ impl Stack {
                 window: 512,
                 urgent: 0,
                 options,
-                payload,
+                payload: payload.into(),
             },
         }
         .to_bytes()

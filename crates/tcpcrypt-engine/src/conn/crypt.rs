@@ -11,8 +11,8 @@ use tcpcrypt_proto::handshake::{AwaitInit1, AwaitInit2, Step};
 use tcpcrypt_proto::session::Session;
 
 use super::{
-    Ctx, DEFAULT_MSS, MAX_LOCAL_DELIVERY, SynFacts, add_option, emit_into, eno_options,
-    push_transmit,
+    Ctx, DEFAULT_MSS, MAX_LOCAL_DELIVERY, SynFacts, add_option, emit_gathered_into, emit_into,
+    eno_options, push_transmit,
 };
 use crate::api::{Direction, Event, KeylogSecrets, MAX_VERDICT_PACKET, SessionInfo, Verdict};
 use crate::error::EngineError;
@@ -91,7 +91,7 @@ impl Crypt {
         ack: u32,
         flags: TcpFlags,
         payload: Vec<u8>,
-    ) -> Packet {
+    ) -> Packet<'static> {
         let (l, r) = self.ports;
         let (src_port, dst_port) = if inbound { (r, l) } else { (l, r) };
         let mut options = Vec::new();
@@ -126,7 +126,7 @@ impl Crypt {
                 },
                 urgent: 0,
                 options,
-                payload,
+                payload: payload.into(),
             },
         }
     }
@@ -138,7 +138,7 @@ impl Crypt {
         payload: Vec<u8>,
         extra: TcpFlags,
         fin: bool,
-    ) -> Packet {
+    ) -> Packet<'static> {
         let mut flags = TcpFlags::ACK | extra;
         flags.set(TcpFlags::FIN, fin);
         self.make_packet(
@@ -152,7 +152,7 @@ impl Crypt {
     }
 
     /// A pure ACK to the peer with our current wire ACK.
-    pub(super) fn wire_ack_packet(&self) -> Packet {
+    pub(super) fn wire_ack_packet(&self) -> Packet<'static> {
         let seq = self.out.wire_next() + u64::from(self.out.fin().is_some());
         self.wire_packet(seq, Vec::new(), TcpFlags::default(), false)
     }
@@ -329,9 +329,10 @@ impl Crypt {
 
     /// Puts wire bytes of a plan on the wire as packets the engine makes.
     pub(super) fn inject_plan(&self, ctx: &mut Ctx<'_>, plan: OutPlan) {
-        let OutPlan::Send { start, bytes, fin } = plan else {
+        let OutPlan::Send { start, frames, fin } = plan else {
             return;
         };
+        let bytes = self.out.joined(&frames);
         let limit = self.wire_payload_limit(self.made_options_len());
         let n = bytes.len().div_ceil(limit).max(1);
         for i in 0..n {
@@ -491,7 +492,7 @@ impl Crypt {
                 tcp.flags.set(TcpFlags::PSH, false);
                 Ok(emit_into(pkt, buf))
             }
-            OutPlan::Send { start, bytes, fin } => {
+            OutPlan::Send { start, frames, fin } => {
                 let limit = self.wire_payload_limit(options);
                 // The kernel cuts a large segment we rewrote at its MSS,
                 // so it may carry as much as a verdict holds; what does
@@ -504,23 +505,25 @@ impl Crypt {
                     limit
                 };
                 let psh = pkt.tcp.flags.contains(TcpFlags::PSH);
-                if bytes.len() <= first_len {
+                let total: usize = self.out.frame_bytes(&frames).map(<[u8]>::len).sum();
+                if total <= first_len {
                     // All of it in this packet, the common case: the
-                    // sealed bytes move into it, nothing is copied.
+                    // stored frames are written straight into it.
                     let tcp = &mut pkt.tcp;
                     tcp.seq = local.seq(start as i64);
-                    tcp.payload = bytes;
+                    tcp.payload.clear();
                     tcp.flags.set(TcpFlags::FIN, fin);
                     tcp.flags.set(TcpFlags::PSH, psh || fin);
-                    return Ok(emit_into(pkt, buf));
+                    return Ok(emit_gathered_into(pkt, self.out.frame_bytes(&frames), buf));
                 }
+                let bytes = self.out.joined(&frames);
                 let mut verdict = Verdict::Drop;
                 let mut from = 0;
                 while from < bytes.len() {
                     let to = (from + if from == 0 { first_len } else { limit }).min(bytes.len());
                     let mut p = pkt.clone();
                     p.tcp.seq = local.seq((start + from as u64) as i64);
-                    p.tcp.payload = bytes.get(from..to).unwrap_or_default().to_vec();
+                    p.tcp.payload = bytes.get(from..to).unwrap_or_default().into();
                     let last = to == bytes.len();
                     p.tcp.flags.set(TcpFlags::FIN, fin && last);
                     p.tcp.flags.set(TcpFlags::PSH, last && (psh || fin));
@@ -660,15 +663,12 @@ impl Crypt {
         let first_local = frames
             .first()
             .map_or(self.inb.local_next(), |f| f.local.start);
-        let mut data = Vec::with_capacity(frames.iter().map(|f| f.data.len()).sum());
-        let mut urgent_end = None;
-        for f in frames {
-            if let Some(u) = f.urgent {
-                urgent_end = Some(f.local.start + u64::from(u) + 1);
-            }
-            data.extend_from_slice(&f.data);
-        }
-        let n = data.len().div_ceil(MAX_LOCAL_DELIVERY).max(1);
+        let total: usize = frames.iter().map(|f| f.data.len()).sum();
+        let urgent_end = frames
+            .iter()
+            .rev()
+            .find_map(|f| Some(f.local.start + u64::from(f.urgent?) + 1));
+        let n = total.div_ceil(MAX_LOCAL_DELIVERY).max(1);
         let urgent_at = |p: &mut Packet, start: u64| {
             if let Some(end) = urgent_end
                 && end > start
@@ -679,13 +679,18 @@ impl Crypt {
             }
         };
         if n == 1 {
-            // One packet, the common case: the plaintext moves into it.
+            // One packet, the common case: the frames' plaintext is written
+            // straight into it.
             pkt.tcp.seq = self.inb.space().seq(first_local as i64);
-            pkt.tcp.payload = data;
+            pkt.tcp.payload.clear();
             pkt.tcp.flags.set(TcpFlags::FIN, fin);
             pkt.tcp.flags.set(TcpFlags::PSH, true);
             urgent_at(pkt, first_local);
-            return emit_into(pkt, buf);
+            return emit_gathered_into(pkt, frames.iter().map(|f| f.data.as_slice()), buf);
+        }
+        let mut data = Vec::with_capacity(total);
+        for f in frames {
+            data.extend_from_slice(&f.data);
         }
         let mut verdict = Verdict::Drop;
         for i in 0..n {
@@ -694,7 +699,7 @@ impl Crypt {
             let to = (from + MAX_LOCAL_DELIVERY).min(data.len());
             let start = first_local + from as u64;
             p.tcp.seq = self.inb.space().seq(start as i64);
-            p.tcp.payload = data.get(from..to).unwrap_or_default().to_vec();
+            p.tcp.payload = data.get(from..to).unwrap_or_default().into();
             let last = i + 1 == n;
             p.tcp.flags.set(TcpFlags::FIN, fin && last);
             p.tcp.flags.set(TcpFlags::PSH, last);

@@ -207,7 +207,16 @@ fn syn_facts_from(facts: &mut SynFacts, tcp: &crate::wire::TcpRepr, dir: Directi
 }
 
 fn emit_into(pkt: &Packet, out: &mut Vec<u8>) -> Verdict {
-    match pkt.emit(out) {
+    emit_gathered_into(pkt, std::iter::empty(), out)
+}
+
+/// [`emit_into`] with the bytes of `more` after the packet's payload.
+fn emit_gathered_into<'m>(
+    pkt: &Packet,
+    more: impl Iterator<Item = &'m [u8]> + Clone,
+    out: &mut Vec<u8>,
+) -> Verdict {
+    match pkt.emit_gathered(out, more) {
         Ok(()) => Verdict::AcceptModified,
         Err(_) => Verdict::Drop,
     }

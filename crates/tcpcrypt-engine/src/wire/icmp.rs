@@ -199,7 +199,7 @@ mod tests {
                 window: 100,
                 urgent: 0,
                 options: Vec::new(),
-                payload: vec![0x55; 1400],
+                payload: vec![0x55; 1400].into(),
             },
         }
         .to_bytes()

@@ -12,7 +12,7 @@ pub mod tcp;
 use std::net::{IpAddr, SocketAddr};
 
 pub use ip::IpLayer;
-pub use tcp::{TcpFlags, TcpOption, TcpRepr};
+pub use tcp::{Payload, TcpFlags, TcpOption, TcpRepr};
 
 /// Why bytes could not be read or written as an IP/TCP packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,26 +34,46 @@ pub enum WireError {
     TooLong { what: &'static str, len: usize },
 }
 
-/// A whole IP packet carrying one TCP segment.
+/// A whole IP packet carrying one TCP segment; a parsed one borrows its
+/// payload from the bytes it was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Packet {
+pub struct Packet<'a> {
     pub ip: IpLayer,
-    pub tcp: TcpRepr,
+    pub tcp: TcpRepr<'a>,
 }
 
-impl Packet {
-    pub fn parse(bytes: &[u8]) -> Result<Packet, WireError> {
+impl<'a> Packet<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Packet<'a>, WireError> {
         let (ip, seg) = IpLayer::parse(bytes)?;
         let tcp = TcpRepr::parse(seg)?;
         Ok(Packet { ip, tcp })
     }
 
+    /// The same packet with a payload of its own.
+    pub fn into_owned(self) -> Packet<'static> {
+        Packet {
+            ip: self.ip,
+            tcp: self.tcp.into_owned(),
+        }
+    }
+
     /// Writes the packet into `out` (replacing its contents) with every
     /// length and checksum recomputed.
     pub fn emit(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        self.emit_gathered(out, std::iter::empty())
+    }
+
+    /// Like [`Packet::emit`], with the bytes of `more` appended to the
+    /// payload ([`TcpRepr::emit_gathered`]).
+    pub fn emit_gathered<'m>(
+        &self,
+        out: &mut Vec<u8>,
+        more: impl Iterator<Item = &'m [u8]> + Clone,
+    ) -> Result<(), WireError> {
         out.clear();
         out.extend_from_slice(&self.ip.header);
-        self.tcp.emit_after(self.ip.src, self.ip.dst, out)?;
+        self.tcp
+            .emit_gathered(self.ip.src, self.ip.dst, out, more)?;
         self.ip.fix_lengths(out)
     }
 
@@ -95,7 +115,7 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn seg(payload: &[u8]) -> TcpRepr {
+    fn seg(payload: &[u8]) -> TcpRepr<'static> {
         TcpRepr {
             src_port: 1234,
             dst_port: 443,
@@ -109,7 +129,7 @@ mod tests {
                 TcpOption::Nop,
                 TcpOption::Timestamps { tsval: 5, tsecr: 6 },
             ],
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
         }
     }
 
@@ -128,6 +148,24 @@ mod tests {
         let parsed = Packet::parse(&bytes).unwrap();
         assert_eq!(parsed.tcp, p.tcp);
         assert_eq!(parsed.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_gathered_payload_emits_as_the_joined_one_does() {
+        let joined = Packet {
+            ip: IpLayer::new_minimal(
+                Ipv4Addr::new(192, 0, 2, 1).into(),
+                Ipv4Addr::new(192, 0, 2, 2).into(),
+            ),
+            tcp: seg(b"head, middle and tail"),
+        };
+        let mut gathered = joined.clone();
+        gathered.tcp.payload = b"head, ".into();
+        let mut out = vec![0xee; 7];
+        gathered
+            .emit_gathered(&mut out, [&b"middle"[..], b"", b" and tail"].into_iter())
+            .unwrap();
+        assert_eq!(out, joined.to_bytes().unwrap());
     }
 
     #[test]
@@ -280,7 +318,7 @@ mod tests {
             let tcp = TcpRepr {
                 src_port, dst_port, seq, ack,
                 flags: TcpFlags::from_bits(flags),
-                window, urgent, options, payload,
+                window, urgent, options, payload: payload.into(),
             };
             prop_assume!(tcp::options_len(&tcp.options) <= tcp::MAX_OPTIONS_LEN);
             let p = Packet { ip: IpLayer::new_minimal(src, dst), tcp };

@@ -1,12 +1,17 @@
 //! TCP header view, option walk and the owned segment representation.
 //!
 //! `TcpPacket` is a checked view over header bytes with one accessor per
-//! field; `TcpRepr` is the parsed, owned meaning of a segment (header fields,
+//! field; `TcpRepr` is the parsed meaning of a segment (header fields,
 //! options in their original order, payload), with `parse` and `emit`
 //! mirroring each other. The engine rewrites a segment by editing its repr and
 //! emitting it again, which keeps option layouts the kernel chose byte-exact.
+//! A parsed repr borrows its payload from the packet it was read from
+//! ([`Payload`]): most rewrites replace the payload anyway (sealed or opened
+//! frames), so copying it on the way in would be wasted.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::ops::Deref;
 
 use super::{WireError, checksum};
 
@@ -312,10 +317,95 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
 }
 
-/// The owned meaning of a TCP segment, addresses included (they enter the
+/// A segment's data: borrowed from the packet it was parsed from, or owned
+/// once the engine put other bytes there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Payload<'a>(Cow<'a, [u8]>);
+
+impl Payload<'_> {
+    pub fn clear(&mut self) {
+        self.0 = Cow::Borrowed(&[]);
+    }
+
+    /// Keeps the first `len` bytes, without copying borrowed ones.
+    pub fn truncate(&mut self, len: usize) {
+        match &mut self.0 {
+            Cow::Borrowed(b) => *b = b.get(..len).unwrap_or(b),
+            Cow::Owned(v) => v.truncate(len),
+        }
+    }
+
+    /// The bytes as a vector of their own (copied if borrowed), to edit.
+    pub fn to_mut(&mut self) -> &mut Vec<u8> {
+        self.0.to_mut()
+    }
+
+    pub fn into_owned(self) -> Payload<'static> {
+        Payload(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl Deref for Payload<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<'p> IntoIterator for &'p Payload<'_> {
+    type Item = &'p u8;
+    type IntoIter = std::slice::Iter<'p, u8>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl AsRef<[u8]> for Payload<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Payload<'_> {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(Cow::Owned(v))
+    }
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        Payload(Cow::Borrowed(b))
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Payload<'a> {
+    fn from(b: &'a [u8; N]) -> Self {
+        Payload(Cow::Borrowed(b))
+    }
+}
+
+impl PartialEq<[u8]> for Payload<'_> {
+    fn eq(&self, other: &[u8]) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Payload<'_> {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        *self.0 == other[..]
+    }
+}
+
+impl PartialEq<Vec<u8>> for Payload<'_> {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        *self.0 == other[..]
+    }
+}
+
+/// The meaning of a TCP segment, addresses included (they enter the
 /// checksum and key the connection table).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpRepr {
+pub struct TcpRepr<'a> {
     pub src_port: u16,
     pub dst_port: u16,
     pub seq: u32,
@@ -324,14 +414,14 @@ pub struct TcpRepr {
     pub window: u16,
     pub urgent: u16,
     pub options: Vec<TcpOption>,
-    pub payload: Vec<u8>,
+    pub payload: Payload<'a>,
 }
 
-impl TcpRepr {
+impl<'a> TcpRepr<'a> {
     /// Parses segment bytes. The checksum is not verified: NFQUEUE hands
     /// over locally generated packets whose checksum may be left for the
     /// NIC, and the peer's TCP verifies wire checksums anyway.
-    pub fn parse(segment: &[u8]) -> Result<TcpRepr, WireError> {
+    pub fn parse(segment: &'a [u8]) -> Result<TcpRepr<'a>, WireError> {
         let p = TcpPacket::new_checked(segment)?;
         Ok(TcpRepr {
             src_port: p.src_port(),
@@ -342,8 +432,23 @@ impl TcpRepr {
             window: p.window_len(),
             urgent: p.urgent_at(),
             options: parse_options(p.options()),
-            payload: p.payload().to_vec(),
+            payload: Payload::from(&segment[p.header_len()..]),
         })
+    }
+
+    /// The same segment with a payload of its own.
+    pub fn into_owned(self) -> TcpRepr<'static> {
+        TcpRepr {
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            seq: self.seq,
+            ack: self.ack,
+            flags: self.flags,
+            window: self.window,
+            urgent: self.urgent,
+            options: self.options,
+            payload: self.payload.into_owned(),
+        }
     }
 
     pub fn header_len(&self) -> usize {
@@ -399,6 +504,19 @@ impl TcpRepr {
     /// already holds (an IP header), so a packet is written in one pass
     /// with no intermediate copy of its payload.
     pub fn emit_after(&self, src: IpAddr, dst: IpAddr, out: &mut Vec<u8>) -> Result<(), WireError> {
+        self.emit_gathered(src, dst, out, std::iter::empty())
+    }
+
+    /// Like [`TcpRepr::emit_after`], with the bytes of `more` following the
+    /// payload: data that lies in several buffers reaches the packet in one
+    /// copy, without being joined first.
+    pub fn emit_gathered<'m>(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        out: &mut Vec<u8>,
+        more: impl Iterator<Item = &'m [u8]> + Clone,
+    ) -> Result<(), WireError> {
         let opt_len = options_len(&self.options);
         if opt_len > MAX_OPTIONS_LEN {
             return Err(WireError::TooLong {
@@ -408,7 +526,8 @@ impl TcpRepr {
         }
         let hl = HEADER_LEN + opt_len;
         let start = out.len();
-        out.reserve(hl + self.payload.len());
+        let more_len: usize = more.clone().map(<[u8]>::len).sum();
+        out.reserve(hl + self.payload.len() + more_len);
         out.extend_from_slice(&self.src_port.to_be_bytes());
         out.extend_from_slice(&self.dst_port.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -425,6 +544,9 @@ impl TcpRepr {
         // Pad with EOL: after the last option they mean "nothing more".
         out.resize(start + hl, kind::EOL);
         out.extend_from_slice(&self.payload);
+        for piece in more {
+            out.extend_from_slice(piece);
+        }
         let seg = &mut out[start..];
         let c = checksum::tcp(src, dst, seg);
         seg[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
@@ -437,7 +559,7 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn sample() -> TcpRepr {
+    fn sample() -> TcpRepr<'static> {
         TcpRepr {
             src_port: 40000,
             dst_port: 80,
@@ -453,7 +575,7 @@ mod tests {
                 TcpOption::Nop,
                 TcpOption::WindowScale(7),
             ],
-            payload: vec![],
+            payload: Payload::default(),
         }
     }
 

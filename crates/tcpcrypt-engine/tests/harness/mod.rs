@@ -76,9 +76,9 @@ pub struct Kernel {
     pub ts_clock: u32,
     pub syn_options: Vec<TcpOption>,
     /// Every packet this kernel received, for assertions.
-    pub inbox_log: Vec<Packet>,
+    pub inbox_log: Vec<Packet<'static>>,
     /// Segments discarded by the sequence check (their ACK ignored).
-    pub unacceptable: Vec<Packet>,
+    pub unacceptable: Vec<Packet<'static>>,
     /// When nonzero, `push` sends segments of up to this many bytes, marked
     /// large (GSO), which the host cuts at `mss` after the engine's verdict
     /// as the kernel's segmentation would.
@@ -143,7 +143,7 @@ impl Kernel {
         })
     }
 
-    fn packet(&mut self, seq: u32, flags: TcpFlags, payload: Vec<u8>) -> Packet {
+    fn packet(&mut self, seq: u32, flags: TcpFlags, payload: Vec<u8>) -> Packet<'static> {
         self.ts_clock += 1;
         let timestamps = self
             .syn_options
@@ -173,7 +173,7 @@ impl Kernel {
                 window: WINDOW_FIELD,
                 urgent: 0,
                 options,
-                payload,
+                payload: payload.into(),
             },
         }
     }
@@ -327,7 +327,7 @@ impl Kernel {
         assert_checksums(bytes);
         let p = Packet::parse(bytes).expect("kernel gets a TCP packet");
         assert_eq!(p.dst(), self.local, "packet for this kernel");
-        self.inbox_log.push(p.clone());
+        self.inbox_log.push(p.clone().into_owned());
         let t = &p.tcp;
         if t.flags.contains(TcpFlags::RST) {
             match self.peer_isn {
@@ -337,7 +337,7 @@ impl Kernel {
                 Some(peer_isn)
                     if self.established && self.offset_of(peer_isn, t.seq) != self.expected() =>
                 {
-                    self.unacceptable.push(p.clone());
+                    self.unacceptable.push(p.clone().into_owned());
                     self.send_ack();
                 }
                 _ => self.rst_received = true,
@@ -375,7 +375,7 @@ impl Kernel {
             // As Linux does (tcp_sequence): a segment wholly below the
             // next expected byte, or beyond the window, is answered with
             // a duplicate ACK and its ACK field is ignored.
-            self.unacceptable.push(p.clone());
+            self.unacceptable.push(p.clone().into_owned());
             self.send_ack();
             return;
         }
@@ -428,7 +428,7 @@ pub fn segment(packet: &[u8], size: usize) -> Vec<Vec<u8>> {
             let from = i * size;
             let to = (from + size).min(p.tcp.payload.len());
             q.tcp.seq = p.tcp.seq.wrapping_add(from as u32);
-            q.tcp.payload = p.tcp.payload[from..to].to_vec();
+            q.tcp.payload = p.tcp.payload[from..to].into();
             if i + 1 < n {
                 q.tcp.flags.set(TcpFlags::FIN, false);
                 q.tcp.flags.set(TcpFlags::PSH, false);
@@ -604,7 +604,9 @@ impl Sim {
         }
         let mut count = 1;
         while let Some((side, next)) = self.wire.front() {
-            let Ok(q) = Packet::parse(next) else { break };
+            let Ok(q) = Packet::parse(next).map(Packet::into_owned) else {
+                break;
+            };
             // GRO ends a run at PSH and never mixes acknowledgments.
             let follows = *side == from
                 && plain(&q)
@@ -619,7 +621,11 @@ impl Sim {
             let (side, next) = self.wire.pop_front().unwrap();
             self.tap.push((side, next));
             self.tap_times.push(self.now);
-            merged.tcp.payload.extend_from_slice(&q.tcp.payload);
+            merged
+                .tcp
+                .payload
+                .to_mut()
+                .extend_from_slice(&q.tcp.payload);
             merged.tcp.ack = q.tcp.ack;
             merged.tcp.window = q.tcp.window;
             merged.tcp.options = q.tcp.options;
@@ -798,7 +804,7 @@ impl Sim {
             .iter()
             .filter(|(s, _)| *s == side)
             .filter_map(|(_, p)| Packet::parse(p).ok())
-            .flat_map(|p| p.tcp.payload)
+            .flat_map(|p| p.tcp.payload.to_vec())
             .collect()
     }
 }

@@ -819,7 +819,7 @@ mod tests {
                 window: 1000,
                 urgent: 0,
                 options: Vec::new(),
-                payload: payload.to_vec(),
+                payload: payload.into(),
             },
         }
         .to_bytes()

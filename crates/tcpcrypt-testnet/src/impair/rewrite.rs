@@ -113,7 +113,7 @@ pub fn split(bytes: &[u8], cuts: &[usize]) -> Result<Vec<Vec<u8>>, RewriteError>
         let last = i + 2 == bounds.len();
         let mut piece = p.clone();
         piece.tcp.seq = p.tcp.seq.wrapping_add(w[0] as u32);
-        piece.tcp.payload = p.tcp.payload[w[0]..w[1]].to_vec();
+        piece.tcp.payload = p.tcp.payload[w[0]..w[1]].into();
         if !last {
             piece.tcp.flags.set(TcpFlags::FIN, false);
             piece.tcp.flags.set(TcpFlags::PSH, false);
@@ -130,7 +130,7 @@ pub fn merge(a: &[u8], b: &[u8]) -> Result<Vec<u8>, RewriteError> {
     let (pa, mut pb) = consecutive(a, b)?;
     pb.tcp.seq = pa.tcp.seq;
     let mut payload = pa.tcp.payload;
-    payload.extend_from_slice(&pb.tcp.payload);
+    payload.to_mut().extend_from_slice(&pb.tcp.payload);
     pb.tcp.payload = payload;
     Ok(pb.to_bytes()?)
 }
@@ -156,7 +156,7 @@ pub fn bridge(a: &[u8], b: &[u8], max_packet: usize) -> Result<Vec<Vec<u8>>, Rew
     split(&joined, &[la - from_a, la + from_b])
 }
 
-fn consecutive(a: &[u8], b: &[u8]) -> Result<(Packet, Packet), RewriteError> {
+fn consecutive<'a>(a: &'a [u8], b: &'a [u8]) -> Result<(Packet<'a>, Packet<'a>), RewriteError> {
     let pa = Packet::parse(a)?;
     let pb = Packet::parse(b)?;
     let contiguous = pa.tcp.seq.wrapping_add(pa.tcp.payload.len() as u32) == pb.tcp.seq;
@@ -177,7 +177,7 @@ fn payload_range(bytes: &[u8]) -> Result<(usize, usize), RewriteError> {
     // Position from the raw data offset, checked against the parser's
     // view, so a flip lands exactly on a byte the receiver sees as payload.
     let start = p.ip.header.len() + tcp_header_len(bytes, p.ip.header.len())?;
-    if bytes.get(start..start + len).map(<[u8]>::to_vec) != Some(p.tcp.payload) {
+    if bytes.get(start..start + len) != Some(&p.tcp.payload[..]) {
         return Err(RewriteError::UnusualHeader);
     }
     Ok((start, len))
@@ -216,7 +216,7 @@ pub fn flip_payload_bit(
     if fix_checksum {
         let mut p = Packet::parse(&out)?;
         // Re-emitting recomputes the checksum over the flipped payload.
-        p.tcp.payload = out.get(start..start + len).unwrap_or(&[]).to_vec();
+        p.tcp.payload = out.get(start..start + len).unwrap_or(&[]).to_vec().into();
         return Ok(p.to_bytes()?);
     }
     Ok(out)
@@ -299,7 +299,7 @@ mod tests {
                     TcpOption::Nop,
                     TcpOption::Timestamps { tsval: 1, tsecr: 2 },
                 ],
-                payload: payload.to_vec(),
+                payload: payload.into(),
             },
         }
         .to_bytes()
@@ -308,7 +308,7 @@ mod tests {
 
     fn data(p: &[u8]) -> (u32, Vec<u8>, TcpFlags) {
         let p = Packet::parse(p).unwrap();
-        (p.tcp.seq, p.tcp.payload, p.tcp.flags)
+        (p.tcp.seq, p.tcp.payload.to_vec(), p.tcp.flags)
     }
 
     fn psh_fin() -> TcpFlags {
@@ -424,7 +424,9 @@ mod tests {
 
     #[test]
     fn mss_is_rewritten_in_syns_only() {
-        let mut syn = Packet::parse(&packet(false, 1, TcpFlags::SYN, b"")).unwrap();
+        let mut syn = Packet::parse(&packet(false, 1, TcpFlags::SYN, b""))
+            .unwrap()
+            .into_owned();
         syn.tcp.options.insert(0, TcpOption::Mss(1460));
         let syn = syn.to_bytes().unwrap();
         let out = rewrite_mss(&syn, 536).unwrap().unwrap();
