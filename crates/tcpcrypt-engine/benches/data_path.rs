@@ -229,7 +229,7 @@ fn main() {
         SEGMENT.div_ceil(frames.max(1))
     };
     println!(
-        "engine data path: {} MiB per round, {rounds} rounds, {SEGMENT}-byte segments, \
+        "engine data path: {} MiB per round, rounds: {rounds}, {SEGMENT}-byte segments, \
          frames of about {frame} bytes, AES-128-GCM",
         total >> 20
     );
