@@ -255,7 +255,8 @@ impl VerdictBatch {
         mark: Option<u32>,
         packet: &mut Vec<u8>,
     ) {
-        if packet.len() < SPLICE_MIN || !fits_attr(packet) {
+        // `push` turns a packet too long for an attribute into a drop.
+        if packet.len() < SPLICE_MIN || packet.len() > MAX_ATTR_PAYLOAD {
             self.push(id, verdict, mark, Some(packet));
             packet.clear();
             return;
