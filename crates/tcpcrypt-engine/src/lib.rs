@@ -145,10 +145,10 @@
 //! ## Cost per byte
 //!
 //! A parsed packet borrows its payload from the queue's buffer
-//! ([`wire::Payload`]); the bytes a rewritten packet carries (sealed frames
-//! out, opened plaintext in) are written into it in one pass with the
-//! checksum ([`wire::Packet::emit_gathered`]); acknowledged frames lend their
-//! buffers to new ones. `benches/data_path.rs` measures what two engines
+//! ([`wire::Payload`]); the frames a rewritten packet carries (sealed ones
+//! out, opened plaintext in) are written into it where they lie, without
+//! being joined first ([`wire::Packet::emit_gathered`]); acknowledged frames
+//! lend their buffers to new ones. `benches/data_path.rs` measures what two engines
 //! spend per byte beyond sealing and opening (`cargo bench -p
 //! tcpcrypt-engine --bench data_path`).
 //!
