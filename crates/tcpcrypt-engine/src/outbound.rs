@@ -252,7 +252,7 @@ impl OutStream {
     /// Sends the stored frames from index `first` to the end.
     fn plan_from(&self, first: usize, start: u64) -> OutPlan {
         let frames = first.min(self.frames.len())..self.frames.len();
-        let fin = self.frames.back().is_some_and(|f| f.fin) && !frames.is_empty();
+        let fin = self.ends_with_fin(&frames);
         OutPlan::Send { start, frames, fin }
     }
 
@@ -263,6 +263,14 @@ impl OutStream {
         let end = frames.end.min(self.frames.len());
         let start = frames.start.min(end);
         self.frames.range(start..end).map(|f| f.bytes.as_slice())
+    }
+
+    /// Whether the last of `frames` carries the FIN (false for none).
+    fn ends_with_fin(&self, frames: &Range<usize>) -> bool {
+        self.frames
+            .range(frames.clone())
+            .next_back()
+            .is_some_and(|f| f.fin)
     }
 
     /// The wire bytes of a plan's frames in one buffer, for a plan that is
@@ -349,11 +357,7 @@ impl OutStream {
             .get(first)
             .map_or(self.wire_next, |f| f.wire.start);
         let frames = first..last_old.max(first);
-        let wire_fin = frames
-            .end
-            .checked_sub(1)
-            .and_then(|last| self.frames.get(last))
-            .is_some_and(|f| f.fin && !frames.is_empty());
+        let wire_fin = self.ends_with_fin(&frames);
         Ok(OutPlan::Send {
             start,
             frames,
