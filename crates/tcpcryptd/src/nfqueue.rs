@@ -158,6 +158,10 @@ pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
     filled: usize,
+    /// `recvmmsg`'s iovecs and headers, kept so that a call allocates
+    /// nothing; their pointers are set afresh before every call.
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
 }
 
 impl RecvBatch {
@@ -168,6 +172,8 @@ impl RecvBatch {
             bufs: (0..count).map(|_| vec![0u8; RECV_BUF_LEN]).collect(),
             lens: vec![0; count],
             filled: 0,
+            iovs: Vec::with_capacity(count),
+            hdrs: Vec::with_capacity(count),
         }
     }
 
@@ -210,6 +216,9 @@ const SPLICE_MIN: usize = 4096;
 /// iovecs (itself and the headers after it), and the batch is sent early
 /// when it reaches this many. Far below `IOV_MAX`.
 const MAX_SPLICES: usize = 16;
+/// Most pieces of one batch's byte stream: headers before each spliced
+/// packet, the packets, and the headers after the last.
+const MAX_PIECES: usize = 2 * MAX_SPLICES + 1;
 /// Emptied buffers kept for reuse; more are freed.
 const MAX_SPARE: usize = 4;
 
@@ -240,7 +249,7 @@ impl VerdictBatch {
         self.put_header(id, verdict, mark, payload.len());
         if !payload.is_empty() {
             put_attr(&mut self.buf, NFQA_PAYLOAD, payload);
-            self.stream_len += align4(4 + payload.len());
+            self.stream_len += attr_len(payload.len());
         }
         self.count += 1;
     }
@@ -255,21 +264,24 @@ impl VerdictBatch {
         mark: Option<u32>,
         packet: &mut Vec<u8>,
     ) {
-        // `push` turns a packet too long for an attribute into a drop.
-        if packet.len() < SPLICE_MIN || packet.len() > MAX_ATTR_PAYLOAD {
+        // `push` turns a packet too long for an attribute into a drop; a
+        // batch full of spliced packets (the caller did not flush) copies.
+        if packet.len() < SPLICE_MIN
+            || packet.len() > MAX_ATTR_PAYLOAD
+            || self.packets.len() >= MAX_SPLICES
+        {
             self.push(id, verdict, mark, Some(packet));
             packet.clear();
             return;
         }
         let len = packet.len();
         self.put_header(id, verdict, mark, len);
-        // The attribute's own header, then the packet, then its padding.
-        self.buf
-            .extend_from_slice(&((4 + len) as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&NFQA_PAYLOAD.to_ne_bytes());
+        // The attribute's header, then the packet (sent from its own
+        // buffer), then the padding.
+        put_attr_header(&mut self.buf, NFQA_PAYLOAD, len);
         self.splices.push(self.buf.len());
-        self.buf.resize(self.buf.len() + (align4(len) - len), 0);
-        self.stream_len += align4(4 + len);
+        put_attr_padding(&mut self.buf, len);
+        self.stream_len += attr_len(len);
         let mut empty = self.spare.pop().unwrap_or_default();
         empty.clear();
         self.packets.push(std::mem::replace(packet, empty));
@@ -282,11 +294,11 @@ impl VerdictBatch {
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&verdict.code().to_be_bytes());
         hdr[4..].copy_from_slice(&id.to_be_bytes());
-        let attrs_len = 12 + if mark.is_some() { 8 } else { 0 };
+        let attrs_len = attr_len(hdr.len()) + mark.map_or(0, |m| attr_len(size_of_val(&m)));
         let payload_attr_len = if payload_len == 0 {
             0
         } else {
-            align4(4 + payload_len)
+            attr_len(payload_len)
         };
         let before = self.buf.len();
         put_msg_header(
@@ -317,23 +329,33 @@ impl VerdictBatch {
     }
 
     /// The pieces of the byte stream, in order (empty ones left out).
-    fn pieces(&self) -> Vec<&[u8]> {
-        let mut out = Vec::with_capacity(2 * self.packets.len() + 1);
+    /// The pieces of the byte stream in order, empty ones left out; at
+    /// most [`MAX_PIECES`]. Written into a caller's array so sending a
+    /// batch allocates nothing.
+    fn pieces<'a>(&'a self, out: &mut [&'a [u8]; MAX_PIECES]) -> usize {
+        let mut n = 0;
+        let mut put = |p: &'a [u8]| {
+            if !p.is_empty() {
+                out[n] = p;
+                n += 1;
+            }
+        };
         let mut from = 0;
         for (packet, &at) in self.packets.iter().zip(&self.splices) {
-            out.push(&self.buf[from..at]);
-            out.push(packet.as_slice());
+            put(&self.buf[from..at]);
+            put(packet.as_slice());
             from = at;
         }
-        out.push(&self.buf[from..]);
-        out.retain(|p| !p.is_empty());
-        out
+        put(&self.buf[from..]);
+        n
     }
 
     /// The whole byte stream in one buffer, as the kernel receives it.
     #[cfg(test)]
     fn bytes(&self) -> Vec<u8> {
-        self.pieces().concat()
+        let mut pieces = [&[][..]; MAX_PIECES];
+        let n = self.pieces(&mut pieces);
+        pieces[..n].concat()
     }
 
     fn clear(&mut self) {
@@ -369,20 +391,38 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-fn put_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = 4 + data.len();
+/// An attribute's header (length and type) before its data.
+const NLA_HDRLEN: usize = 4;
+
+/// Bytes an attribute carrying `data_len` bytes takes, padding included.
+fn attr_len(data_len: usize) -> usize {
+    align4(NLA_HDRLEN + data_len)
+}
+
+/// Writes an attribute's header for `data_len` bytes of data, which the
+/// caller puts (or sends) right after it, followed by the padding.
+fn put_attr_header(buf: &mut Vec<u8>, ty: u16, data_len: usize) {
     // Longer data cannot be expressed; `VerdictBatch::push` turns such a
     // payload into a drop before it gets here, so this only guards misuse.
     debug_assert!(
-        data.len() <= MAX_ATTR_PAYLOAD,
-        "attribute of {} bytes",
-        data.len()
+        data_len <= MAX_ATTR_PAYLOAD,
+        "attribute of {data_len} bytes"
     );
-    let len16 = u16::try_from(len).unwrap_or(u16::MAX);
+    let len16 = u16::try_from(NLA_HDRLEN + data_len).unwrap_or(u16::MAX);
     buf.extend_from_slice(&len16.to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());
+}
+
+/// Zero bytes after an attribute's `data_len` bytes of data, up to the
+/// next 4-byte boundary.
+fn put_attr_padding(buf: &mut Vec<u8>, data_len: usize) {
+    buf.resize(buf.len() + attr_len(data_len) - NLA_HDRLEN - data_len, 0);
+}
+
+fn put_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    put_attr_header(buf, ty, data.len());
     buf.extend_from_slice(data);
-    buf.resize(buf.len() + (align4(len) - len), 0);
+    put_attr_padding(buf, data.len());
 }
 
 fn put_msg_header(buf: &mut Vec<u8>, msg: u16, flags: u16, seq: u32, queue: u16, body: usize) {
@@ -655,24 +695,35 @@ impl Queue {
         self.send_pieces(&[buf])
     }
 
-    /// Sends one netlink datagram made of `pieces`, without joining them.
+    /// Sends one netlink datagram made of `pieces` (at most
+    /// [`MAX_PIECES`]), without joining them.
     fn send_pieces(&self, pieces: &[&[u8]]) -> io::Result<()> {
         // SAFETY: sockaddr_nl is plain data; all-zero addresses the kernel.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let mut iov: Vec<libc::iovec> = pieces
-            .iter()
-            .map(|p| libc::iovec {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PIECES];
+        let n = pieces.len();
+        if n > MAX_PIECES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a verdict batch in more pieces than it can have",
+            ));
+        }
+        for (v, p) in iov.iter_mut().zip(pieces) {
+            *v = libc::iovec {
                 iov_base: p.as_ptr() as *mut libc::c_void,
                 iov_len: p.len(),
-            })
-            .collect();
+            };
+        }
         // SAFETY: msghdr is plain data; the fields that matter are set below.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast();
         msg.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
         msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len() as _;
+        msg.msg_iovlen = n as _;
         loop {
             // SAFETY: `msg` points at `addr` and at iovecs over the live
             // `pieces`, which the kernel only reads.
@@ -705,18 +756,23 @@ impl Queue {
     /// Receives as many datagrams as are ready (up to the batch size)
     /// without blocking. Returns how many arrived; 0 means none was ready.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> Result<usize, NfqError> {
-        batch.filled = 0;
-        let n = batch.bufs.len();
-        let mut iovs: Vec<libc::iovec> = batch
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
+        let RecvBatch {
+            bufs,
+            lens,
+            filled,
+            iovs,
+            hdrs,
+        } = batch;
+        *filled = 0;
+        let n = bufs.len();
+        iovs.clear();
+        iovs.extend(bufs.iter_mut().map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        }));
+        hdrs.clear();
         // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        hdrs.extend((0..n).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }));
         for (h, iov) in hdrs.iter_mut().zip(iovs.iter_mut()) {
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
@@ -750,10 +806,10 @@ impl Queue {
                 }
             }
         };
-        for (len, h) in batch.lens.iter_mut().zip(&hdrs).take(rc) {
+        for (len, h) in lens.iter_mut().zip(hdrs.iter()).take(rc) {
             *len = h.msg_len as usize;
         }
-        batch.filled = rc;
+        *filled = rc;
         Ok(rc)
     }
 
@@ -762,7 +818,9 @@ impl Queue {
         if batch.is_empty() {
             return Ok(());
         }
-        let res = self.send_pieces(&batch.pieces());
+        let mut pieces = [&[][..]; MAX_PIECES];
+        let n = batch.pieces(&mut pieces);
+        let res = self.send_pieces(&pieces[..n]);
         batch.clear();
         res.map_err(io_err("sending verdicts"))
     }
@@ -1156,6 +1214,23 @@ mod tests {
             b.stream_len = 0;
         }
         assert!(b.needs_flush());
+    }
+
+    #[test]
+    fn a_batch_never_holds_more_pieces_than_a_send_takes() {
+        // A caller that keeps pushing without sending: past MAX_SPLICES the
+        // packets are copied in, so the stream stays within MAX_PIECES.
+        let mut taken = VerdictBatch::new(0);
+        let mut copied = VerdictBatch::new(0);
+        for id in 0..2 * MAX_SPLICES as u32 {
+            let packet: Vec<u8> = (0..SPLICE_MIN).map(|i| (i as u32 ^ id) as u8).collect();
+            taken.push_packet(id, NfVerdict::Accept, None, &mut packet.clone());
+            copied.push(id, NfVerdict::Accept, None, Some(&packet));
+        }
+        assert_eq!(taken.packets.len(), MAX_SPLICES);
+        let mut pieces = [&[][..]; MAX_PIECES];
+        assert!(taken.pieces(&mut pieces) <= MAX_PIECES);
+        assert_eq!(taken.bytes(), copied.bytes());
     }
 
     #[test]

@@ -62,16 +62,23 @@ pub fn poll_readable<const N: usize>(fds: [RawFd; N], timeout: Option<Duration>)
         events: libc::POLLIN,
         revents: 0,
     });
-    let ms = match timeout {
-        None => -1,
-        Some(d) => i32::try_from(d.as_millis().saturating_add(1)).unwrap_or(i32::MAX),
-    };
+    let ms = poll_timeout_ms(timeout);
     // SAFETY: `pfds` is an array of N valid pollfd structures.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
     if rc <= 0 {
         return [false; N];
     }
     pfds.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// `poll`'s timeout argument: -1 to wait without end, else whole
+/// milliseconds rounded up, so a deadline a fraction of a millisecond away
+/// is not polled for in a busy loop, while zero stays zero (no wait).
+fn poll_timeout_ms(timeout: Option<Duration>) -> i32 {
+    match timeout {
+        None => -1,
+        Some(d) => i32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX),
+    }
 }
 
 /// The uid of the process at the other end of a Unix socket.
@@ -157,14 +164,16 @@ pub fn wait_for_termination(timeout: Duration) -> Option<i32> {
     (rc > 0).then_some(rc)
 }
 
-/// The one-byte range the session table's liveness lock covers.
+/// The range the session table's liveness lock covers
+/// ([`tcpcrypt_control::table::LIVENESS_LOCK`]).
 fn lock_range(kind: libc::c_int) -> libc::flock {
+    let (start, len) = tcpcrypt_control::table::LIVENESS_LOCK;
     // SAFETY: flock is plain old data; all zero bytes is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 1;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
     fl
 }
 
@@ -229,6 +238,17 @@ mod tests {
             poll_readable([e.as_raw_fd()], Some(Duration::ZERO)),
             [false]
         );
+    }
+
+    #[test]
+    fn poll_timeouts_round_up_to_milliseconds_and_zero_does_not_wait() {
+        assert_eq!(poll_timeout_ms(None), -1);
+        assert_eq!(poll_timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(poll_timeout_ms(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(poll_timeout_ms(Some(Duration::from_millis(1))), 1);
+        assert_eq!(poll_timeout_ms(Some(Duration::from_micros(1500))), 2);
+        assert_eq!(poll_timeout_ms(Some(Duration::from_secs(3))), 3000);
+        assert_eq!(poll_timeout_ms(Some(Duration::MAX)), i32::MAX);
     }
 
     #[test]
