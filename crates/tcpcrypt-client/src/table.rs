@@ -122,11 +122,13 @@ impl Mapped {
 
 /// Whether the daemon that published the table still holds its lock.
 fn daemon_alive(file: &File) -> bool {
+    let (start, len) = tcpcrypt_control::table::LIVENESS_LOCK;
     // SAFETY: flock is plain old data; all zero bytes is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_RDLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_len = 1;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
     // SAFETY: fcntl(F_OFD_GETLK) reads and writes a live flock.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
     rc == 0 && i32::from(fl.l_type) == libc::F_WRLCK
@@ -252,8 +254,10 @@ mod tests {
     fn lock(file: &File) {
         // SAFETY: flock is plain old data; all zero bytes is a valid value.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        let (start, len) = tcpcrypt_control::table::LIVENESS_LOCK;
         fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_len = 1;
+        fl.l_start = start as libc::off_t;
+        fl.l_len = len as libc::off_t;
         // SAFETY: fcntl(F_OFD_SETLK) reads a live flock.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
         assert_eq!(rc, 0, "lock: {}", io::Error::last_os_error());

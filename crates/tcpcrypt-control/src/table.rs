@@ -57,6 +57,12 @@ pub const HEADER_WORDS: usize = 8;
 pub const BUCKET_SLOTS: usize = 8;
 const BUCKET_WORDS: usize = BUCKET_SLOTS / 2;
 pub const ENTRY_WORDS: usize = 16;
+/// The bytes of the file the daemon holds an open-file-description write
+/// lock on (`fcntl(F_OFD_SETLK)`) for as long as it runs, as
+/// `(start, length)`: a reader that finds them unlocked knows the table is
+/// a dead daemon's and must not be trusted. Part of the format, as both the
+/// daemon and the client library must name the same range.
+pub const LIVENESS_LOCK: (i64, i64) = (0, 1);
 /// Payload bytes after the key: the session, or the plain-TCP reason.
 const PAYLOAD_BYTES: usize = 8 * (ENTRY_WORDS - PAYLOAD_WORD);
 const PAYLOAD_WORD: usize = 6;
