@@ -37,6 +37,9 @@ step "benchmark smoke run (scripts/bench.sh --smoke, without the rebuild)"
 step "engine data-path benchmark smoke run (no kernel: the engines' own cost)"
 TCPCRYPT_BENCH_MB=8 TCPCRYPT_BENCH_ROUNDS=1 cargo bench -p tcpcrypt-engine --bench data_path --locked
 
+step "engine connection-setup benchmark smoke run (no kernel: the engines' own cost)"
+TCPCRYPT_BENCH_CONNECTIONS=50 TCPCRYPT_BENCH_ROUNDS=1 cargo bench -p tcpcrypt-engine --bench connection_setup --locked
+
 step "deployment files: make install / uninstall, systemd unit, shipped config"
 bash dist/check.sh
 

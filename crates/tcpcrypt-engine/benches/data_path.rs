@@ -16,11 +16,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};
 
+use common::{env, median};
 use harness::Sim;
 use tcpcrypt_engine::wire::{IpLayer, Packet, TcpFlags, TcpOption, TcpRepr};
 use tcpcrypt_engine::{Checksum, Direction, Engine, PacketMeta, Verdict};
@@ -32,14 +34,6 @@ use tcpcrypt_proto::{Aead, Role};
 const SEGMENT: usize = 60_000;
 /// The window field the simulated kernels advertise (scaled by 7).
 const WINDOW: u16 = 1000;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
-}
 
 /// One side's kernel, reduced to what a bulk transfer needs.
 struct Kernel {
@@ -200,11 +194,6 @@ fn frames_round(total: usize, frame: usize) -> Duration {
         sent += SEGMENT;
     }
     start.elapsed()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
