@@ -204,8 +204,6 @@ pub struct VerdictBatch {
     splices: Vec<usize>,
     /// Emptied packet buffers, handed back for the caller's next packet.
     spare: Vec<Vec<u8>>,
-    /// Bytes of the whole stream.
-    stream_len: usize,
     count: usize,
 }
 
@@ -230,7 +228,6 @@ impl VerdictBatch {
             packets: Vec::with_capacity(MAX_SPLICES),
             splices: Vec::with_capacity(MAX_SPLICES),
             spare: Vec::with_capacity(MAX_SPARE),
-            stream_len: 0,
             count: 0,
         }
     }
@@ -249,7 +246,6 @@ impl VerdictBatch {
         self.put_header(id, verdict, mark, payload.len());
         if !payload.is_empty() {
             put_attr(&mut self.buf, NFQA_PAYLOAD, payload);
-            self.stream_len += attr_len(payload.len());
         }
         self.count += 1;
     }
@@ -281,7 +277,6 @@ impl VerdictBatch {
         put_attr_header(&mut self.buf, NFQA_PAYLOAD, len);
         self.splices.push(self.buf.len());
         put_attr_padding(&mut self.buf, len);
-        self.stream_len += attr_len(len);
         let mut empty = self.spare.pop().unwrap_or_default();
         empty.clear();
         self.packets.push(std::mem::replace(packet, empty));
@@ -300,7 +295,6 @@ impl VerdictBatch {
         } else {
             attr_len(payload_len)
         };
-        let before = self.buf.len();
         put_msg_header(
             &mut self.buf,
             NFQNL_MSG_VERDICT,
@@ -313,7 +307,6 @@ impl VerdictBatch {
         if let Some(m) = mark {
             put_attr(&mut self.buf, NFQA_MARK, &m.to_be_bytes());
         }
-        self.stream_len += self.buf.len() - before;
     }
 
     pub fn len(&self) -> usize {
@@ -324,11 +317,16 @@ impl VerdictBatch {
         self.count == 0
     }
 
-    fn needs_flush(&self) -> bool {
-        self.stream_len >= VERDICT_FLUSH_LEN || self.packets.len() >= MAX_SPLICES
+    /// Bytes of the whole stream: headers and small packets in `buf`,
+    /// the taken packets beside it.
+    fn stream_len(&self) -> usize {
+        self.buf.len() + self.packets.iter().map(Vec::len).sum::<usize>()
     }
 
-    /// The pieces of the byte stream, in order (empty ones left out).
+    fn needs_flush(&self) -> bool {
+        flush_due(self.stream_len(), self.packets.len())
+    }
+
     /// The pieces of the byte stream in order, empty ones left out; at
     /// most [`MAX_PIECES`]. Written into a caller's array so sending a
     /// batch allocates nothing.
@@ -366,9 +364,14 @@ impl VerdictBatch {
                 self.spare.push(p);
             }
         }
-        self.stream_len = 0;
         self.count = 0;
     }
+}
+
+/// Whether a batch of `stream_len` bytes holding `taken` packets from
+/// their own buffers is to be sent before more is added.
+fn flush_due(stream_len: usize, taken: usize) -> bool {
+    stream_len >= VERDICT_FLUSH_LEN || taken >= MAX_SPLICES
 }
 
 /// Whether an attribute can carry `payload`; logs the packet it cannot.
@@ -701,10 +704,6 @@ impl Queue {
         // SAFETY: sockaddr_nl is plain data; all-zero addresses the kernel.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_PIECES];
         let n = pieces.len();
         if n > MAX_PIECES {
             return Err(io::Error::new(
@@ -712,6 +711,10 @@ impl Queue {
                 "a verdict batch in more pieces than it can have",
             ));
         }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PIECES];
         for (v, p) in iov.iter_mut().zip(pieces) {
             *v = libc::iovec {
                 iov_base: p.as_ptr() as *mut libc::c_void,
@@ -835,10 +838,7 @@ impl Queue {
         payload: Option<&[u8]>,
     ) -> Result<(), NfqError> {
         batch.push(id, verdict, mark, payload);
-        if batch.needs_flush() {
-            self.send_verdicts(batch)?;
-        }
-        Ok(())
+        self.send_if_full(batch)
     }
 
     /// Like [`Queue::push_verdict`] with `packet` as the replacement,
@@ -852,6 +852,11 @@ impl Queue {
         packet: &mut Vec<u8>,
     ) -> Result<(), NfqError> {
         batch.push_packet(id, verdict, mark, packet);
+        self.send_if_full(batch)
+    }
+
+    /// Sends the batch early once it grew large.
+    fn send_if_full(&self, batch: &mut VerdictBatch) -> Result<(), NfqError> {
         if batch.needs_flush() {
             self.send_verdicts(batch)?;
         }
@@ -1181,7 +1186,7 @@ mod tests {
         assert_eq!(taken.packets.len(), 2, "the large packets are not copied");
         assert_eq!(taken.len(), 4);
         assert_eq!(taken.bytes(), copied.bytes());
-        assert_eq!(taken.stream_len, copied.bytes().len());
+        assert_eq!(taken.stream_len(), copied.bytes().len());
     }
 
     #[test]
@@ -1210,10 +1215,11 @@ mod tests {
             assert!(!b.needs_flush());
             let mut p = vec![0x45; SPLICE_MIN];
             b.push_packet(id, NfVerdict::Accept, None, &mut p);
-            // Kept under the byte limit, so only the count can ask.
-            b.stream_len = 0;
         }
         assert!(b.needs_flush());
+        // The count asks on its own, under the byte limit.
+        assert!(flush_due(0, MAX_SPLICES));
+        assert!(!flush_due(0, MAX_SPLICES - 1));
     }
 
     #[test]
