@@ -214,10 +214,9 @@ pub fn flip_payload_bit(
         *b ^= 1 << (bit % 8);
     }
     if fix_checksum {
-        let mut p = Packet::parse(&out)?;
-        // Re-emitting recomputes the checksum over the flipped payload.
-        p.tcp.payload = out.get(start..start + len).unwrap_or(&[]).to_vec().into();
-        return Ok(p.to_bytes()?);
+        // Parsed again, the packet carries the flipped payload; emitting it
+        // recomputes the checksum over it.
+        return Ok(Packet::parse(&out)?.to_bytes()?);
     }
     Ok(out)
 }
