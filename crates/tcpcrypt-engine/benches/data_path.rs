@@ -97,7 +97,9 @@ fn through(e: &mut Engine, dir: Direction, packet: &[u8], out: &mut Vec<u8>) -> 
     let mut next = Vec::new();
     match e.handle_packet_into(Instant::now(), dir, meta, packet, out) {
         Verdict::Accept => next.push(packet.to_vec()),
-        Verdict::AcceptModified => next.push(out.clone()),
+        // Taken, not copied: the daemon hands the rewritten buffer to the
+        // verdict as it is, so a copy here would be counted as the engine's.
+        Verdict::AcceptModified => next.push(std::mem::take(out)),
         Verdict::Drop => {}
     }
     while let Some(t) = e.poll_transmit() {
